@@ -1,0 +1,12 @@
+//! bandgate: from a wristband's SOS to a person on the way.
+//!
+//! Codemap (see README.md, "Architecture"):
+//! - `engine`: the pure, sans-IO core. `engine::frame` is the wire format, `engine::replay`
+//!   the anti-replay window, `engine::Intake` the two in the spec's order.
+//! - `config`: files an installer writes (`keys.toml`, `bandgate.toml`), checked with errors
+//!   that name the file, the entry and the fix.
+//! - `cli`: output formats of the command line (`decode`'s JSON lines).
+
+pub mod cli;
+pub mod config;
+pub mod engine;
