@@ -7,6 +7,7 @@
 //!   that name the file, the entry and the fix.
 //! - `cli`: output formats of the command line (`decode`'s JSON lines).
 
+pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod engine;

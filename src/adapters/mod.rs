@@ -1,0 +1,10 @@
+//! Adapters: the only code that touches the world (radio, files, broker, disk).
+//!
+//! Every advertisement source (BlueZ, a replay capture, the simulator) hands what it hears to
+//! an `AdvertTx`, which puts alarms and telemetry in separate bounded lanes: telemetry may be
+//! dropped (and counted) when the daemon falls behind, an alarm never is and never waits
+//! behind telemetry.
+
+pub mod lanes;
+
+pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Lane};
