@@ -3,13 +3,28 @@
 //! Every input is a method call carrying `now`; every effect leaves as a value. That is what
 //! lets tests drive years of simulated time in milliseconds and replay a log exactly.
 
+pub mod alert;
+mod escalation;
 pub mod frame;
 pub mod replay;
+pub mod setup;
+pub mod snapshot;
+mod supervision;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Instant;
 
+use jiff::Timestamp;
+
+pub use alert::{
+    Action, Alert, DeviceState, Kind, NotifyReason, Output, Refusal, Resolution, State,
+};
 pub use frame::{BandEvent, DeviceKey, Frame, Keyring, Reject};
 pub use replay::ReplayWindow;
+pub use setup::{
+    Escalation, Locale, Resident, Rota, Setup, Shift, Staff, Supervision, WearerCancel,
+};
+pub use snapshot::{AlertRecord, Changes, DeviceRecord, MetaRecord, Snapshot};
 
 /// Steps 1 to 6 of the wire spec: decode, authenticate, then the per-band replay window.
 #[derive(Debug, Clone)]
@@ -75,5 +90,233 @@ impl Intake {
     /// How many frames were refused for `reason`.
     pub fn rejected(&self, reason: Reject) -> u64 {
         self.rejected[reason as usize]
+    }
+}
+
+/// What a band's frame did, for the caller's log and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// Authentic and new; `alert_id` names the alert it raised or updated, if any.
+    Accepted {
+        frame: Frame,
+        alert_id: Option<String>,
+    },
+    Rejected(Reject),
+}
+
+/// Counters of refused or odd inputs, for the gateway status and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub refused_actions: BTreeMap<&'static str, u64>,
+    pub unmatched_cancels: u64,
+    pub rota_gaps: u64,
+}
+
+/// The sans-IO engine: intake, escalation and supervision behind one API.
+///
+/// Inputs: `handle_frame`, `handle_action`, `raise_test`, `handle_timeout`, each with the
+/// monotonic `now` (for deadlines) and the wall-clock `wall` (for documents and the rota).
+/// Outputs: `poll_output` until `None`; then `take_changes` for the store; then sleep until
+/// `poll_timeout`.
+#[derive(Debug)]
+pub struct Engine {
+    setup: Setup,
+    intake: Intake,
+    alerts: BTreeMap<String, Alert>,
+    devices: HashMap<u32, supervision::Band>,
+    /// Silence deadlines of bands without an open `device_silent` alert.
+    silence: BTreeSet<(Instant, u32)>,
+    outputs: VecDeque<Output>,
+    dirty_alerts: BTreeSet<String>,
+    removed_alerts: Vec<String>,
+    dirty_devices: BTreeSet<u32>,
+    meta: MetaRecord,
+    meta_dirty: bool,
+    counters: Counters,
+    /// `now` of the last `handle_timeout`, so `poll_timeout` can be checked for progress.
+    last_timeout: Option<Instant>,
+}
+
+impl Engine {
+    /// A fresh engine at start-up: every enrolled resident's band gets one full
+    /// `silent_after` window before it can be reported silent.
+    pub fn new(setup: Setup, intake: Intake, now: Instant) -> Engine {
+        Engine::restore(
+            setup,
+            intake,
+            now,
+            Timestamp::UNIX_EPOCH,
+            Snapshot::default(),
+        )
+    }
+
+    /// An engine continuing from a stored snapshot (see `snapshot`): deadlines that passed
+    /// while it was down are due at once.
+    pub fn restore(
+        setup: Setup,
+        mut intake: Intake,
+        now: Instant,
+        wall: Timestamp,
+        snapshot: Snapshot,
+    ) -> Engine {
+        let mut devices = HashMap::new();
+        for d in &snapshot.devices {
+            intake.restore_window(
+                d.device_id,
+                ReplayWindow::from_parts(d.window_top, d.window_seen),
+            );
+            devices.insert(d.device_id, supervision::Band::from_record(d));
+        }
+        let alerts = snapshot
+            .alerts
+            .iter()
+            .filter_map(|r| escalation::alert_from_record(r, now, wall))
+            .map(|a| (a.id.clone(), a))
+            .collect();
+        let mut engine = Engine {
+            setup,
+            intake,
+            alerts,
+            devices,
+            silence: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            dirty_alerts: BTreeSet::new(),
+            removed_alerts: Vec::new(),
+            dirty_devices: BTreeSet::new(),
+            meta: snapshot.meta,
+            meta_dirty: false,
+            counters: Counters::default(),
+            last_timeout: None,
+        };
+        engine.start_supervision(now);
+        engine
+    }
+
+    pub fn setup(&self) -> &Setup {
+        &self.setup
+    }
+
+    pub fn intake(&self) -> &Intake {
+        &self.intake
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Unresolved and recently resolved alerts, by id.
+    pub fn alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.alerts.values()
+    }
+
+    pub fn alert(&self, id: &str) -> Option<&Alert> {
+        self.alerts.get(id)
+    }
+
+    pub fn open_alerts(&self) -> usize {
+        self.alerts.values().filter(|a| !a.is_resolved()).count()
+    }
+
+    /// Bands heard since `since` (wall clock).
+    pub fn devices_heard_since(&self, since: Timestamp) -> usize {
+        self.devices
+            .values()
+            .filter(|b| b.last_seen_wall.is_some_and(|t| t >= since))
+            .count()
+    }
+
+    /// The next effect to perform, oldest first.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When `handle_timeout` must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let alerts = self.alerts.values().map(Alert::deadline).min();
+        let silence = self.silence.first().map(|(t, _)| *t);
+        match (alerts, silence) {
+            (Some(a), Some(s)) => Some(a.min(s)),
+            (a, s) => a.or(s),
+        }
+    }
+
+    /// Fires every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant, wall: Timestamp) {
+        self.last_timeout = Some(now);
+        self.fire_silence(now, wall);
+        self.fire_alert_deadlines(now, wall);
+    }
+
+    /// A band's advertisement: intake, telemetry, then the alert it raises or touches.
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        wall: Timestamp,
+        data: &[u8],
+        rssi: Option<i16>,
+    ) -> Heard {
+        let frame = match self.intake.accept(data) {
+            Ok(f) => f,
+            Err(r) => return Heard::Rejected(r),
+        };
+        let urgent = !matches!(frame.event, BandEvent::Heartbeat { .. });
+        self.heard_band(now, wall, &frame, rssi, urgent);
+        let alert_id = match frame.event {
+            BandEvent::Sos => Some(self.raise_or_update(now, wall, &frame, rssi, Kind::Sos)),
+            BandEvent::Fall { .. } => {
+                Some(self.raise_or_update(now, wall, &frame, rssi, Kind::Fall))
+            }
+            BandEvent::NoMotion { .. } => {
+                Some(self.raise_or_update(now, wall, &frame, rssi, Kind::NoMotion))
+            }
+            BandEvent::Cancel { of_seq } => self.wearer_cancel(now, wall, frame.device_id, of_seq),
+            BandEvent::Heartbeat { .. } => None,
+        };
+        Heard::Accepted { frame, alert_id }
+    }
+
+    /// Everything that changed since the last call, in durable form.
+    pub fn take_changes(&mut self, now: Instant, wall: Timestamp) -> Changes {
+        let alerts = std::mem::take(&mut self.dirty_alerts)
+            .into_iter()
+            .filter_map(|id| self.alerts.get(&id))
+            .map(|a| escalation::alert_record(a, now, wall))
+            .collect();
+        let devices = std::mem::take(&mut self.dirty_devices)
+            .into_iter()
+            .map(|id| self.device_record(id))
+            .collect();
+        Changes {
+            alerts,
+            removed_alerts: std::mem::take(&mut self.removed_alerts),
+            devices,
+            meta: std::mem::take(&mut self.meta_dirty).then_some(self.meta),
+        }
+    }
+
+    /// The whole durable state (for tests and a full rewrite of the store).
+    pub fn snapshot(&self, now: Instant, wall: Timestamp) -> Snapshot {
+        let mut ids: Vec<u32> = self.devices.keys().copied().collect();
+        ids.extend(self.intake.windows().map(|(id, _)| id));
+        ids.sort_unstable();
+        ids.dedup();
+        Snapshot {
+            alerts: self
+                .alerts
+                .values()
+                .map(|a| escalation::alert_record(a, now, wall))
+                .collect(),
+            devices: ids.into_iter().map(|id| self.device_record(id)).collect(),
+            meta: self.meta,
+        }
+    }
+
+    fn device_record(&self, id: u32) -> DeviceRecord {
+        let window = self.intake.window(id).unwrap_or_default();
+        supervision::Band::record(self.devices.get(&id), id, window)
+    }
+
+    fn emit(&mut self, output: Output) {
+        self.outputs.push_back(output);
     }
 }

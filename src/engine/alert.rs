@@ -1,0 +1,276 @@
+//! An alert and the values that describe it: kinds, states, resolutions, phone actions, and
+//! what the engine asks the world to do (`Output`).
+
+use std::time::Instant;
+
+use jiff::Timestamp;
+
+/// What the alert is about. Declaration order is seriousness, least first, so `max` picks
+/// the most serious kind when a band presses again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Test,
+    LowBattery,
+    DeviceSilent,
+    NoMotion,
+    Fall,
+    Sos,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sos => "sos",
+            Kind::Fall => "fall",
+            Kind::NoMotion => "no_motion",
+            Kind::DeviceSilent => "device_silent",
+            Kind::LowBattery => "low_battery",
+            Kind::Test => "test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        [
+            Kind::Sos,
+            Kind::Fall,
+            Kind::NoMotion,
+            Kind::DeviceSilent,
+            Kind::LowBattery,
+            Kind::Test,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// Raised by a person's body or button: never grouped, delayed, silenced or rate-limited,
+    /// and escalated through every tier.
+    pub fn is_emergency(self) -> bool {
+        matches!(self, Kind::Sos | Kind::Fall | Kind::NoMotion)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resolution {
+    RealEmergency,
+    FalseAlarm,
+    WearerCancelVerified,
+    Test,
+    Duplicate,
+    DeviceFault,
+    Other,
+}
+
+impl Resolution {
+    pub const ALL: [Resolution; 7] = [
+        Resolution::RealEmergency,
+        Resolution::FalseAlarm,
+        Resolution::WearerCancelVerified,
+        Resolution::Test,
+        Resolution::Duplicate,
+        Resolution::DeviceFault,
+        Resolution::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::RealEmergency => "real_emergency",
+            Resolution::FalseAlarm => "false_alarm",
+            Resolution::WearerCancelVerified => "wearer_cancel_verified",
+            Resolution::Test => "test",
+            Resolution::Duplicate => "duplicate",
+            Resolution::DeviceFault => "device_fault",
+            Resolution::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Resolution> {
+        Resolution::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// Where the alert is, with the deadline that belongs to that state (so an unresolved alert
+/// without a deadline cannot be written down).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Paging at `tier`; nobody has claimed it. `escalate_at` is `None` at the last tier
+    /// (and while a wearer's cancel is being verified: `verify_until` then holds the
+    /// resumption time).
+    Open {
+        remind_at: Instant,
+        escalate_at: Option<Instant>,
+    },
+    /// Someone said "I'm going"; the claim lapses at `lapse_at`.
+    Acknowledged { lapse_at: Instant },
+    /// Someone is with the resident; the claimer is reminded to resolve at `remind_at`.
+    OnScene { remind_at: Instant },
+    /// Final; the retained copy is cleared at `clear_at`.
+    Resolved { clear_at: Instant },
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Open { .. } => "open",
+            State::Acknowledged { .. } => "acknowledged",
+            State::OnScene { .. } => "on_scene",
+            State::Resolved { .. } => "resolved",
+        }
+    }
+}
+
+/// One alert, as the engine keeps it and the document shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub id: String,
+    pub kind: Kind,
+    pub state: State,
+    pub cancel_requested: bool,
+    /// While a wearer's cancel is verified: when escalation resumes if nobody resolved.
+    pub verify_until: Option<Instant>,
+    /// Highest tier paged so far (1-based).
+    pub tier: u8,
+    /// `None` for test alerts.
+    pub device_id: Option<u32>,
+    pub raised_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Everyone paged so far, in paging order.
+    pub notified: Vec<String>,
+    /// The people paged at the current tier (the ones reminders go to).
+    pub paged: Vec<String>,
+    pub delivered_to: Vec<String>,
+    pub declined: Vec<String>,
+    pub acked_by: Option<String>,
+    pub acked_at: Option<Timestamp>,
+    pub on_scene_at: Option<Timestamp>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<Timestamp>,
+    pub resolution: Option<Resolution>,
+    pub battery_pct: Option<u8>,
+    pub rssi: Option<i16>,
+    /// Seqs of the band frames merged into this alert (a Cancel names one of them).
+    pub seqs: Vec<u32>,
+}
+
+impl Alert {
+    pub fn is_resolved(&self) -> bool {
+        matches!(self.state, State::Resolved { .. })
+    }
+
+    /// The next moment this alert needs the engine.
+    pub fn deadline(&self) -> Instant {
+        match &self.state {
+            State::Open {
+                remind_at,
+                escalate_at,
+            } => {
+                let mut d = *remind_at;
+                for t in [*escalate_at, self.verify_until].into_iter().flatten() {
+                    d = d.min(t);
+                }
+                d
+            }
+            State::Acknowledged { lapse_at } => *lapse_at,
+            State::OnScene { remind_at } => *remind_at,
+            State::Resolved { clear_at } => *clear_at,
+        }
+    }
+}
+
+/// Why a person is paged (`reason` of a notification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotifyReason {
+    New,
+    Escalated,
+    Reminder,
+    Acknowledged,
+    ClaimLapsed,
+    CancelRequested,
+    Resolved,
+}
+
+impl NotifyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyReason::New => "new",
+            NotifyReason::Escalated => "escalated",
+            NotifyReason::Reminder => "reminder",
+            NotifyReason::Acknowledged => "acknowledged",
+            NotifyReason::ClaimLapsed => "claim_lapsed",
+            NotifyReason::CancelRequested => "cancel_requested",
+            NotifyReason::Resolved => "resolved",
+        }
+    }
+}
+
+/// What a duty phone can say about an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Delivered,
+    Ack,
+    Decline,
+    OnScene,
+    Resolve(Resolution),
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Delivered => "delivered",
+            Action::Ack => "ack",
+            Action::Decline => "decline",
+            Action::OnScene => "on_scene",
+            Action::Resolve(_) => "resolve",
+        }
+    }
+}
+
+/// Why a phone action was ignored (logged at warn and counted by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Refusal {
+    #[error("unknown staff")]
+    UnknownStaff,
+    #[error("unknown alert")]
+    UnknownAlert,
+    #[error("alert already resolved")]
+    AlreadyResolved,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::UnknownStaff => "unknown_staff",
+            Refusal::UnknownAlert => "unknown_alert",
+            Refusal::AlreadyResolved => "already_resolved",
+        }
+    }
+}
+
+/// Latest telemetry of a band, published as its device state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceState {
+    pub device_id: u32,
+    pub last_seen: Timestamp,
+    pub rssi: Option<i16>,
+    pub battery_pct: u8,
+    pub worn: bool,
+    pub heart_rate: Option<u8>,
+    pub spo2: Option<u8>,
+    pub steps: Option<u32>,
+}
+
+/// An effect the engine asks for. The daemon makes it durable, then performs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The alert document changed: publish it (retained).
+    AlertChanged(Box<Alert>),
+    /// Page one person about an alert.
+    Notify {
+        staff_id: String,
+        reason: NotifyReason,
+        alert: Box<Alert>,
+    },
+    /// The resolved alert's retention is over: clear the retained copy.
+    AlertCleared { alert_id: String },
+    /// A band's telemetry, at most once per `device_state_interval` or on a notable change.
+    DeviceState(DeviceState),
+}

@@ -1,0 +1,91 @@
+//! The engine's durable form: what survives a restart or a power cut.
+//!
+//! Deadlines are kept as wall-clock times here (a monotonic `Instant` means nothing after a
+//! reboot); on restore a deadline that has passed fires at once. These records are plain data
+//! with serde so the store can keep them as it likes; the engine never reads a file.
+
+use serde::{Deserialize, Serialize};
+
+use jiff::Timestamp;
+
+/// One alert as stored. Field meanings follow `alert::Alert`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    pub id: String,
+    pub kind: String,
+    /// `open`, `acknowledged`, `on_scene` or `resolved`.
+    pub state: String,
+    /// The state's own deadline (`remind_at`, `lapse_at`, `remind_at`, `clear_at`).
+    pub due: Timestamp,
+    /// Only when open below the last tier.
+    pub escalate_at: Option<Timestamp>,
+    pub verify_until: Option<Timestamp>,
+    pub cancel_requested: bool,
+    pub tier: u8,
+    pub device_id: Option<u32>,
+    pub raised_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub notified: Vec<String>,
+    pub paged: Vec<String>,
+    pub delivered_to: Vec<String>,
+    pub declined: Vec<String>,
+    pub acked_by: Option<String>,
+    pub acked_at: Option<Timestamp>,
+    pub on_scene_at: Option<Timestamp>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<Timestamp>,
+    pub resolution: Option<String>,
+    pub battery_pct: Option<u8>,
+    pub rssi: Option<i16>,
+    pub seqs: Vec<u32>,
+}
+
+/// One band as stored: its replay window and what supervision remembers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub device_id: u32,
+    pub window_top: Option<u32>,
+    pub window_seen: u64,
+    pub last_seen: Option<Timestamp>,
+    pub battery_pct: Option<u8>,
+    pub worn: Option<bool>,
+    /// How many `device_silent` / `low_battery` alerts this band has had (for their ids).
+    pub silent_count: u32,
+    pub battery_count: u32,
+    /// Local day of the last `low_battery` notice (`YYYY-MM-DD`).
+    pub low_battery_day: Option<String>,
+}
+
+/// Counters that belong to the gateway as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MetaRecord {
+    pub test_count: u32,
+}
+
+/// What changed since the last `Engine::take_changes`: write it in one transaction before
+/// performing the outputs that go with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub alerts: Vec<AlertRecord>,
+    /// Alerts whose retention ended: delete them.
+    pub removed_alerts: Vec<String>,
+    pub devices: Vec<DeviceRecord>,
+    pub meta: Option<MetaRecord>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+            && self.removed_alerts.is_empty()
+            && self.devices.is_empty()
+            && self.meta.is_none()
+    }
+}
+
+/// The whole durable state, as loaded at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub alerts: Vec<AlertRecord>,
+    pub devices: Vec<DeviceRecord>,
+    pub meta: MetaRecord,
+}
