@@ -168,9 +168,18 @@ impl Ctx<'_> {
             }
         }
         a.paged = people.clone();
+        // A reminder within the tier keeps the tier's clock; anything else starts it.
+        let running = match a.state {
+            State::Open { escalate_at, .. } if reason == NotifyReason::Reminder => escalate_at,
+            _ => None,
+        };
+        let escalate_at = match self.ack_timeout(a, tier) {
+            Some(t) => Some(running.unwrap_or(self.now + t)),
+            None => None,
+        };
         a.state = State::Open {
             remind_at: self.now + self.remind_every(a, tier),
-            escalate_at: self.ack_timeout(a, tier).map(|t| self.now + t),
+            escalate_at,
         };
         self.touch(a);
         tracing::info!(
@@ -200,8 +209,10 @@ impl Ctx<'_> {
         }
     }
 
-    fn resolve(&mut self, a: &mut Alert, by: &str, resolution: Resolution) {
-        if a.acked_by.is_none() {
+    /// Closes the alert. A person who resolves without acking claims it too; the gateway or
+    /// the wearer (`by_person == false`) does not.
+    fn resolve(&mut self, a: &mut Alert, by: &str, resolution: Resolution, by_person: bool) {
+        if by_person && a.acked_by.is_none() {
             a.acked_by = Some(by.to_string());
             a.acked_at = Some(self.wall);
         }
@@ -465,7 +476,9 @@ impl Engine {
         let mode = self.setup.escalation.wearer_cancel;
         let verify = self.setup.escalation.cancel_verify_timeout;
         self.with_alert(now, wall, &id, |ctx, a| match mode {
-            WearerCancel::Close => ctx.resolve(a, "wearer", Resolution::WearerCancelVerified),
+            WearerCancel::Close => {
+                ctx.resolve(a, "wearer", Resolution::WearerCancelVerified, false)
+            }
             WearerCancel::Verify => {
                 if a.cancel_requested {
                     return;
@@ -534,7 +547,7 @@ impl Engine {
                 Action::Ack => match (&a.state, &a.acked_by) {
                     (State::Open { .. }, _) => {
                         if a.kind == Kind::Test {
-                            ctx.resolve(a, &staff, Resolution::Test);
+                            ctx.resolve(a, &staff, Resolution::Test, true);
                             return;
                         }
                         a.acked_by = Some(staff.clone());
@@ -596,7 +609,7 @@ impl Engine {
                     ctx.touch(a);
                     tracing::info!(alert_id = a.id, staff, "on scene");
                 }
-                Action::Resolve(resolution) => ctx.resolve(a, &staff, resolution),
+                Action::Resolve(resolution) => ctx.resolve(a, &staff, resolution, true),
             }
         });
         Ok(())
@@ -632,7 +645,7 @@ impl Engine {
         Ok(id)
     }
 
-    /// Resolves on the gateway's behalf (a silent band heard again).
+    /// Resolves on the gateway's behalf (a silent band heard again); nobody claims it.
     pub(super) fn resolve(
         &mut self,
         now: Instant,
@@ -641,7 +654,9 @@ impl Engine {
         by: &str,
         resolution: Resolution,
     ) {
-        self.with_alert(now, wall, id, |ctx, a| ctx.resolve(a, by, resolution));
+        self.with_alert(now, wall, id, |ctx, a| {
+            ctx.resolve(a, by, resolution, false)
+        });
     }
 
     pub(super) fn fire_alert_deadlines(&mut self, now: Instant, wall: Timestamp) {
