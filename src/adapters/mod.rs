@@ -6,5 +6,7 @@
 //! behind telemetry.
 
 pub mod lanes;
+pub mod replay;
+pub mod simulate;
 
 pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Lane};

@@ -253,6 +253,12 @@ impl Keyring {
     pub fn device_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.ciphers.keys().copied()
     }
+
+    /// Makes the on-air bytes of `frame` with the enrolled key of its band (for the
+    /// simulator, which must go through the same keys as real bands).
+    pub fn seal(&self, frame: &Frame, company_id: u16) -> Option<Vec<u8>> {
+        Some(seal_with(frame, company_id, self.ciphers.get(&frame.device_id)?))
+    }
 }
 
 impl FromIterator<(u32, DeviceKey)> for Keyring {
@@ -337,6 +343,10 @@ pub fn open(data: &[u8], company_id: u16, keys: &Keyring) -> Result<Frame, Rejec
 /// Makes the on-air bytes of a frame, as a wristband would. It does not check
 /// `battery_pct <= 100`, so tests can make frames the gateway must refuse.
 pub fn seal(frame: &Frame, company_id: u16, key: &DeviceKey) -> Vec<u8> {
+    seal_with(frame, company_id, &Cipher::new(GenericArray::from_slice(&key.0)))
+}
+
+fn seal_with(frame: &Frame, company_id: u16, cipher: &Cipher) -> Vec<u8> {
     let mut out = Vec::with_capacity(32);
     out.push(VERSION);
     let header = WireHeader {
@@ -355,7 +365,6 @@ pub fn seal(frame: &Frame, company_id: u16, key: &DeviceKey) -> Vec<u8> {
     out.extend_from_slice(
         postcard::to_slice(&payload, &mut pbuf).expect("payload fits MAX_PAYLOAD_LEN"),
     );
-    let cipher = Cipher::new(GenericArray::from_slice(&key.0));
     let nonce = nonce(frame.device_id, frame.seq, company_id);
     let (aad, plain) = out.split_at_mut(header_end);
     let tag = cipher

@@ -1,0 +1,121 @@
+//! The replay source: a capture file (JSON lines, `shared/spec/mqtt-contract.md`) played back
+//! as if the radio heard it, keeping its gaps or as fast as possible.
+//!
+//! Installers record with `bandgate scan --record` and replay on another machine; tests and
+//! benchmarks feed the daemon through exactly the path a radio frame takes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+
+use super::lanes::{Advert, AdvertTx};
+
+/// One line of a capture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureLine {
+    pub t_ms: u64,
+    pub addr: String,
+    pub rssi: Option<i16>,
+    pub company_id: u16,
+    /// Manufacturer data after the company id, hex.
+    pub data: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplaySettings {
+    pub file: PathBuf,
+    pub company_id: u16,
+    /// Ignore the gaps and send everything at once.
+    pub fast: bool,
+}
+
+/// What a replay did, for the log at its end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub sent: u64,
+    pub other_company: u64,
+    pub bad_lines: u64,
+}
+
+/// Plays the capture into `tx`. Bad lines are logged with their number and skipped: one
+/// damaged line must not hide the SOS on the next.
+pub async fn run(settings: ReplaySettings, tx: AdvertTx) -> anyhow::Result<ReplayReport> {
+    let file = tokio::fs::File::open(&settings.file)
+        .await
+        .with_context(|| format!("opening replay capture {}", settings.file.display()))?;
+    let mut lines = tokio::io::BufReader::new(file).lines();
+    let start = tokio::time::Instant::now();
+    let mut report = ReplayReport::default();
+    let mut number = 0u64;
+    while let Some(line) = lines
+        .next_line()
+        .await
+        .with_context(|| format!("reading replay capture {}", settings.file.display()))?
+    {
+        number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = serde_json::from_str::<CaptureLine>(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                let data = hex::decode(&c.data).map_err(|e| format!("data is not hex: {e}"))?;
+                Ok((c, data))
+            });
+        let (capture, data) = match parsed {
+            Ok(ok) => ok,
+            Err(e) => {
+                report.bad_lines += 1;
+                tracing::warn!(file = %settings.file.display(), line = number, error = e, "replay line skipped");
+                continue;
+            }
+        };
+        if capture.company_id != settings.company_id {
+            report.other_company += 1;
+            continue;
+        }
+        if !settings.fast {
+            tokio::time::sleep_until(start + Duration::from_millis(capture.t_ms)).await;
+        }
+        let advert = Advert {
+            addr: capture.addr,
+            rssi: capture.rssi,
+            data,
+            received_at: jiff::Timestamp::now(),
+        };
+        if !tx.send(advert).await {
+            break;
+        }
+        report.sent += 1;
+    }
+    tracing::info!(
+        file = %settings.file.display(),
+        sent = report.sent,
+        other_company = report.other_company,
+        bad_lines = report.bad_lines,
+        "replay finished"
+    );
+    Ok(report)
+}
+
+/// Writes capture lines (for `scan --record` and tests).
+pub fn write_line(out: &mut impl std::io::Write, line: &CaptureLine) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, line)?;
+    out.write_all(b"\n")
+}
+
+/// Reads a whole capture (tests and tools).
+pub fn read_all(path: &Path) -> anyhow::Result<Vec<CaptureLine>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading replay capture {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
+        })
+        .collect()
+}

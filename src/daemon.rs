@@ -1,0 +1,521 @@
+//! The event loop: one task owns the engine and selects over the radio lanes, the broker, the
+//! engine's next deadline and shutdown.
+//!
+//! Order of work for every input: engine call → render outputs → one durable commit (alert
+//! transitions and their outbox rows together) → publish. The outbox is the truth: rows are
+//! deleted on PUBACK only, re-sent from the start after every reconnect and after a restart,
+//! so an alert raised is delivered at least once across broker outages and power cuts.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::adapters::lanes::{advert_lanes, Advert, AdvertRx};
+use crate::adapters::mqtt::{self, GatewayStatus, LinkEvent, MqttLink, MqttSettings, Topics};
+use crate::adapters::store::{OutboxMessage, Store};
+use crate::adapters::{replay, simulate};
+use crate::config::{Config, SourceKind};
+use crate::engine::{Engine, Heard, Intake, Output};
+
+/// Outbox rows handed to the link per read of the store.
+const PUMP_BATCH: usize = 64;
+/// Telemetry adverts handled per turn of the loop before looking at alarms again.
+const TELEMETRY_BATCH: usize = 256;
+/// Band records (replay windows, battery) are flushed at least this often.
+const TELEMETRY_FLUSH: Duration = Duration::from_secs(10);
+/// How long a graceful shutdown waits for the broker to take the outbox.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+/// Link ids at or above this are not outbox rows (status, device state): never stored.
+const VOLATILE_ID_BASE: u64 = 1 << 62;
+
+/// How `run` was asked to start, beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Replay source: ignore the capture's gaps.
+    pub fast_replay: bool,
+    /// Simulate source: replaces the default simulation (the demo scripts its SOS here).
+    pub simulate: Option<simulate::SimulateSettings>,
+}
+
+/// What the loop publishes about itself (gateway status, operator commands).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    pub adapter: String,
+    pub adapter_ok: bool,
+    pub broker_connected: bool,
+    pub open_alerts: usize,
+    pub outbox_len: u64,
+    pub frames_accepted: u64,
+    pub telemetry_dropped: u64,
+}
+
+struct Daemon {
+    cfg: Config,
+    engine: Engine,
+    store: Store,
+    link: MqttLink,
+    topics: Topics,
+    connected: bool,
+    /// Highest outbox id handed to the link since the last (re)connect.
+    cursor: Option<i64>,
+    volatile_id: u64,
+    started_at: Timestamp,
+    adapter: String,
+    adapter_ok: bool,
+    store_ok: bool,
+    ack_errors: std::collections::BTreeMap<&'static str, u64>,
+    health: watch::Sender<Health>,
+}
+
+fn clock() -> (std::time::Instant, Timestamp) {
+    (Instant::now().into_std(), Timestamp::now())
+}
+
+/// Runs the gateway until `shutdown` completes (graceful) or a source fails for good (error:
+/// the process exits non-zero and systemd restarts it).
+pub async fn run(
+    cfg: Config,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let started_at = Timestamp::now();
+    let mut store = Store::open(&cfg.state_dir)?;
+    let snapshot = store
+        .load()
+        .with_context(|| format!("loading state from {}", cfg.state_dir.display()))?;
+    let (now, wall) = clock();
+    let restored = snapshot.alerts.len();
+    let intake = Intake::new(cfg.ble.company_id, cfg.keys.clone());
+    let mut engine = Engine::restore(cfg.setup.clone(), intake, now, wall, snapshot);
+    tracing::info!(
+        state_dir = %cfg.state_dir.display(),
+        alerts = restored,
+        outbox = store.outbox_len().unwrap_or(0),
+        "state restored"
+    );
+    if engine.poll_timeout().is_some_and(|d| d <= now) {
+        tracing::warn!("deadlines passed while the gateway was down: firing them now");
+        engine.handle_timeout(now, wall);
+    }
+    let _ = &mut store;
+
+    let topics = Topics::new(cfg.mqtt.topic_prefix.clone());
+    let settings = MqttSettings {
+        url: cfg.mqtt.url.clone(),
+        client_id: cfg.gateway_id.clone(),
+        username: cfg.mqtt.username.clone(),
+        password: cfg.mqtt.password.clone(),
+        ca_file: cfg.mqtt.ca_file.clone(),
+        keep_alive: Duration::from_secs(30),
+        last_will: mqtt::last_will(&topics, &cfg.gateway_id),
+    };
+    let (link, mut link_events) = mqtt::connect(settings, vec![topics.ack_filter()])?;
+
+    let keys = Arc::new(cfg.keys.clone());
+    let (tx, mut rx) = advert_lanes(cfg.ble.company_id, keys.clone());
+    let adapter = match cfg.ble.source {
+        SourceKind::Bluez => cfg.ble.adapter.clone().unwrap_or_else(|| "first".into()),
+        other => other.name().to_string(),
+    };
+    let mut source: tokio::task::JoinHandle<anyhow::Result<()>> = match cfg.ble.source {
+        SourceKind::Replay => {
+            let file = cfg
+                .ble
+                .replay_file
+                .clone()
+                .context("ble.source = \"replay\" needs ble.replay_file")?;
+            let settings = replay::ReplaySettings {
+                file,
+                company_id: cfg.ble.company_id,
+                fast: opts.fast_replay,
+            };
+            tokio::spawn(async move { replay::run(settings, tx).await.map(|_| ()) })
+        }
+        SourceKind::Simulate => {
+            let settings = opts.simulate.clone().unwrap_or_else(|| {
+                simulate::SimulateSettings::new(
+                    cfg.setup.residents.keys().copied().collect(),
+                    cfg.ble.company_id,
+                )
+            });
+            tokio::spawn(simulate::run(settings, keys, tx))
+        }
+        SourceKind::Bluez => {
+            anyhow::bail!(
+                "ble.source = \"bluez\" is not available in this build yet; use replay or simulate"
+            )
+        }
+    };
+
+    let (health, _) = watch::channel(Health::default());
+    let mut d = Daemon {
+        cfg,
+        engine,
+        store,
+        link,
+        topics,
+        connected: false,
+        cursor: None,
+        volatile_id: VOLATILE_ID_BASE,
+        started_at,
+        adapter,
+        adapter_ok: true,
+        store_ok: true,
+        ack_errors: Default::default(),
+        health,
+    };
+    d.flush();
+
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    let watchdog = watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut status_tick = tokio::time::interval(d.cfg.mqtt.status_interval);
+    let mut telemetry_tick = tokio::time::interval(TELEMETRY_FLUSH);
+    tracing::info!(
+        gateway_id = d.cfg.gateway_id,
+        source = d.cfg.ble.source.name(),
+        broker = d.cfg.mqtt.url,
+        bands = d.cfg.keys.len(),
+        "bandgate running"
+    );
+
+    tokio::pin!(shutdown);
+    let mut source_done = false;
+    let result = loop {
+        let deadline = d.engine.poll_timeout().map(Instant::from_std);
+        let timer = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break Ok(()),
+            Some(advert) = rx.alarms.recv() => d.advert(advert),
+            Some(ev) = link_events.recv() => d.link_event(ev),
+            _ = timer => {
+                let (now, wall) = clock();
+                d.engine.handle_timeout(now, wall);
+                d.flush();
+            }
+            Some(advert) = rx.telemetry.recv() => d.telemetry(advert, &mut rx),
+            done = &mut source, if !source_done => {
+                source_done = true;
+                match done {
+                    Ok(Ok(())) => tracing::info!("advertisement source finished; alerts keep escalating"),
+                    Ok(Err(e)) => break Err(e.context("advertisement source failed")),
+                    Err(e) => break Err(anyhow::anyhow!("advertisement source panicked: {e}")),
+                }
+            }
+            _ = status_tick.tick() => d.publish_status(),
+            _ = telemetry_tick.tick() => d.flush_telemetry(&rx),
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    };
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    source.abort();
+    d.shutdown(&mut link_events).await;
+    result
+}
+
+impl Daemon {
+    fn advert(&mut self, advert: Advert) {
+        let (now, _) = clock();
+        self.frame(now, advert);
+        self.flush();
+    }
+
+    fn telemetry(&mut self, first: Advert, rx: &mut AdvertRx) {
+        let (now, _) = clock();
+        self.frame(now, first);
+        for _ in 0..TELEMETRY_BATCH {
+            match rx.telemetry.try_recv() {
+                Ok(a) => self.frame(now, a),
+                Err(_) => break,
+            }
+        }
+        self.flush();
+    }
+
+    fn frame(&mut self, now: std::time::Instant, advert: Advert) {
+        match self
+            .engine
+            .handle_frame(now, advert.received_at, &advert.data, advert.rssi)
+        {
+            Heard::Accepted { frame, alert_id } => tracing::debug!(
+                device_id = frame.device_id,
+                seq = frame.seq,
+                event = frame.event.name(),
+                rssi = advert.rssi,
+                alert_id,
+                "frame accepted"
+            ),
+            Heard::Rejected(reason) => tracing::debug!(
+                addr = advert.addr,
+                reason = reason.as_str(),
+                data = hex::encode(&advert.data),
+                "frame rejected"
+            ),
+        }
+    }
+
+    fn link_event(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Connected => {
+                tracing::info!(broker = self.cfg.mqtt.url, "broker connected; re-sending the outbox");
+                self.connected = true;
+                self.cursor = None;
+                self.publish_status();
+                self.pump();
+            }
+            LinkEvent::Disconnected(why) => {
+                if self.connected {
+                    tracing::warn!(broker = self.cfg.mqtt.url, error = why, "broker connection lost; escalation goes on, pages wait in the outbox");
+                }
+                self.connected = false;
+            }
+            LinkEvent::PubAcked(id) => {
+                if id < VOLATILE_ID_BASE {
+                    if let Err(e) = self.store.mark_sent(&[id as i64]) {
+                        tracing::error!(error = format!("{e:#}"), "cannot mark an outbox row sent; it will be sent again");
+                    }
+                }
+            }
+            LinkEvent::Message { topic, payload } => {
+                match mqtt::parse_ack(&self.topics, &topic, &payload) {
+                    Ok(ack) => {
+                        let (now, wall) = clock();
+                        match self.engine.handle_action(now, wall, &ack.staff_id, &ack.alert_id, ack.action) {
+                            Ok(()) => tracing::info!(
+                                staff_id = ack.staff_id,
+                                alert_id = ack.alert_id,
+                                action = ack.action.name(),
+                                note = ack.note,
+                                "phone action"
+                            ),
+                            Err(r) => tracing::warn!(
+                                staff_id = ack.staff_id,
+                                alert_id = ack.alert_id,
+                                action = ack.action.name(),
+                                reason = r.as_str(),
+                                "phone action ignored"
+                            ),
+                        }
+                        self.flush();
+                    }
+                    Err(e) => {
+                        *self.ack_errors.entry(e.as_str()).or_default() += 1;
+                        tracing::warn!(topic, bytes = payload.len(), reason = e.as_str(), error = %e, "phone message ignored");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renders what the engine asked for, commits it, then publishes it.
+    fn flush(&mut self) {
+        let mut durable: Vec<OutboxMessage> = Vec::new();
+        let mut volatile = Vec::new();
+        while let Some(output) = self.engine.poll_output() {
+            let msg = mqtt::render(
+                &output,
+                &self.cfg.setup,
+                &self.topics,
+                self.cfg.publish_vitals,
+            );
+            let msg = OutboxMessage {
+                topic: msg.topic,
+                payload: msg.payload,
+                qos: msg.qos,
+                retain: msg.retain,
+            };
+            match output {
+                Output::DeviceState(_) => volatile.push(msg),
+                _ => durable.push(msg),
+            }
+        }
+        if !durable.is_empty() {
+            let (now, wall) = clock();
+            let changes = self.engine.take_changes(now, wall);
+            match self.store.commit(&changes, &durable) {
+                Ok(_) => self.store_ok = true,
+                Err(e) => {
+                    // Delivery comes before durability: publish what we could not store.
+                    self.store_ok = false;
+                    tracing::error!(error = format!("{e:#}"), "state store failed; publishing without it (not restart-safe until it recovers)");
+                    volatile.extend(durable);
+                }
+            }
+        }
+        for msg in volatile {
+            self.publish_volatile(&msg);
+        }
+        self.pump();
+        self.update_health();
+    }
+
+    fn flush_telemetry(&mut self, rx: &AdvertRx) {
+        let (now, wall) = clock();
+        let changes = self.engine.take_changes(now, wall);
+        let result = if changes.alerts.is_empty() && changes.removed_alerts.is_empty() && changes.meta.is_none() {
+            self.store.commit_telemetry(&changes.devices)
+        } else {
+            self.store.commit(&changes, &[]).map(|_| ())
+        };
+        if let Err(e) = result {
+            tracing::error!(error = format!("{e:#}"), "cannot write band telemetry to the state store");
+        }
+        let dropped = rx.dropped();
+        if dropped > 0 {
+            tracing::warn!(dropped, "telemetry adverts dropped because the loop fell behind (alarms are never dropped)");
+        }
+        self.update_health();
+    }
+
+    /// Hands outbox rows after the cursor to the link, in order, while it takes them.
+    fn pump(&mut self) {
+        if !self.connected {
+            return;
+        }
+        loop {
+            let rows = match self.store.pending(self.cursor, PUMP_BATCH) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "cannot read the outbox");
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                return;
+            }
+            for (id, msg) in rows {
+                let publish = mqtt::Publish {
+                    topic: msg.topic,
+                    payload: msg.payload,
+                    qos: msg.qos,
+                    retain: msg.retain,
+                };
+                if !self.link.publish(id as u64, &publish) {
+                    return;
+                }
+                self.cursor = Some(id);
+            }
+        }
+    }
+
+    fn publish_volatile(&mut self, msg: &OutboxMessage) {
+        if !self.connected {
+            return;
+        }
+        self.volatile_id += 1;
+        let publish = mqtt::Publish {
+            topic: msg.topic.clone(),
+            payload: msg.payload.clone(),
+            qos: msg.qos,
+            retain: msg.retain,
+        };
+        self.link.publish(self.volatile_id, &publish);
+    }
+
+    fn publish_status(&mut self) {
+        let wall = Timestamp::now();
+        let status = GatewayStatus {
+            gateway_id: self.cfg.gateway_id.clone(),
+            started_at: self.started_at,
+            adapter: self.adapter.clone(),
+            adapter_ok: self.adapter_ok,
+            devices_enrolled: self.cfg.keys.len(),
+            devices_heard_15m: self
+                .engine
+                .devices_heard_since(wall - SignedDuration::from_mins(15)),
+            open_alerts: self.engine.open_alerts(),
+            outbox_len: self.store.outbox_len().unwrap_or(0) as usize,
+        };
+        let msg = mqtt::status(&self.topics, &status);
+        let msg = OutboxMessage {
+            topic: msg.topic,
+            payload: msg.payload,
+            qos: msg.qos,
+            retain: msg.retain,
+        };
+        self.publish_volatile(&msg);
+    }
+
+    fn update_health(&mut self) {
+        let h = Health {
+            adapter: self.adapter.clone(),
+            adapter_ok: self.adapter_ok,
+            broker_connected: self.connected,
+            open_alerts: self.engine.open_alerts(),
+            outbox_len: self.store.outbox_len().unwrap_or(0),
+            frames_accepted: self.engine.intake().accepted(),
+            telemetry_dropped: 0,
+        };
+        self.health.send_if_modified(|old| {
+            let changed = *old != h;
+            *old = h;
+            changed
+        });
+    }
+
+    /// Graceful end: commit what is pending, give the broker a moment to take the outbox,
+    /// say offline, disconnect. Whatever is not acked stays in the outbox for the next start.
+    async fn shutdown(&mut self, events: &mut tokio::sync::mpsc::Receiver<LinkEvent>) {
+        self.flush();
+        let (now, wall) = clock();
+        let changes = self.engine.take_changes(now, wall);
+        if let Err(e) = self.store.commit(&changes, &[]) {
+            tracing::error!(error = format!("{e:#}"), "cannot save state at shutdown");
+        }
+        let until = Instant::now() + SHUTDOWN_DRAIN;
+        while self.connected && self.store.outbox_len().unwrap_or(0) > 0 {
+            match tokio::time::timeout_at(until, events.recv()).await {
+                Ok(Some(ev)) => self.link_event(ev),
+                _ => break,
+            }
+        }
+        let left = self.store.outbox_len().unwrap_or(0);
+        if self.connected {
+            let offline = mqtt::last_will(&self.topics, &self.cfg.gateway_id);
+            self.volatile_id += 1;
+            self.link.publish(self.volatile_id, &offline);
+            // Let the offline status go out before the DISCONNECT.
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Some(ev) = events.recv().await {
+                    if matches!(ev, LinkEvent::PubAcked(id) if id == self.volatile_id) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        self.link.disconnect();
+        tracing::info!(outbox_left = left, "bandgate stopped");
+    }
+}
+
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(false, state) {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+    }
+}
+
+/// Half the systemd watchdog interval, when systemd asked for one.
+fn watchdog_interval() -> Option<Duration> {
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(Duration::from_micros(usec / 2))
+    } else {
+        None
+    }
+}
