@@ -64,11 +64,15 @@ async fn scan(args: ScanArgs) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let deadline = args.duration.map(|d| started + d);
     let until = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            () = timer => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
     };
     tokio::pin!(until);

@@ -295,15 +295,18 @@ impl Source {
                 self.dog.heard(Instant::now().into_std());
                 self.local.adverts_seen += 1;
                 // The first advertisement's data is only in the device's properties.
-                let props = match call("read a new device", session.adapter.peripheral(&id)).await {
-                    Ok(p) => call("read a new device", p.properties())
-                        .await
-                        .ok()
-                        .flatten(),
-                    Err(_) => None,
+                let read = async {
+                    let p = call("read a new device", session.adapter.peripheral(&id)).await?;
+                    call("read a new device", p.properties()).await
                 };
-                let Some(mut props) = props else {
-                    return Ok(true);
+                let mut props = match read.await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return Ok(true),
+                    Err(e) => {
+                        // Gone already, or bluetoothd overloaded: that first advert is lost.
+                        tracing::debug!(device = %id, error = %format!("{e:#}"), "BLE: cannot read a new device");
+                        return Ok(true);
+                    }
                 };
                 match props.manufacturer_data.remove(&company_id) {
                     Some(data) => {
@@ -353,13 +356,12 @@ impl Source {
             | CentralEvent::ServicesAdvertisement { .. } => {
                 self.dog.heard(Instant::now().into_std());
             }
-            CentralEvent::StateUpdate(CentralState::PoweredOn) => {
-                // bluez-async sets Powered=true itself before each StartDiscovery, and a
-                // PropertiesChanged may follow: only a return from PoweredOff is news.
-                if !self.local.adapter_ok {
-                    self.restart_scan(session, "adapter powered on").await;
-                }
+            // bluez-async sets Powered=true itself before each StartDiscovery, and a
+            // PropertiesChanged may follow: only a return from PoweredOff is news.
+            CentralEvent::StateUpdate(CentralState::PoweredOn) if !self.local.adapter_ok => {
+                self.restart_scan(session, "adapter powered on").await;
             }
+            CentralEvent::StateUpdate(CentralState::PoweredOn) => {}
             CentralEvent::StateUpdate(state) => {
                 if self.local.adapter_ok {
                     tracing::warn!(adapter = %session.name, ?state, "BLE: adapter not powered; waiting for it");
@@ -386,9 +388,20 @@ async fn call<T, E>(what: &str, fut: impl Future<Output = Result<T, E>>) -> anyh
 where
     E: std::error::Error + Send + Sync + 'static,
 {
-    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+    call_within(CALL_TIMEOUT, what, fut).await
+}
+
+async fn call_within<T, E>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(limit, fut).await {
         Ok(r) => r.with_context(|| format!("BlueZ: {what}")),
-        Err(_) => Err(anyhow!("BlueZ: {what}: no answer within {CALL_TIMEOUT:?}")),
+        Err(_) => Err(anyhow!("BlueZ: {what}: no answer within {limit:?}")),
     }
 }
 
@@ -636,10 +649,10 @@ mod tests {
     fn call_times_out_instead_of_hanging() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
-            .start_paused(true)
             .build()
             .unwrap();
-        let r: anyhow::Result<()> = rt.block_on(call(
+        let r: anyhow::Result<()> = rt.block_on(call_within(
+            Duration::from_millis(10),
             "hang",
             std::future::pending::<Result<(), std::io::Error>>(),
         ));
