@@ -99,15 +99,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let mut src = Source {
-        cfg,
         tx,
         status,
         local: BleStatus::default(),
-        dog: Watchdog::new(Instant::now().into_std(), Duration::ZERO),
+        dog: Watchdog::new(Instant::now().into_std(), cfg.silence_restart),
         devices: DeviceTable::new(DEVICE_TABLE_CAPACITY),
         last_rssi: None,
+        cfg,
     };
-    src.dog = Watchdog::new(Instant::now().into_std(), src.cfg.silence_restart);
     let mut reported_unreachable = false;
     loop {
         let session = tokio::select! {
@@ -545,11 +544,26 @@ impl BusProbe {
         }
     }
 
+    /// Whether our bus connection has died (its I/O task ends when the socket closes).
+    fn bus_lost(&self) -> bool {
+        self.conn
+            .as_ref()
+            .map_or(true, |(_, task)| task.is_finished())
+    }
+
     async fn probe(&mut self, adapter_path: &str) -> Probe {
         use dbus::nonblock::stdintf::org_freedesktop_dbus::Properties;
+        if self.bus_lost() {
+            return Probe {
+                bus_lost: true,
+                owner: None,
+                adapter: None,
+            };
+        }
         let owner = self.owner().await;
         let Some((conn, _)) = self.conn.as_ref().filter(|_| owner.is_some()) else {
             return Probe {
+                bus_lost: self.bus_lost(),
                 owner,
                 adapter: None,
             };
@@ -576,7 +590,11 @@ impl BusProbe {
                 None
             }
         };
-        Probe { owner, adapter }
+        Probe {
+            bus_lost: false,
+            owner,
+            adapter,
+        }
     }
 }
 

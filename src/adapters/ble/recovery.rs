@@ -108,6 +108,9 @@ impl Watchdog {
 /// What one poll of the system bus found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
+    /// Our own connection to the system bus died: the bus daemon went away (and btleplug's
+    /// connection with it; its calls would hang forever).
+    pub bus_lost: bool,
     /// Unique bus name owning `org.bluez` (`:1.42`), `None` when bluetoothd is not running or
     /// the bus did not answer.
     pub owner: Option<String>,
@@ -161,6 +164,13 @@ impl BluezHealth {
     }
 
     pub fn observe(&mut self, probe: &Probe) -> HealthStep {
+        if probe.bus_lost {
+            // Unique names restart with a new bus, so the owner check cannot be trusted.
+            self.owner = None;
+            self.lost = true;
+            self.not_discovering = 0;
+            return HealthStep::RecreateManager("lost the connection to the system bus");
+        }
         let Some(owner) = probe.owner.as_ref() else {
             self.not_discovering = 0;
             return self.lose("bluetoothd is not on the bus");
@@ -289,6 +299,7 @@ mod tests {
 
     fn probe(owner: Option<&str>, adapter: Option<(bool, bool)>) -> Probe {
         Probe {
+            bus_lost: false,
             owner: owner.map(str::to_string),
             adapter: adapter.map(|(powered, discovering)| AdapterProbe {
                 powered,
@@ -359,6 +370,17 @@ mod tests {
         assert!(matches!(h.observe(&stopped), HealthStep::RestartScan(_)));
         assert_eq!(h.observe(&stopped), HealthStep::Nothing);
         assert!(matches!(h.observe(&stopped), HealthStep::RestartScan(_)));
+    }
+
+    #[test]
+    fn losing_the_bus_recreates_the_manager() {
+        let mut h = BluezHealth::new(Some(":1.1".into()));
+        let lost = Probe {
+            bus_lost: true,
+            owner: None,
+            adapter: None,
+        };
+        assert!(matches!(h.observe(&lost), HealthStep::RecreateManager(_)));
     }
 
     #[test]
