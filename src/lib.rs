@@ -11,3 +11,4 @@ pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod scan;

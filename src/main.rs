@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use bandgate::adapters::ble::BleSettings;
 use bandgate::cli;
 use bandgate::config;
 use bandgate::engine::{frame, Intake};
+use bandgate::scan;
 
 /// Exit code for a configuration error (sysexits EX_CONFIG); systemd does not restart on it.
 const EX_CONFIG: u8 = 78;
@@ -47,6 +49,30 @@ enum Command {
         #[arg(required = true)]
         hex: Vec<String>,
     },
+    /// Listen on the radio and show which bands are heard, how well, and whether their frames
+    /// open with the keys (no broker needed). Refreshes live on a terminal; prints the final
+    /// table at the end.
+    Scan {
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Record every advertisement heard to this file (replay capture format, JSON lines).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// The key file (keys.toml); without it every band shows `unknown_device`.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// Bluetooth adapter to use (default: the first BlueZ lists).
+        #[arg(long)]
+        adapter: Option<String>,
+        /// Company id the bands send under (0xFFFF or 65535).
+        #[arg(long, default_value = "0xFFFF", value_parser = cli::parse_company_id)]
+        company_id: u16,
+        /// Silence from every advertiser after which the scan is restarted (then BlueZ
+        /// reconnected, then bandgate exits non-zero).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        silence_restart: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,7 +84,54 @@ fn main() -> ExitCode {
             window,
             hex,
         } => decode(&keys, company_id, window, &hex),
+        Command::Scan {
+            seconds,
+            record,
+            keys,
+            adapter,
+            company_id,
+            silence_restart,
+        } => {
+            let keys = match keys.map(|k| config::keys::load(&k)).transpose() {
+                Ok(k) => k.unwrap_or_default(),
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            init_logs();
+            let args = scan::ScanArgs {
+                duration: seconds.map(std::time::Duration::from_secs),
+                record,
+                keys,
+                ble: BleSettings {
+                    adapter,
+                    company_id,
+                    silence_restart,
+                },
+                // Resident names come from bandgate.toml once the config module loads it.
+                names: Default::default(),
+            };
+            match scan::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("bandgate scan: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default (warnings, and bandgate's info).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,bandgate=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 fn decode(keys: &std::path::Path, company_id: u16, window: bool, frames: &[String]) -> ExitCode {

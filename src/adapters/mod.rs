@@ -5,6 +5,7 @@
 //! dropped (and counted) when the daemon falls behind, an alarm never is and never waits
 //! behind telemetry.
 
+pub mod ble;
 pub mod lanes;
 pub mod replay;
 pub mod simulate;

@@ -1,5 +1,6 @@
 //! The one integration test binary: behaviour through public interfaces and the built binary.
 
+mod ble;
 mod cli_decode;
 mod engine_props;
 mod engine_scenarios;

@@ -1,0 +1,422 @@
+//! `bandgate scan`: the installer's tool. Listens like the gateway does (same BLE source, same
+//! lanes), shows which bands are heard, how well, and whether their frames open with the
+//! keys; optionally records what it heard in the replay capture format. Needs no broker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use crate::adapters::ble::{self, BleSettings, BleStatus};
+use crate::adapters::{advert_lanes, Advert};
+use crate::engine::{frame, Keyring};
+
+/// What `bandgate scan` was asked to do.
+#[derive(Debug)]
+pub struct ScanArgs {
+    /// Stop after this long; `None` runs until Ctrl-C.
+    pub duration: Option<Duration>,
+    /// Write every advert heard here (replay capture format, JSON lines).
+    pub record: Option<PathBuf>,
+    /// Enrolled bands; without keys every band shows `unknown_device`.
+    pub keys: Keyring,
+    pub ble: BleSettings,
+    /// Resident names by device id. Hook for `bandgate.toml` (residents), filled by the
+    /// config module once it exists; empty until then.
+    pub names: HashMap<u32, String>,
+}
+
+/// Runs the scan; the final table goes to stdout. Fails when the BLE source gives up.
+pub fn run(args: ScanArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    rt.block_on(scan(args))
+}
+
+async fn scan(args: ScanArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let company_id = args.ble.company_id;
+    let keys = Arc::new(args.keys);
+    let (tx, mut rx) = advert_lanes(company_id, keys.clone());
+    let (status_tx, status_rx) = watch::channel(BleStatus::default());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let mut source = tokio::spawn(ble::run(args.ble, tx, status_tx, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let mut record = match &args.record {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("create the capture file {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut table = ScanTable::new(company_id, keys, args.names);
+    let live = std::io::stdout().is_terminal();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let deadline = args.duration.map(|d| started + d);
+    let until = async {
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = timer => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    tokio::pin!(until);
+
+    let mut failure = None;
+    loop {
+        let advert = tokio::select! {
+            biased;
+            Some(a) = rx.alarms.recv() => a,
+            Some(a) = rx.telemetry.recv() => a,
+            () = &mut until => break,
+            r = &mut source => {
+                failure = Some(match r {
+                    Ok(Ok(())) => anyhow::anyhow!("the BLE source stopped"),
+                    Ok(Err(e)) => e,
+                    Err(e) => anyhow::anyhow!("the BLE source panicked: {e}"),
+                });
+                break;
+            }
+            _ = tick.tick() => {
+                if let Some(w) = record.as_mut() {
+                    w.flush().context("write the capture file")?;
+                }
+                if live {
+                    let text = table.render(started.elapsed(), &status_rx.borrow(), rx.dropped());
+                    print!("\x1b[H\x1b[2J{text}");
+                    let _ = std::io::stdout().flush();
+                }
+                continue;
+            }
+        };
+        let t = started.elapsed();
+        if let Some(w) = record.as_mut() {
+            writeln!(w, "{}", capture_line(t, &advert, company_id))
+                .context("write the capture file")?;
+        }
+        table.observe(t, &advert);
+    }
+    let _ = stop_tx.send(());
+    if failure.is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut source).await;
+    }
+    // Whatever the lanes still hold was heard before the end.
+    while let Ok(a) = rx.alarms.try_recv().or_else(|_| rx.telemetry.try_recv()) {
+        let t = started.elapsed();
+        if let Some(w) = record.as_mut() {
+            writeln!(w, "{}", capture_line(t, &a, company_id)).context("write the capture file")?;
+        }
+        table.observe(t, &a);
+    }
+    if let Some(w) = record.as_mut() {
+        w.flush().context("write the capture file")?;
+    }
+    let text = table.render(started.elapsed(), &status_rx.borrow(), rx.dropped());
+    if live {
+        print!("\x1b[H\x1b[2J");
+    }
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// One line of the replay capture format (`spec/mqtt-contract.md`).
+pub fn capture_line(t: Duration, a: &Advert, company_id: u16) -> serde_json::Value {
+    serde_json::json!({
+        "t_ms": t.as_millis() as u64,
+        "addr": a.addr,
+        "rssi": a.rssi,
+        "company_id": company_id,
+        "data": hex::encode(&a.data),
+    })
+}
+
+/// What the scan has heard, per band and per unknown advertiser under our company id.
+pub struct ScanTable {
+    company_id: u16,
+    keys: Arc<Keyring>,
+    names: HashMap<u32, String>,
+    bands: BTreeMap<u32, BandRow>,
+    unknown: BTreeMap<String, UnknownRow>,
+}
+
+#[derive(Debug, Default)]
+struct BandRow {
+    addr: String,
+    frames: u64,
+    rssi: RssiStats,
+    last_event: Option<&'static str>,
+    battery: Option<u8>,
+    /// `ok` or the reject reason of the latest frame.
+    verdict: &'static str,
+    last_heard: Duration,
+}
+
+#[derive(Debug, Default)]
+struct UnknownRow {
+    frames: u64,
+    rssi: RssiStats,
+    reason: &'static str,
+    len: usize,
+}
+
+#[derive(Debug, Default)]
+struct RssiStats {
+    min: i16,
+    max: i16,
+    sum: i64,
+    n: u64,
+}
+
+impl RssiStats {
+    fn add(&mut self, rssi: Option<i16>) {
+        let Some(r) = rssi else { return };
+        if self.n == 0 {
+            self.min = r;
+            self.max = r;
+        }
+        self.min = self.min.min(r);
+        self.max = self.max.max(r);
+        self.sum += i64::from(r);
+        self.n += 1;
+    }
+
+    fn show(&self) -> String {
+        if self.n == 0 {
+            "-".into()
+        } else {
+            format!("{}/{}/{}", self.min, self.sum / self.n as i64, self.max)
+        }
+    }
+}
+
+impl ScanTable {
+    pub fn new(company_id: u16, keys: Arc<Keyring>, names: HashMap<u32, String>) -> ScanTable {
+        ScanTable {
+            company_id,
+            keys,
+            names,
+            bands: BTreeMap::new(),
+            unknown: BTreeMap::new(),
+        }
+    }
+
+    pub fn observe(&mut self, t: Duration, a: &Advert) {
+        match frame::peek_header(&a.data) {
+            Ok((device_id, _seq)) => {
+                let row = self.bands.entry(device_id).or_default();
+                row.addr.clone_from(&a.addr);
+                row.frames += 1;
+                row.rssi.add(a.rssi);
+                row.last_heard = t;
+                match frame::open(&a.data, self.company_id, &self.keys) {
+                    Ok(f) => {
+                        row.verdict = "ok";
+                        row.battery = Some(f.battery_pct);
+                        row.last_event = Some(f.event.name());
+                    }
+                    Err(reason) => row.verdict = reason.as_str(),
+                }
+            }
+            Err(reason) => {
+                // Unknown advertisers are capped: a busy room must not grow this table.
+                if self.unknown.len() >= 256 && !self.unknown.contains_key(&a.addr) {
+                    return;
+                }
+                let row = self.unknown.entry(a.addr.clone()).or_default();
+                row.frames += 1;
+                row.rssi.add(a.rssi);
+                row.reason = reason.as_str();
+                row.len = a.data.len();
+            }
+        }
+    }
+
+    /// The table as text; `elapsed` is the scan's duration so far.
+    pub fn render(&self, elapsed: Duration, status: &BleStatus, dropped: u64) -> String {
+        let mins = elapsed.as_secs_f64().max(1.0) / 60.0;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "bandgate scan: adapter {} ({}), company id 0x{:04X}, {:.0} s",
+            if status.adapter.is_empty() {
+                "?"
+            } else {
+                &status.adapter
+            },
+            if status.adapter_ok {
+                "scanning"
+            } else {
+                "NOT scanning"
+            },
+            self.company_id,
+            elapsed.as_secs_f64()
+        );
+        let _ = writeln!(
+            s,
+            "{:>10}  {:<16} {:<17} {:>14} {:>8} {:>9} {:<10} {:>7}  status",
+            "band",
+            "name",
+            "address",
+            "rssi min/avg/max",
+            "frames",
+            "frames/min",
+            "last event",
+            "battery"
+        );
+        for (id, r) in &self.bands {
+            let _ = writeln!(
+                s,
+                "{:>10}  {:<16} {:<17} {:>14} {:>8} {:>9.1} {:<10} {:>7}  {}",
+                id,
+                self.names.get(id).map(String::as_str).unwrap_or("-"),
+                r.addr,
+                r.rssi.show(),
+                r.frames,
+                r.frames as f64 / mins,
+                r.last_event.unwrap_or("-"),
+                r.battery.map_or("-".into(), |b| format!("{b}%")),
+                r.verdict
+            );
+        }
+        if self.bands.is_empty() {
+            let _ = writeln!(s, "{:>10}  (no band heard yet)", "");
+        }
+        if !self.unknown.is_empty() {
+            let _ = writeln!(
+                s,
+                "unknown advertisers under 0x{:04X} (not our frame format):",
+                self.company_id
+            );
+            for (addr, r) in &self.unknown {
+                let _ = writeln!(
+                    s,
+                    "  {:<17} {:>14} {:>8} frames, {} bytes, {}",
+                    addr,
+                    r.rssi.show(),
+                    r.frames,
+                    r.len,
+                    r.reason
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "adverts seen {}, not ours {}, scan restarts {}, BlueZ reconnects {}, telemetry dropped {}",
+            status.adverts_seen,
+            status.foreign_adverts,
+            status.scan_restarts,
+            status.manager_recreations,
+            dropped
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{BandEvent, DeviceKey, Frame};
+
+    fn advert(addr: &str, rssi: i16, data: Vec<u8>) -> Advert {
+        Advert {
+            addr: addr.into(),
+            rssi: Some(rssi),
+            data,
+            received_at: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn the_table_names_bands_rejects_and_strangers() {
+        let key = DeviceKey([7; 16]);
+        let mut keys = Keyring::new();
+        keys.insert(17, key);
+        let sos = frame::seal(
+            &Frame {
+                device_id: 17,
+                seq: 42,
+                battery_pct: 80,
+                worn: true,
+                event: BandEvent::Sos,
+            },
+            0xFFFF,
+            &key,
+        );
+        let stranger = frame::seal(
+            &Frame {
+                device_id: 99,
+                seq: 1,
+                battery_pct: 50,
+                worn: true,
+                event: BandEvent::Sos,
+            },
+            0xFFFF,
+            &DeviceKey([9; 16]),
+        );
+        let names = HashMap::from([(17, "Mrs Example".to_string())]);
+        let mut t = ScanTable::new(0xFFFF, Arc::new(keys), names);
+        t.observe(
+            Duration::from_secs(1),
+            &advert("C8:FD:19:00:00:11", -60, sos.clone()),
+        );
+        t.observe(
+            Duration::from_secs(2),
+            &advert("C8:FD:19:00:00:11", -70, sos),
+        );
+        t.observe(
+            Duration::from_secs(2),
+            &advert("AA:BB:CC:DD:EE:01", -80, stranger),
+        );
+        t.observe(
+            Duration::from_secs(3),
+            &advert("AA:BB:CC:DD:EE:02", -90, vec![1, 2]),
+        );
+        let text = t.render(Duration::from_secs(60), &BleStatus::default(), 0);
+        let band17 = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("17 "))
+            .unwrap();
+        assert!(band17.contains("Mrs Example"), "{text}");
+        assert!(band17.contains("-70/-65/-60"), "{text}");
+        assert!(band17.contains("sos"), "{text}");
+        assert!(band17.contains("80%"), "{text}");
+        assert!(band17.trim_end().ends_with("ok"), "{text}");
+        let band99 = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("99 "))
+            .unwrap();
+        assert!(band99.trim_end().ends_with("unknown_device"), "{text}");
+        assert!(text.contains("AA:BB:CC:DD:EE:02"), "{text}");
+        assert!(text.contains("version"), "{text}");
+    }
+
+    #[test]
+    fn capture_lines_follow_the_replay_format() {
+        let a = advert("C8:FD:19:00:00:11", -61, vec![0xb1, 0x11]);
+        let line = capture_line(Duration::from_millis(1200), &a, 0xFFFF);
+        assert_eq!(
+            line,
+            serde_json::json!({"t_ms": 1200, "addr": "C8:FD:19:00:00:11", "rssi": -61,
+                               "company_id": 65535, "data": "b111"})
+        );
+    }
+}
