@@ -6,5 +6,6 @@
 //! behind telemetry.
 
 pub mod lanes;
+pub mod mqtt;
 
 pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Lane};
