@@ -427,3 +427,31 @@ async fn a_packet_over_the_limit_is_dropped_and_the_link_recovers() {
     publish_acked(&link, &mut rx, 7, &changed).await;
     assert!(link.is_connected());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_disconnect_ends_the_link_without_the_last_will() {
+    let broker = Broker::start();
+    let t = topics();
+    let mut watcher = Phone::connect(
+        &broker,
+        "watcher",
+        &[t.status("gw-it"), "bandgate/it/sentinel".into()],
+    )
+    .await;
+    let (link, mut rx) = start_link(&broker, "gw-it-bye").await;
+    link.disconnect();
+    next(&mut rx, |e| {
+        matches!(e, LinkEvent::Disconnected(_)).then_some(())
+    })
+    .await;
+    // The task ends: the event stream closes.
+    within(async { while rx.recv().await.is_some() {} }).await;
+    assert!(!link.publish(1, &mqtt::last_will(&t, "gw-it")));
+    // Had the broker published the will, it would come before this sentinel.
+    watcher
+        .client
+        .publish("bandgate/it/sentinel", QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    assert_eq!(watcher.recv().await.topic, "bandgate/it/sentinel");
+}
