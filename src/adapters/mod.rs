@@ -9,5 +9,6 @@ pub mod ble;
 pub mod lanes;
 pub mod replay;
 pub mod simulate;
+pub mod mqtt;
 
 pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Lane};

@@ -1,11 +1,13 @@
 //! The one integration test binary: behaviour through public interfaces and the built binary.
 
 mod ble;
+mod broker;
 mod cli_decode;
 mod engine_props;
 mod engine_scenarios;
 mod engine_sim;
 mod frame_props;
 mod keys_file;
+mod mqtt;
 mod support;
 mod vectors;

@@ -1,0 +1,562 @@
+//! The broker connection: one tokio task polls rumqttc's `EventLoop` forever, reconnecting
+//! with capped back-off, and reports what happened as `LinkEvent`s.
+//!
+//! # Delivery bookkeeping
+//!
+//! The caller keeps every message in its durable outbox until it sees `PubAcked(id)` for it.
+//! `MqttLink::publish` hands a message to rumqttc without waiting; rumqttc takes requests
+//! from its queue in order and reports each one as `Outgoing::Publish(pkid)` (or
+//! `Outgoing::AwaitAck(pkid)` first, if the broker acked out of order and the packet id
+//! collided). So the link keeps the caller's ids in the same order (`Tracker::queued`), gives
+//! each its packet id when rumqttc reports it, and turns the broker's PUBACK for that packet
+//! id into `PubAcked(id)`. QoS 0 messages get no PUBACK: they count as acked once written.
+//!
+//! When the connection drops, rumqttc would keep its unacked publishes and queued requests
+//! and re-send them after a reconnect, reusing their packet ids. The link does not let it:
+//! under the tracker's lock it drops rumqttc's pending list, drains the request queue and
+//! forgets every id it was tracking, then reports `Disconnected`. Every message not yet
+//! `PubAcked` is therefore the caller's to re-publish when `Connected` arrives (its outbox
+//! already holds it). That may duplicate a message the broker did receive just before the
+//! drop (its PUBACK lost): the contract allows it, readers de-duplicate by
+//! `alert_id` + `updated_at`. Nothing is lost and a `PubAcked(id)` always means the broker
+//! acknowledged that very message. Events rumqttc buffered before the error (a PUBACK, a
+//! phone's message) are still delivered.
+//!
+//! While disconnected, `publish` returns `false` rather than queueing: the message waits in
+//! the caller's outbox for `Connected`.
+//!
+//! The session is persistent (clean_session = false) so that phones' acks sent while the
+//! gateway was away are delivered on reconnect; the subscriptions are made again (QoS 1) on
+//! every CONNACK anyway, in case the broker lost the session. `Connected` is reported once
+//! the broker's SUBACK is in, so anything the caller does after it finds them in place.
+//!
+//! # Oversized packets
+//!
+//! Packets up to `MAX_INCOMING_PACKET` are read and handed on (a phone's oversized ack is
+//! then refused by `parse_ack` and counted). rumqttc refuses a larger one by dropping the
+//! connection before reading it; with a persistent session the broker would deliver it again
+//! on every reconnect. So after such an error the link connects once with a clean session
+//! (which discards the broker's queue for this gateway, poison included), then disconnects
+//! and resumes its persistent session. The broker's own `max_packet_size` should keep such
+//! packets away in the first place.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS,
+    StateError, TlsConfiguration, Transport,
+};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::Publish;
+
+/// Messages handed to rumqttc and not yet written; past it `publish` says no.
+pub const PUBLISH_QUEUE: usize = 256;
+/// Room in rumqttc's request queue for our own subscribe and disconnect requests.
+const CONTROL_ROOM: usize = 16;
+/// Largest packet read from the broker (a 1 MB phone message is read, then refused).
+pub const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
+const MAX_OUTGOING_PACKET: usize = 256 * 1024;
+const EVENT_QUEUE: usize = 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// How to reach the broker.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// `mqtt://host:port` or `mqtts://host:port` (ports default to 1883 and 8883).
+    pub url: String,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM file of the CA certificates trusted for `mqtts://` (required for it).
+    pub ca_file: Option<PathBuf>,
+    /// At least one second.
+    pub keep_alive: Duration,
+    /// Published by the broker when the gateway disappears (see `mqtt::last_will`).
+    pub last_will: Publish,
+}
+
+/// What the link reports, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The broker accepted us (again) and the subscriptions are made: re-publish everything
+    /// not yet `PubAcked`.
+    Connected,
+    /// The connection dropped; nothing sent is tracked any more. Reconnecting by itself.
+    Disconnected(String),
+    /// The broker has the message the caller published with this id.
+    PubAcked(u64),
+    /// A message on a subscribed topic.
+    Message { topic: String, payload: Vec<u8> },
+}
+
+/// The caller's ids between `publish` and the broker's PUBACK.
+#[derive(Debug, Default)]
+struct Tracker {
+    connected: bool,
+    shutdown: bool,
+    /// Handed to rumqttc, not yet given a packet id, in request order.
+    queued: VecDeque<u64>,
+    /// Taken by rumqttc but waiting for its packet id to be free (`Outgoing::AwaitAck`).
+    collided: Option<u64>,
+    /// Written, waiting for the PUBACK, by packet id.
+    inflight: HashMap<u16, u64>,
+}
+
+impl Tracker {
+    /// rumqttc wrote the next request with this packet id; returns the id acked by that
+    /// (QoS 0 only).
+    fn written(&mut self, pkid: u16) -> Option<u64> {
+        let id = self.collided.take().or_else(|| self.queued.pop_front())?;
+        if pkid == 0 {
+            return Some(id);
+        }
+        if let Some(lost) = self.inflight.insert(pkid, id) {
+            warn!(id = lost, pkid, "packet id reused before its PUBACK");
+        }
+        None
+    }
+
+    fn acked(&mut self, pkid: u16) -> Option<u64> {
+        self.inflight.remove(&pkid)
+    }
+
+    fn forget(&mut self) {
+        self.queued.clear();
+        self.collided = None;
+        self.inflight.clear();
+    }
+}
+
+/// The sending side of the link. Cheap to clone.
+#[derive(Clone)]
+pub struct MqttLink {
+    client: AsyncClient,
+    tracker: Arc<Mutex<Tracker>>,
+}
+
+fn lock(t: &Mutex<Tracker>) -> MutexGuard<'_, Tracker> {
+    // The tracker holds no invariant a panic could break halfway: keep going.
+    t.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn qos(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+impl MqttLink {
+    /// Hands `msg` to the broker connection without ever waiting. `false`: not connected, or
+    /// too much is queued already; keep it in the outbox and send it again later (at the
+    /// latest on `Connected`). `true`: `PubAcked(id)` follows unless `Disconnected` does.
+    pub fn publish(&self, id: u64, msg: &Publish) -> bool {
+        let mut t = lock(&self.tracker);
+        if !t.connected || t.shutdown || t.queued.len() >= PUBLISH_QUEUE {
+            return false;
+        }
+        match self.client.try_publish(
+            msg.topic.as_str(),
+            qos(msg.qos),
+            msg.retain,
+            msg.payload.clone(),
+        ) {
+            Ok(()) => {
+                t.queued.push_back(id);
+                true
+            }
+            Err(e) => {
+                debug!(id, topic = %msg.topic, error = %e, "publish not queued");
+                false
+            }
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        lock(&self.tracker).connected
+    }
+
+    /// Says goodbye to the broker (so it does not publish the last will) and ends the task.
+    /// Publish the offline status first.
+    pub fn disconnect(&self) {
+        let mut t = lock(&self.tracker);
+        t.shutdown = true;
+        if let Err(e) = self.client.try_disconnect() {
+            debug!(error = %e, "disconnect not queued");
+        }
+    }
+}
+
+/// Host, port and whether TLS is wanted, from `mqtt://host:port` / `mqtts://host:port`.
+fn parse_url(url: &str) -> anyhow::Result<(String, u16, bool)> {
+    let (rest, tls) = if let Some(r) = url.strip_prefix("mqtt://") {
+        (r, false)
+    } else if let Some(r) = url.strip_prefix("mqtts://") {
+        (r, true)
+    } else {
+        bail!("{url:?}: the broker URL must start with mqtt:// or mqtts://");
+    };
+    let rest = rest.trim_end_matches('/');
+    let default_port = if tls { 8883 } else { 1883 };
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .with_context(|| format!("{url:?}: unclosed [ in the host"))?;
+        match after.strip_prefix(':') {
+            Some(p) => (host, Some(p)),
+            None if after.is_empty() => (host, None),
+            None => bail!("{url:?}: unexpected text after the host"),
+        }
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() || host.contains('/') {
+        bail!("{url:?}: no host name (expected mqtt://host:port)");
+    }
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .with_context(|| format!("{url:?}: port {p:?} is not a number from 1 to 65535"))?,
+        None => default_port,
+    };
+    Ok((host.to_owned(), port, tls))
+}
+
+fn tls_config(ca_file: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)
+        .with_context(|| format!("reading CA file {}", ca_file.display()))?
+    {
+        let cert = cert.with_context(|| format!("parsing CA file {}", ca_file.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("CA certificate in {}", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("no certificate found in CA file {}", ca_file.display());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+fn mqtt_options(s: &MqttSettings) -> anyhow::Result<MqttOptions> {
+    let (host, port, tls) = parse_url(&s.url)?;
+    let mut o = MqttOptions::new(s.client_id.clone(), host, port);
+    if !s.keep_alive.is_zero() && s.keep_alive < Duration::from_secs(1) {
+        bail!("MQTT keep alive must be at least 1 s");
+    }
+    o.set_keep_alive(s.keep_alive)
+        .set_clean_session(false)
+        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
+        .set_pending_throttle(Duration::ZERO)
+        .set_last_will(LastWill::new(
+            s.last_will.topic.clone(),
+            s.last_will.payload.clone(),
+            qos(s.last_will.qos),
+            s.last_will.retain,
+        ));
+    match (&s.username, &s.password) {
+        (Some(u), p) => {
+            o.set_credentials(u.clone(), p.clone().unwrap_or_default());
+        }
+        (None, Some(_)) => bail!("an MQTT password needs a username"),
+        (None, None) => {}
+    }
+    if tls {
+        let ca = s
+            .ca_file
+            .as_deref()
+            .context("mqtts:// needs mqtt.ca_file (the CA that signed the broker's certificate)")?;
+        let config = tls_config(ca)?;
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(config),
+        )));
+    }
+    Ok(o)
+}
+
+/// Starts the link: connects in the background (call inside a tokio runtime) and keeps
+/// reconnecting forever. `subscribe` filters are subscribed at QoS 1 on every connect.
+pub fn connect(
+    settings: MqttSettings,
+    subscribe: Vec<String>,
+) -> anyhow::Result<(MqttLink, mpsc::Receiver<LinkEvent>)> {
+    let options =
+        mqtt_options(&settings).with_context(|| format!("MQTT settings for {}", settings.url))?;
+    let runtime = tokio::runtime::Handle::try_current()
+        .context("the MQTT link must be started inside a tokio runtime")?;
+    let (client, eventloop) = AsyncClient::new(options, PUBLISH_QUEUE + CONTROL_ROOM);
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let link = MqttLink {
+        client: client.clone(),
+        tracker: tracker.clone(),
+    };
+    runtime.spawn(run(eventloop, client, tracker, subscribe, tx, settings.url));
+    Ok((link, rx))
+}
+
+/// Turns one rumqttc event into link events.
+fn handle(event: Event, t: &mut Tracker, out: &mut Vec<LinkEvent>) {
+    match event {
+        Event::Incoming(Incoming::PubAck(a)) => {
+            out.extend(t.acked(a.pkid).map(LinkEvent::PubAcked))
+        }
+        Event::Incoming(Incoming::PubComp(c)) => {
+            out.extend(t.acked(c.pkid).map(LinkEvent::PubAcked))
+        }
+        Event::Incoming(Incoming::Publish(p)) => out.push(LinkEvent::Message {
+            topic: p.topic,
+            payload: p.payload.to_vec(),
+        }),
+        Event::Incoming(Incoming::SubAck(s)) => check_suback(&s),
+        Event::Outgoing(Outgoing::Publish(pkid)) => {
+            out.extend(t.written(pkid).map(LinkEvent::PubAcked))
+        }
+        Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+            debug!(pkid, "packet id collision: waiting for the broker's ack");
+            t.collided = t.queued.pop_front();
+        }
+        _ => {}
+    }
+}
+
+fn check_suback(s: &rumqttc::SubAck) {
+    for code in &s.return_codes {
+        if matches!(code, rumqttc::SubscribeReasonCode::Failure) {
+            warn!(
+                pkid = s.pkid,
+                "the broker refused a subscription (check its ACL)"
+            );
+        }
+    }
+}
+
+/// Connected and subscribed: the caller may publish.
+fn ready(tracker: &Mutex<Tracker>, connected: &mut bool) -> LinkEvent {
+    lock(tracker).connected = true;
+    *connected = true;
+    LinkEvent::Connected
+}
+
+fn is_oversize(e: &ConnectionError) -> bool {
+    matches!(
+        e,
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(_)
+        ))
+    )
+}
+
+async fn run(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    tracker: Arc<Mutex<Tracker>>,
+    subscribe: Vec<String>,
+    tx: mpsc::Sender<LinkEvent>,
+    url: String,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut connected = false;
+    // Set after an oversized packet: this connection is the clean one that drops the
+    // broker's queue for us; leave it at once and resume the persistent session.
+    let mut dropping_session = false;
+    let mut awaiting_suback = false;
+    let mut out = Vec::new();
+    loop {
+        if tx.is_closed() {
+            debug!("MQTT link: nobody listens any more, stopping");
+            return;
+        }
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) if dropping_session => {
+                info!(
+                    session_present = ack.session_present,
+                    "clean session made; resuming the persistent one"
+                );
+                dropping_session = false;
+                eventloop.mqtt_options.set_clean_session(false);
+                if let Err(e) = client.try_disconnect() {
+                    warn!(error = %e, "could not leave the clean session");
+                }
+            }
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                backoff = BACKOFF_MIN;
+                info!(%url, session_present = ack.session_present, "MQTT connected");
+                let filters = subscribe
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if subscribe.is_empty() {
+                    out.push(ready(&tracker, &mut connected));
+                } else if let Err(e) = client.try_subscribe_many(filters) {
+                    // Cannot happen (the request queue keeps room for it); retry afresh.
+                    warn!(error = %e, "could not queue the subscriptions; reconnecting");
+                    eventloop.clean();
+                    eventloop.network = None;
+                } else {
+                    awaiting_suback = true;
+                }
+            }
+            // `Connected` waits for the subscriptions, so that whatever the caller does next
+            // (a test's phone, a re-published alert someone answers) finds them in place.
+            Ok(Event::Incoming(Incoming::SubAck(s))) if awaiting_suback => {
+                awaiting_suback = false;
+                check_suback(&s);
+                out.push(ready(&tracker, &mut connected));
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) if lock(&tracker).shutdown => {
+                {
+                    let mut t = lock(&tracker);
+                    t.connected = false;
+                    t.forget();
+                }
+                info!("MQTT disconnected on request");
+                let _ = tx
+                    .send(LinkEvent::Disconnected("disconnect requested".into()))
+                    .await;
+                return;
+            }
+            Ok(event) => handle(event, &mut lock(&tracker), &mut out),
+            Err(e) => {
+                let oversize = is_oversize(&e);
+                awaiting_suback = false;
+                {
+                    let mut t = lock(&tracker);
+                    // Deliver what rumqttc read before the error, then drop everything it
+                    // would re-send by itself: the caller re-publishes on `Connected`.
+                    for event in eventloop.state.events.drain(..).collect::<Vec<_>>() {
+                        handle(event, &mut t, &mut out);
+                    }
+                    eventloop.clean();
+                    eventloop.pending.clear();
+                    eventloop.state.events.clear();
+                    t.forget();
+                    t.connected = false;
+                }
+                if oversize {
+                    warn!(error = %e, limit = MAX_INCOMING_PACKET, "oversized packet from the broker: dropping this gateway's queued messages with a clean session");
+                    eventloop.mqtt_options.set_clean_session(true);
+                    dropping_session = true;
+                }
+                if connected {
+                    out.push(LinkEvent::Disconnected(e.to_string()));
+                    connected = false;
+                }
+                if dropping_session && oversize {
+                    // Reconnect at once: the clean session is only a step.
+                } else {
+                    warn!(%url, error = %e, retry_in = ?backoff, "MQTT connection failed");
+                    for ev in out.drain(..) {
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        for ev in out.drain(..) {
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let p = |u| parse_url(u).map_err(|e| e.to_string());
+        assert_eq!(
+            p("mqtt://127.0.0.1:1883"),
+            Ok(("127.0.0.1".into(), 1883, false))
+        );
+        assert_eq!(
+            p("mqtt://broker.local"),
+            Ok(("broker.local".into(), 1883, false))
+        );
+        assert_eq!(
+            p("mqtts://broker.local"),
+            Ok(("broker.local".into(), 8883, true))
+        );
+        assert_eq!(p("mqtts://[::1]:8884/"), Ok(("::1".into(), 8884, true)));
+        assert!(p("tcp://x:1").is_err());
+        assert!(p("mqtt://:1883").is_err());
+        assert!(p("mqtt://host:99999").is_err());
+        assert!(p("mqtt://host/path").is_err());
+    }
+
+    #[test]
+    fn mqtts_needs_a_ca_file() {
+        let s = MqttSettings {
+            url: "mqtts://broker.local".into(),
+            client_id: "gw".into(),
+            username: Some("gw".into()),
+            password: Some("pw".into()),
+            ca_file: None,
+            keep_alive: Duration::from_secs(30),
+            last_will: Publish {
+                topic: "t".into(),
+                payload: vec![],
+                qos: 1,
+                retain: true,
+            },
+        };
+        let err = mqtt_options(&s).unwrap_err().to_string();
+        assert!(err.contains("ca_file"), "{err}");
+        let missing = MqttSettings {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..s.clone()
+        };
+        assert!(mqtt_options(&missing).is_err());
+        let plain = MqttSettings {
+            url: "mqtt://127.0.0.1:1883".into(),
+            ..s
+        };
+        let o = mqtt_options(&plain).unwrap();
+        assert!(!o.clean_session());
+        assert_eq!(o.max_packet_size(), MAX_INCOMING_PACKET);
+    }
+
+    #[test]
+    fn ids_follow_packet_ids_in_request_order() {
+        let mut t = Tracker::default();
+        t.queued.extend([10, 11, 12, 13]);
+        assert_eq!(t.written(1), None);
+        assert_eq!(t.written(0), Some(11)); // QoS 0: acked when written
+        assert_eq!(t.written(2), None);
+        assert_eq!(t.acked(2), Some(12));
+        assert_eq!(t.acked(2), None); // a duplicate PUBACK acks nothing
+        assert_eq!(t.acked(1), Some(10));
+        // A collision: rumqttc takes the request, then writes it once pkid 5 is free.
+        t.inflight.insert(5, 99);
+        t.collided = t.queued.pop_front();
+        assert_eq!(t.acked(5), Some(99));
+        assert_eq!(t.written(5), None);
+        assert_eq!(t.acked(5), Some(13));
+        t.queued.push_back(20);
+        t.written(3);
+        t.forget();
+        assert_eq!(t.acked(3), None);
+    }
+}

@@ -1,0 +1,421 @@
+//! The MQTT adapter: the only module that knows topics and JSON (see `spec/mqtt-contract.md`).
+//!
+//! - rendering engine outputs into `Publish`es (pure functions, here),
+//! - parsing what duty phones send (`parse_ack`, here),
+//! - the human one-line `text` of an alert (`text`),
+//! - the broker connection with reconnects and PUBACK tracking (`link`).
+
+mod link;
+pub mod text;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Action, Alert, DeviceState, Output, Resolution, Setup};
+
+pub use link::{connect, LinkEvent, MqttLink, MqttSettings, MAX_INCOMING_PACKET, PUBLISH_QUEUE};
+
+/// Largest phone message parsed; anything longer is refused unread.
+pub const MAX_ACK_PAYLOAD: usize = 4 * 1024;
+
+/// The topic names under one prefix (`bandgate/{site_id}` by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    /// `prefix` without a trailing slash (one is trimmed if given).
+    pub fn new(prefix: impl Into<String>) -> Topics {
+        let mut prefix = prefix.into();
+        while prefix.ends_with('/') {
+            prefix.pop();
+        }
+        Topics { prefix }
+    }
+
+    /// The contract's default prefix for a site.
+    pub fn for_site(site_id: &str) -> Topics {
+        Topics::new(format!("bandgate/{site_id}"))
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn alert(&self, alert_id: &str) -> String {
+        format!("{}/alerts/{alert_id}", self.prefix)
+    }
+
+    pub fn notify(&self, staff_id: &str) -> String {
+        format!("{}/notify/{staff_id}", self.prefix)
+    }
+
+    pub fn status(&self, gateway_id: &str) -> String {
+        format!("{}/gateways/{gateway_id}/status", self.prefix)
+    }
+
+    pub fn device_state(&self, device_id: u32) -> String {
+        format!("{}/devices/{device_id}/state", self.prefix)
+    }
+
+    /// What the gateway subscribes to: every phone's ack topic.
+    pub fn ack_filter(&self) -> String {
+        format!("{}/ack/+", self.prefix)
+    }
+
+    /// The topic one phone writes to (the broker's ACL ties `{staff_id}` to its username).
+    pub fn ack(&self, staff_id: &str) -> String {
+        format!("{}/ack/{staff_id}", self.prefix)
+    }
+
+    /// The `{staff_id}` of an ack topic, if `topic` is one.
+    pub fn ack_staff<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let rest = topic.strip_prefix(self.prefix.as_str())?;
+        let staff = rest.strip_prefix("/ack/")?;
+        (!staff.is_empty() && !staff.contains('/')).then_some(staff)
+    }
+}
+
+/// One message for the broker. Field for field the store's `OutboxMessage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+impl Publish {
+    /// The payload as text (payloads are UTF-8 JSON or empty), for logs and tests.
+    pub fn payload_str(&self) -> &str {
+        std::str::from_utf8(&self.payload).unwrap_or("<binary>")
+    }
+}
+
+/// RFC 3339 UTC with exactly three digits of milliseconds: `2026-11-23T03:44:14.120Z`.
+pub fn format_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn time_opt(t: Option<Timestamp>) -> Option<String> {
+    t.map(format_time)
+}
+
+#[derive(Serialize)]
+struct ResidentDoc<'a> {
+    id: &'a str,
+    name: &'a str,
+    address: &'a str,
+    phone: &'a str,
+    notes: &'a str,
+}
+
+/// The alert document, keys in the contract's order.
+#[derive(Serialize)]
+struct AlertDoc<'a> {
+    alert_id: &'a str,
+    kind: &'static str,
+    state: &'static str,
+    cancel_requested: bool,
+    tier: u8,
+    resident: Option<ResidentDoc<'a>>,
+    device_id: Option<u32>,
+    gateway_id: &'a str,
+    raised_at: String,
+    updated_at: String,
+    notified: &'a [String],
+    delivered_to: &'a [String],
+    acked_by: Option<&'a str>,
+    acked_at: Option<String>,
+    on_scene_at: Option<String>,
+    resolved_by: Option<&'a str>,
+    resolved_at: Option<String>,
+    resolution: Option<&'static str>,
+    battery_pct: Option<u8>,
+    rssi: Option<i16>,
+    text: String,
+}
+
+impl<'a> AlertDoc<'a> {
+    fn new(alert: &'a Alert, setup: &'a Setup) -> AlertDoc<'a> {
+        let resident = alert
+            .device_id
+            .and_then(|d| setup.resident(d))
+            .map(|r| ResidentDoc {
+                id: &r.id,
+                name: &r.name,
+                address: &r.address,
+                phone: &r.phone,
+                notes: &r.notes,
+            });
+        AlertDoc {
+            alert_id: &alert.id,
+            kind: alert.kind.as_str(),
+            state: alert.state.name(),
+            cancel_requested: alert.cancel_requested,
+            tier: alert.tier,
+            resident,
+            device_id: alert.device_id,
+            gateway_id: &setup.gateway_id,
+            raised_at: format_time(alert.raised_at),
+            updated_at: format_time(alert.updated_at),
+            notified: &alert.notified,
+            delivered_to: &alert.delivered_to,
+            acked_by: alert.acked_by.as_deref(),
+            acked_at: time_opt(alert.acked_at),
+            on_scene_at: time_opt(alert.on_scene_at),
+            resolved_by: alert.resolved_by.as_deref(),
+            resolved_at: time_opt(alert.resolved_at),
+            resolution: alert.resolution.map(Resolution::as_str),
+            battery_pct: alert.battery_pct,
+            rssi: alert.rssi,
+            text: text::summary(alert, setup),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct NotifyDoc<'a> {
+    reason: &'static str,
+    alert: AlertDoc<'a>,
+}
+
+#[derive(Serialize)]
+struct DeviceDoc<'a> {
+    device_id: u32,
+    resident_id: Option<&'a str>,
+    last_seen: String,
+    gateway_id: &'a str,
+    rssi: Option<i16>,
+    battery_pct: u8,
+    worn: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heart_rate: Option<Option<u8>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spo2: Option<Option<u8>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<Option<u32>>,
+}
+
+fn json(doc: &impl Serialize) -> Vec<u8> {
+    // Our own structs of strings and numbers: serialising them cannot fail.
+    serde_json::to_vec(doc).expect("wire documents serialise")
+}
+
+/// The alert document alone, as published on `{p}/alerts/{alert_id}`.
+pub fn alert_document(alert: &Alert, setup: &Setup) -> Vec<u8> {
+    json(&AlertDoc::new(alert, setup))
+}
+
+/// What to publish for one engine output. Vital signs go out only with `publish_vitals`.
+pub fn render(output: &Output, setup: &Setup, topics: &Topics, publish_vitals: bool) -> Publish {
+    match output {
+        Output::AlertChanged(alert) => Publish {
+            topic: topics.alert(&alert.id),
+            payload: alert_document(alert, setup),
+            qos: 1,
+            retain: true,
+        },
+        Output::Notify {
+            staff_id,
+            reason,
+            alert,
+        } => Publish {
+            topic: topics.notify(staff_id),
+            payload: json(&NotifyDoc {
+                reason: reason.as_str(),
+                alert: AlertDoc::new(alert, setup),
+            }),
+            qos: 1,
+            retain: false,
+        },
+        Output::AlertCleared { alert_id } => Publish {
+            topic: topics.alert(alert_id),
+            payload: Vec::new(),
+            qos: 1,
+            retain: true,
+        },
+        Output::DeviceState(d) => Publish {
+            topic: topics.device_state(d.device_id),
+            payload: json(&device_doc(d, setup, publish_vitals)),
+            qos: 0,
+            retain: true,
+        },
+    }
+}
+
+fn device_doc<'a>(d: &DeviceState, setup: &'a Setup, publish_vitals: bool) -> DeviceDoc<'a> {
+    let vital = |v| publish_vitals.then_some(v);
+    DeviceDoc {
+        device_id: d.device_id,
+        resident_id: setup.resident(d.device_id).map(|r| r.id.as_str()),
+        last_seen: format_time(d.last_seen),
+        gateway_id: &setup.gateway_id,
+        rssi: d.rssi,
+        battery_pct: d.battery_pct,
+        worn: d.worn,
+        heart_rate: vital(d.heart_rate),
+        spo2: vital(d.spo2),
+        steps: publish_vitals.then_some(d.steps),
+    }
+}
+
+/// What the gateway says about itself on `{p}/gateways/{gateway_id}/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayStatus {
+    pub gateway_id: String,
+    pub started_at: Timestamp,
+    /// The radio adapter's name (`hci0`), or the source (`replay`, `simulate`).
+    pub adapter: String,
+    pub adapter_ok: bool,
+    pub devices_enrolled: usize,
+    pub devices_heard_15m: usize,
+    pub open_alerts: usize,
+    pub outbox_len: usize,
+}
+
+#[derive(Serialize)]
+struct StatusDoc<'a> {
+    online: bool,
+    gateway_id: &'a str,
+    version: &'static str,
+    started_at: String,
+    adapter: &'a str,
+    adapter_ok: bool,
+    devices_enrolled: usize,
+    devices_heard_15m: usize,
+    open_alerts: usize,
+    outbox_len: usize,
+}
+
+/// The retained "online" status document.
+pub fn status(topics: &Topics, s: &GatewayStatus) -> Publish {
+    Publish {
+        topic: topics.status(&s.gateway_id),
+        payload: json(&StatusDoc {
+            online: true,
+            gateway_id: &s.gateway_id,
+            version: env!("CARGO_PKG_VERSION"),
+            started_at: format_time(s.started_at),
+            adapter: &s.adapter,
+            adapter_ok: s.adapter_ok,
+            devices_enrolled: s.devices_enrolled,
+            devices_heard_15m: s.devices_heard_15m,
+            open_alerts: s.open_alerts,
+            outbox_len: s.outbox_len,
+        }),
+        qos: 1,
+        retain: true,
+    }
+}
+
+#[derive(Serialize)]
+struct OfflineDoc<'a> {
+    online: bool,
+    gateway_id: &'a str,
+}
+
+/// The MQTT last will: the broker publishes it (retained) when the gateway vanishes.
+pub fn last_will(topics: &Topics, gateway_id: &str) -> Publish {
+    Publish {
+        topic: topics.status(gateway_id),
+        payload: json(&OfflineDoc {
+            online: false,
+            gateway_id,
+        }),
+        qos: 1,
+        retain: true,
+    }
+}
+
+/// A phone's action on an alert, as read from `{p}/ack/{staff_id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneAck {
+    /// From the topic (the broker's ACL ties it to the phone's username), never the payload.
+    pub staff_id: String,
+    pub alert_id: String,
+    pub action: Action,
+    pub note: Option<String>,
+}
+
+/// Why a phone message was ignored. `as_str` is the reason code logged and counted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("not an ack topic: {0}")]
+    WrongTopic(String),
+    #[error("payload of {0} bytes is over the {MAX_ACK_PAYLOAD} byte limit")]
+    TooLarge(usize),
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    #[error("alert_id missing or empty")]
+    MissingAlertId,
+    #[error("action missing")]
+    MissingAction,
+    #[error("unknown action {0:?}")]
+    UnknownAction(String),
+    #[error("resolve without a resolution")]
+    MissingResolution,
+    #[error("unknown resolution {0:?}")]
+    UnknownResolution(String),
+}
+
+impl AckError {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AckError::WrongTopic(_) => "wrong_topic",
+            AckError::TooLarge(_) => "too_large",
+            AckError::Malformed(_) => "malformed_json",
+            AckError::MissingAlertId => "missing_alert_id",
+            AckError::MissingAction => "missing_action",
+            AckError::UnknownAction(_) => "unknown_action",
+            AckError::MissingResolution => "missing_resolution",
+            AckError::UnknownResolution(_) => "unknown_resolution",
+        }
+    }
+}
+
+/// The phone's JSON; unknown keys are ignored, as the contract requires.
+#[derive(Deserialize)]
+struct AckWire {
+    alert_id: Option<String>,
+    action: Option<String>,
+    resolution: Option<String>,
+    note: Option<String>,
+}
+
+/// Reads one phone message. Never panics, whatever the bytes.
+pub fn parse_ack(topics: &Topics, topic: &str, payload: &[u8]) -> Result<PhoneAck, AckError> {
+    let staff_id = topics
+        .ack_staff(topic)
+        .ok_or_else(|| AckError::WrongTopic(topic.to_owned()))?;
+    if payload.len() > MAX_ACK_PAYLOAD {
+        return Err(AckError::TooLarge(payload.len()));
+    }
+    let wire: AckWire =
+        serde_json::from_slice(payload).map_err(|e| AckError::Malformed(e.to_string()))?;
+    let alert_id = wire
+        .alert_id
+        .filter(|a| !a.is_empty())
+        .ok_or(AckError::MissingAlertId)?;
+    let action = match wire.action.as_deref().ok_or(AckError::MissingAction)? {
+        "delivered" => Action::Delivered,
+        "ack" => Action::Ack,
+        "decline" => Action::Decline,
+        "on_scene" => Action::OnScene,
+        "resolve" => {
+            let code = wire.resolution.ok_or(AckError::MissingResolution)?;
+            Action::Resolve(Resolution::parse(&code).ok_or(AckError::UnknownResolution(code))?)
+        }
+        other => return Err(AckError::UnknownAction(other.to_owned())),
+    };
+    Ok(PhoneAck {
+        staff_id: staff_id.to_owned(),
+        alert_id,
+        action,
+        note: wire.note,
+    })
+}
+
+#[cfg(test)]
+mod tests;

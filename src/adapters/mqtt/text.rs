@@ -1,0 +1,125 @@
+//! The one-line human summary of an alert (`text`), in the deployment's language, so that a
+//! plain MQTT phone app can show it as is.
+
+use crate::engine::{Alert, Kind, Locale, Resolution, Setup, State};
+
+/// `【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键，张伟已确认前往`.
+pub fn summary(alert: &Alert, setup: &Setup) -> String {
+    match setup.locale {
+        Locale::ZhCn => zh(alert, setup),
+        Locale::En => en(alert, setup),
+    }
+}
+
+/// Who the alert is about: the resident with their address, else the band's number.
+fn subject(alert: &Alert, setup: &Setup, locale: Locale) -> String {
+    match (
+        alert.device_id,
+        alert.device_id.and_then(|d| setup.resident(d)),
+    ) {
+        (_, Some(r)) => match locale {
+            Locale::ZhCn => format!("{}（{}）", r.name, r.address),
+            Locale::En => format!("{} ({})", r.name, r.address),
+        },
+        (Some(d), None) => match locale {
+            Locale::ZhCn => format!("{d}号手环"),
+            Locale::En => format!("band {d}"),
+        },
+        (None, None) => match locale {
+            Locale::ZhCn => "未知手环".to_owned(),
+            Locale::En => "unknown band".to_owned(),
+        },
+    }
+}
+
+fn silent_minutes(setup: &Setup) -> u64 {
+    setup.supervision.silent_after.as_secs() / 60
+}
+
+fn zh(alert: &Alert, setup: &Setup) -> String {
+    let who = subject(alert, setup, Locale::ZhCn);
+    let mut s = match alert.kind {
+        Kind::Sos => format!("【紧急求救】{who}按下求救键"),
+        Kind::Fall => format!("【跌倒报警】{who}检测到跌倒"),
+        Kind::NoMotion => format!("【长时间未动】{who}长时间未活动"),
+        Kind::DeviceSilent => format!(
+            "【手环失联】{who}的手环已 {} 分钟未收到信号",
+            silent_minutes(setup)
+        ),
+        Kind::LowBattery => match alert.battery_pct {
+            Some(p) => format!("【电量低】{who}手环电量 {p}%"),
+            None => format!("【电量低】{who}手环电量低"),
+        },
+        Kind::Test => "【测试】这是一条测试报警，请点确认".to_owned(),
+    };
+    let by = |id: &Option<String>| setup.staff_name(id.as_deref().unwrap_or("?")).to_owned();
+    match alert.state {
+        State::Open { .. } => {}
+        State::Acknowledged { .. } => s += &format!("，{}已确认前往", by(&alert.acked_by)),
+        State::OnScene { .. } => s += &format!("，{}已到场", by(&alert.acked_by)),
+        State::Resolved { .. } => {
+            let how = alert.resolution.map(zh_resolution).unwrap_or("已关闭");
+            s += &format!("，已处理（{how}）");
+        }
+    }
+    if alert.cancel_requested && !alert.is_resolved() {
+        s += "，老人已取消，请电话确认";
+    }
+    s
+}
+
+fn zh_resolution(r: Resolution) -> &'static str {
+    match r {
+        Resolution::RealEmergency => "真实紧急情况",
+        Resolution::FalseAlarm => "误报",
+        Resolution::WearerCancelVerified => "老人取消，已确认",
+        Resolution::Test => "测试",
+        Resolution::Duplicate => "重复报警",
+        Resolution::DeviceFault => "设备故障",
+        Resolution::Other => "其他",
+    }
+}
+
+fn en(alert: &Alert, setup: &Setup) -> String {
+    let who = subject(alert, setup, Locale::En);
+    let mut s = match alert.kind {
+        Kind::Sos => format!("[SOS] {who} pressed the SOS button"),
+        Kind::Fall => format!("[Fall] {who}: fall detected"),
+        Kind::NoMotion => format!("[No motion] {who} has not moved for a long time"),
+        Kind::DeviceSilent => format!(
+            "[Band silent] no signal from the band of {who} for {} min",
+            silent_minutes(setup)
+        ),
+        Kind::LowBattery => match alert.battery_pct {
+            Some(p) => format!("[Low battery] band of {who} at {p}%"),
+            None => format!("[Low battery] band of {who} is low"),
+        },
+        Kind::Test => "[Test] This is a test alert, please acknowledge".to_owned(),
+    };
+    let by = |id: &Option<String>| setup.staff_name(id.as_deref().unwrap_or("?")).to_owned();
+    match alert.state {
+        State::Open { .. } => {}
+        State::Acknowledged { .. } => s += &format!(", {} is on the way", by(&alert.acked_by)),
+        State::OnScene { .. } => s += &format!(", {} is on scene", by(&alert.acked_by)),
+        State::Resolved { .. } => {
+            let how = alert.resolution.map(en_resolution).unwrap_or("closed");
+            s += &format!(", resolved ({how})");
+        }
+    }
+    if alert.cancel_requested && !alert.is_resolved() {
+        s += ", cancelled by the wearer: please verify by phone";
+    }
+    s
+}
+
+fn en_resolution(r: Resolution) -> &'static str {
+    match r {
+        Resolution::RealEmergency => "real emergency",
+        Resolution::FalseAlarm => "false alarm",
+        Resolution::WearerCancelVerified => "cancelled by the wearer, verified",
+        Resolution::Test => "test",
+        Resolution::Duplicate => "duplicate",
+        Resolution::DeviceFault => "device fault",
+        Resolution::Other => "other",
+    }
+}
