@@ -47,6 +47,15 @@ enum Command {
         #[arg(required = true)]
         hex: Vec<String>,
     },
+    /// Check bandgate.toml, the key file and the environment overrides without starting.
+    ///
+    /// Prints every problem, one per line, and exits 78; or prints a summary (who is on duty
+    /// now, per the rota) and exits 0.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(long, default_value = config::file::DEFAULT_PATH)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +67,21 @@ fn main() -> ExitCode {
             window,
             hex,
         } => decode(&keys, company_id, window, &hex),
+        Command::CheckConfig { config } => check_config(&config),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::file::load(path) {
+        Ok(config) => {
+            let now = jiff::Timestamp::now();
+            println!("{}", config::summary::summary(&config, now));
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("{problems}");
+            ExitCode::from(EX_CONFIG)
+        }
     }
 }
 
