@@ -1203,6 +1203,9 @@ fn plain(expected: &str) -> &str {
 }
 
 fn describe_expected(expected: &str, key: &str) -> String {
+    if matches!(key, "staff" | "rota" | "residents") {
+        return format!("each entry under its own [[{key}]] line (double brackets)");
+    }
     let name = last_segment(key);
     match expected {
         "a sequence" | "sequence" => {
@@ -1225,7 +1228,7 @@ fn example_for(name: &str) -> String {
         "days" => "days = [\"mon\", \"tue\"]".into(),
         "from" => "from = \"08:00\"".into(),
         "to" => "to = \"20:00\"".into(),
-        "staff" => "staff = [\"zhang\"] (and [[staff]] entries use double brackets)".into(),
+        "staff" => "staff = [\"zhang\"]".into(),
         "team" => "team = [\"li\", \"wang\"]".into(),
         "supervisors" => "supervisors = [\"chen\"]".into(),
         "ack_timeouts" => "ack_timeouts = [\"60s\", \"60s\"]".into(),

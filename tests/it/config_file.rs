@@ -457,3 +457,70 @@ fn the_rota_reads_local_time_in_its_zone() {
     assert_eq!(rota.on_duty(t), ["zhao", "li"]);
     assert_eq!(rota.local_day(t).to_string(), "2026-11-24");
 }
+
+#[test]
+fn tls_settings_and_the_password_file_are_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    write_private(dir.path(), "mqtt-password", "  s3cret\n");
+    let path = example_in(dir.path(), |t| {
+        t.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"mqtts://broker.example.cn\"",
+        )
+        .replace(
+            "# username = \"gw-guanghuiyuan-1\"",
+            "username = \"gw-guanghuiyuan-1\"",
+        )
+        .replace(
+            "# password_file = \"/etc/bandgate/mqtt-password\"",
+            "password_file = \"mqtt-password\"",
+        )
+        .replace(
+            "# ca_file = \"/etc/bandgate/ca.pem\"",
+            "ca_file = \"ca.pem\"",
+        )
+        .replace(
+            "# topic_prefix = \"bandgate/guanghuiyuan\"",
+            "topic_prefix = \"city/gh\"",
+        )
+    });
+    let c = file::load(&path).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(
+        (c.mqtt.host.as_str(), c.mqtt.port, c.mqtt.tls),
+        ("broker.example.cn", 8883, true)
+    );
+    assert_eq!(c.mqtt.username.as_deref(), Some("gw-guanghuiyuan-1"));
+    assert_eq!(c.mqtt.password.as_deref(), Some("s3cret"));
+    assert_eq!(c.mqtt.password_file, Some(dir.path().join("mqtt-password")));
+    assert_eq!(c.mqtt.ca_file, Some(dir.path().join("ca.pem")));
+    assert_eq!(c.mqtt.topic_prefix, "city/gh");
+}
+
+#[test]
+fn missing_keys_and_wrong_shapes_say_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| {
+        t.replace("gateway_id = \"gw-guanghuiyuan-1\"", "")
+            .replace("device_id = 18\n", "")
+            .replace("days = [\"sat\", \"sun\"]", "days = \"sat\"")
+            .replace("ack_timeouts = [\"60s\", \"60s\"]", "ack_timeouts = []")
+    });
+    let problems = file::load(&path).unwrap_err().0;
+    let all = problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        all.contains(": gateway_id: this required key is missing"),
+        "{all}"
+    );
+    assert!(all.contains(": residents[1].device_id: this required key is missing; fix: add it, e.g. device_id = 17"), "{all}");
+    assert!(all.contains(": rota[2].days: found a string \"sat\" where a list belongs; fix: write a list in square brackets"), "{all}");
+    assert!(
+        all.contains(": escalation.ack_timeouts: the list is empty"),
+        "{all}"
+    );
+    assert_eq!(problems.len(), 4, "{all}");
+}
