@@ -73,6 +73,15 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         silence_restart: std::time::Duration,
     },
+    /// Check bandgate.toml, the key file and the environment overrides without starting.
+    ///
+    /// Prints every problem, one per line, and exits 78; or prints a summary (who is on duty
+    /// now, per the rota) and exits 0.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(long, default_value = config::file::DEFAULT_PATH)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -119,6 +128,21 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::CheckConfig { config } => check_config(&config),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::file::load(path) {
+        Ok(config) => {
+            let now = jiff::Timestamp::now();
+            println!("{}", config::summary::summary(&config, now));
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("{problems}");
+            ExitCode::from(EX_CONFIG)
         }
     }
 }

@@ -7,8 +7,8 @@
 
 pub mod ble;
 pub mod lanes;
+pub mod mqtt;
 pub mod replay;
 pub mod simulate;
-pub mod mqtt;
 
 pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Lane};

@@ -46,15 +46,27 @@ struct Band {
 }
 
 /// Runs until the daemon goes away.
-pub async fn run(settings: SimulateSettings, keys: Arc<Keyring>, tx: AdvertTx) -> anyhow::Result<()> {
+pub async fn run(
+    settings: SimulateSettings,
+    keys: Arc<Keyring>,
+    tx: AdvertTx,
+) -> anyhow::Result<()> {
     let start = tokio::time::Instant::now();
     let mut bands: HashMap<u32, Band> = settings
         .bands
         .iter()
         .map(|&id| {
             // Seqs start from the clock so a restarted simulator is not refused as a replay.
-            let seq = u32::try_from(jiff::Timestamp::now().as_second() % 1_000_000_000).unwrap_or(1) * 2;
-            (id, Band { seq, battery: 90, steps: 0 })
+            let seq =
+                u32::try_from(jiff::Timestamp::now().as_second() % 1_000_000_000).unwrap_or(1) * 2;
+            (
+                id,
+                Band {
+                    seq,
+                    battery: 90,
+                    steps: 0,
+                },
+            )
         })
         .collect();
     let mut script = settings.script.clone();
@@ -109,7 +121,10 @@ pub async fn run(settings: SimulateSettings, keys: Arc<Keyring>, tx: AdvertTx) -
         }
         for (id, event) in due {
             let Some(b) = bands.get_mut(&id) else {
-                tracing::warn!(device_id = id, "simulated event for a band that is not simulated");
+                tracing::warn!(
+                    device_id = id,
+                    "simulated event for a band that is not simulated"
+                );
                 continue;
             };
             b.seq = b.seq.wrapping_add(1);
@@ -126,7 +141,12 @@ pub async fn run(settings: SimulateSettings, keys: Arc<Keyring>, tx: AdvertTx) -
             };
             for _ in 0..settings.repeats.max(1) {
                 let advert = Advert {
-                    addr: format!("C8:FD:19:{:02X}:{:02X}:{:02X}", (id >> 16) as u8, (id >> 8) as u8, id as u8),
+                    addr: format!(
+                        "C8:FD:19:{:02X}:{:02X}:{:02X}",
+                        (id >> 16) as u8,
+                        (id >> 8) as u8,
+                        id as u8
+                    ),
                     rssi: Some(-55 - rand::thread_rng().gen_range(0..30)),
                     data: data.clone(),
                     received_at: jiff::Timestamp::now(),

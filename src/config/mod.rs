@@ -4,7 +4,9 @@
 //! and all of them are reported at once: an installer on site should not have to restart
 //! ten times to find ten typos.
 
+pub mod file;
 pub mod keys;
+pub mod summary;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

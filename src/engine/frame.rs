@@ -257,7 +257,11 @@ impl Keyring {
     /// Makes the on-air bytes of `frame` with the enrolled key of its band (for the
     /// simulator, which must go through the same keys as real bands).
     pub fn seal(&self, frame: &Frame, company_id: u16) -> Option<Vec<u8>> {
-        Some(seal_with(frame, company_id, self.ciphers.get(&frame.device_id)?))
+        Some(seal_with(
+            frame,
+            company_id,
+            self.ciphers.get(&frame.device_id)?,
+        ))
     }
 }
 
@@ -343,7 +347,11 @@ pub fn open(data: &[u8], company_id: u16, keys: &Keyring) -> Result<Frame, Rejec
 /// Makes the on-air bytes of a frame, as a wristband would. It does not check
 /// `battery_pct <= 100`, so tests can make frames the gateway must refuse.
 pub fn seal(frame: &Frame, company_id: u16, key: &DeviceKey) -> Vec<u8> {
-    seal_with(frame, company_id, &Cipher::new(GenericArray::from_slice(&key.0)))
+    seal_with(
+        frame,
+        company_id,
+        &Cipher::new(GenericArray::from_slice(&key.0)),
+    )
 }
 
 fn seal_with(frame: &Frame, company_id: u16, cipher: &Cipher) -> Vec<u8> {

@@ -6,6 +6,7 @@ mod cli_decode;
 mod engine_props;
 mod engine_scenarios;
 mod engine_sim;
+mod config_file;
 mod frame_props;
 mod keys_file;
 mod mqtt;

@@ -1,0 +1,69 @@
+//! What `bandgate check-config` prints for a valid configuration: enough for an installer to
+//! see at a glance that the gateway will page the right people.
+
+use std::fmt::Write;
+
+use jiff::Timestamp;
+
+use super::file::Config;
+
+/// A few lines describing `config`, with who is on duty at `now` (the caller's clock).
+pub fn summary(config: &Config, now: Timestamp) -> String {
+    let setup = &config.setup;
+    let with_keys = setup
+        .residents
+        .keys()
+        .filter(|id| config.keys.contains(**id))
+        .count();
+    let local = now.to_zoned(setup.rota.tz.clone());
+    let tz_name = setup.rota.tz.iana_name().unwrap_or("UTC");
+    let on_duty = setup.rota.on_duty(now);
+    let duty = if on_duty.is_empty() {
+        "nobody (alerts start at tier 2, the residents' teams)".to_string()
+    } else {
+        on_duty
+            .iter()
+            .map(|id| format!("{} ({id})", setup.staff_name(id)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let supervisors = if setup.escalation.supervisors.is_empty() {
+        "none".to_string()
+    } else {
+        setup
+            .escalation
+            .supervisors
+            .iter()
+            .map(|id| format!("{} ({id})", setup.staff_name(id)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "{}: configuration is valid", config.path.display());
+    let _ = writeln!(out, "site: {}", config.site_id);
+    let _ = writeln!(out, "gateway: {}", config.gateway_id);
+    let _ = writeln!(out, "residents: {}", setup.residents.len());
+    let _ = writeln!(out, "staff: {}", setup.staff.len());
+    let _ = writeln!(
+        out,
+        "bands with keys: {with_keys} of {} ({} keys in {})",
+        setup.residents.len(),
+        config.keys.len(),
+        config.keys_file.display()
+    );
+    let _ = writeln!(
+        out,
+        "broker: {} (topics under {}/)",
+        config.mqtt.url, config.mqtt.topic_prefix
+    );
+    let _ = writeln!(out, "source: {}", config.ble.source.name());
+    let _ = writeln!(out, "tiers: {}", setup.escalation.tiers());
+    let _ = writeln!(out, "supervisors: {supervisors}");
+    let _ = write!(
+        out,
+        "on duty now ({} {tz_name}): {duty}",
+        local.strftime("%a %Y-%m-%d %H:%M")
+    );
+    out
+}

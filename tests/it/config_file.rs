@@ -1,0 +1,526 @@
+//! `bandgate.toml`: the example loads, environment overrides apply, every mistake is named with
+//! its file and key in one run, `check-config` exits 78 on problems; and the rota's
+//! past-midnight rules in local time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use bandgate::config::file::{self, SourceKind};
+use bandgate::config::summary::summary;
+use bandgate::engine::{Locale, Rota, Shift, WearerCancel};
+use jiff::civil::{time, Weekday};
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+
+use crate::support::write_private;
+
+fn repo_config(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name)
+}
+
+/// The example bandgate.toml (after `edit`) and keys.toml, copied into `dir`, keys chmod 600.
+fn example_in(dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(repo_config("bandgate.toml")).unwrap();
+    let path = dir.join("bandgate.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    let keys = std::fs::read_to_string(repo_config("keys.toml")).unwrap();
+    write_private(dir, "keys.toml", &keys);
+    path
+}
+
+fn check_config(path: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bandgate"));
+    cmd.arg("check-config").arg("--config").arg(path);
+    // Only the child sees these; the test process's environment is never changed.
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Shanghai wall-clock time as a timestamp.
+fn shanghai(civil: &str) -> Timestamp {
+    civil
+        .parse::<jiff::civil::DateTime>()
+        .unwrap()
+        .to_zoned(TimeZone::get("Asia/Shanghai").unwrap())
+        .unwrap()
+        .timestamp()
+}
+
+#[test]
+fn the_example_config_loads_with_the_spec_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| t);
+    let config = file::load(&path).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(config.site_id, "guanghuiyuan");
+    assert_eq!(config.gateway_id, "gw-guanghuiyuan-1");
+    assert_eq!(config.setup.gateway_id, "gw-guanghuiyuan-1");
+    assert_eq!(config.keys_file, dir.path().join("keys.toml"));
+    assert_eq!(config.keys.len(), 4);
+    assert_eq!(config.setup.residents.len(), 4);
+    assert_eq!(config.setup.staff.len(), 6);
+    assert_eq!(config.setup.rota.shifts.len(), 3);
+    assert_eq!(config.setup.locale, Locale::ZhCn);
+    assert_eq!(config.ble.source, SourceKind::Bluez);
+    assert_eq!(config.ble.company_id, 0xFFFF);
+    assert_eq!(config.mqtt.host, "127.0.0.1");
+    assert_eq!(config.mqtt.port, 1883);
+    assert!(!config.mqtt.tls);
+    assert_eq!(config.mqtt.topic_prefix, "bandgate/guanghuiyuan");
+    assert_eq!(config.setup.escalation.tiers(), 3);
+    assert_eq!(config.setup.escalation.wearer_cancel, WearerCancel::Verify);
+    assert_eq!(config.setup.escalation.supervisors, ["chen"]);
+    assert_eq!(config.setup.resident(17).unwrap().name, "王秀英");
+    assert!(!config.publish_vitals);
+}
+
+#[test]
+fn a_minimal_config_gets_every_default() {
+    let dir = tempfile::tempdir().unwrap();
+    write_private(
+        dir.path(),
+        "keys.toml",
+        "[devices]\n17 = \"eea7171f8b19f17864f43aa4d1cfbdd6\"\n",
+    );
+    let path = dir.path().join("bandgate.toml");
+    std::fs::write(
+        &path,
+        "site_id = \"s\"\ngateway_id = \"g\"\nkeys_file = \"keys.toml\"\n",
+    )
+    .unwrap();
+    let c = file::load(&path).unwrap_or_else(|p| panic!("{p}"));
+    let s = |secs| Duration::from_secs(secs);
+    assert_eq!(c.setup.locale, Locale::ZhCn);
+    assert_eq!(c.setup.rota.tz.iana_name(), Some("Asia/Shanghai"));
+    assert_eq!(c.state_dir, Path::new("/var/lib/bandgate"));
+    assert_eq!(c.ble.company_id, 0xFFFF);
+    assert_eq!(c.ble.silence_restart, s(60));
+    assert_eq!(c.mqtt.url, "mqtt://127.0.0.1:1883");
+    assert_eq!(c.mqtt.topic_prefix, "bandgate/s");
+    assert_eq!(
+        (c.mqtt.status_interval, c.mqtt.device_state_interval),
+        (s(60), s(60))
+    );
+    assert_eq!(c.setup.resolved_retention, s(600));
+    let e = &c.setup.escalation;
+    assert_eq!(e.ack_timeouts, [s(60), s(60)]);
+    assert_eq!((e.renotify_every, e.repeat_every), (s(20), s(60)));
+    assert_eq!((e.claim_timeout, e.cancel_verify_timeout), (s(900), s(300)));
+    assert_eq!(e.wearer_cancel, WearerCancel::Verify);
+    assert_eq!(c.setup.supervision.silent_after, s(1800));
+    assert_eq!(c.setup.supervision.low_battery_pct, 20);
+    assert!(!c.publish_vitals);
+}
+
+#[test]
+fn environment_overrides_reach_the_child_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| t);
+    let out = check_config(
+        &path,
+        &[
+            ("BANDGATE__MQTT__URL", "mqtts://broker.example.cn:8884"),
+            ("BANDGATE__BLE__SOURCE", "simulate"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("broker: mqtts://broker.example.cn:8884"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("source: simulate"), "{stdout}");
+
+    // A bad override is named by its variable, and top-level keys work too.
+    let out = check_config(
+        &path,
+        &[
+            ("BANDGATE__ESCALATION__RENOTIFY_EVERY", "soon"),
+            ("BANDGATE__LOCALE", "fr"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines.iter().any(
+            |l| l.contains(": escalation.renotify_every: \"soon\" is not a duration")
+                && l.contains("BANDGATE__ESCALATION__RENOTIFY_EVERY")
+        ),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(
+            |l| l.contains(": locale: unknown locale \"fr\"") && l.contains("BANDGATE__LOCALE")
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_mistake_is_named_with_file_and_key_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| {
+        t.replace(
+            "timezone = \"Asia/Shanghai\"",
+            "timezone = \"Asia/Beijing\"",
+        )
+        .replace("locale = \"zh-CN\"", "locale = \"zh\"")
+        .replace("renotify_every = \"20s\"", "renotfy_every = \"20s\"")
+        .replace(
+            "ack_timeouts = [\"60s\", \"60s\"]",
+            "ack_timeouts = [\"60s\", \"1 minute-ish\"]",
+        )
+        .replace("repeat_every = \"60s\"", "repeat_every = \"0s\"")
+        .replace("low_battery_pct = 20", "low_battery_pct = 120")
+        .replace("source = \"bluez\"", "source = \"replay\"")
+        .replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"tcp://127.0.0.1:1883\"",
+        )
+        .replace(
+            "# password_file = \"/etc/bandgate/mqtt-password\"",
+            "username = \"gw\"\npassword_file = \"no-such-password\"",
+        )
+        .replace(
+            "# ca_file = \"/etc/bandgate/ca.pem\"",
+            "ca_file = \"no-such-ca.pem\"",
+        )
+        .replacen("from = \"08:00\"", "from = \"8am\"", 1)
+        .replacen(
+            "days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]",
+            "days = [\"mon\", \"tues\"]",
+            1,
+        )
+        .replace("team = [\"li\"]", "team = [\"li\", \"wnag\"]")
+        .replace("supervisors = [\"chen\"]", "supervisors = [\"boss\"]")
+        .replace("staff = [\"liu\"]", "staff = [\"liu\", \"ghost\"]")
+        .replace(
+            "[[staff]]\nid = \"liu\"",
+            "[[staff]]\nid = \"zhang\"\nname = \"张伟\"\n\n[[staff]]\nid = \"liu\"",
+        )
+        .replace("id = \"r018\"", "id = \"r017\"")
+        .replace("device_id = 31", "device_id = 17\nnmae = \"x\"")
+        .replace(
+            "device_id = 23\nteam = [\"zhang\", \"liu\"]",
+            "device_id = 99\nteam = [\"zhang\"]",
+        )
+    });
+    let problems = file::load(&path).unwrap_err().0;
+    let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    let all = lines.join("\n");
+    let file = path.display().to_string();
+    for l in &lines {
+        assert!(l.starts_with(&format!("{file}: ")), "no file in {l}");
+        assert!(l.contains("; fix: "), "no fix in {l}");
+    }
+    let find = |key: &str, what: &str| {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{file}: {key}: ")) && l.contains(what)),
+            "no line for {key} saying {what:?} in:\n{all}"
+        )
+    };
+    find("timezone", "unknown time zone \"Asia/Beijing\"");
+    find("locale", "unknown locale \"zh\"");
+    find(
+        "escalation.renotfy_every",
+        "did you mean \"renotify_every\"",
+    );
+    find(
+        "escalation.ack_timeouts[1]",
+        "\"1 minute-ish\" is not a duration",
+    );
+    find("escalation.repeat_every", "is zero");
+    find("supervision.low_battery_pct", "120 is not a percentage");
+    find("ble.replay_file", "needs a capture file");
+    find("mqtt.url", "must start with mqtt:// or mqtts://");
+    find("mqtt.password_file", "cannot read");
+    find("mqtt.ca_file", "does not exist");
+    find("rota[0].from", "\"8am\" is not a time of day");
+    find("rota[0].days[1]", "\"tues\" is not a day");
+    find(
+        "residents[1].team[1]",
+        "staff id \"wnag\" is not listed under [[staff]] (did you mean \"wang\"?)",
+    );
+    find(
+        "escalation.supervisors[0]",
+        "staff id \"boss\" is not listed",
+    );
+    find("rota[2].staff[1]", "staff id \"ghost\" is not listed");
+    find("staff[1].id", "the staff id \"zhang\" is used twice");
+    find("residents[1].id", "the resident id \"r017\" is used twice");
+    find("residents[3].nmae", "did you mean \"name\"");
+    find(
+        "residents[3].device_id",
+        "band 17 is already worn by resident \"r017\"",
+    );
+    find("residents[2].device_id", "band 99 has no key");
+    assert_eq!(lines.len(), 20, "{all}");
+}
+
+#[test]
+fn a_toml_syntax_error_is_one_problem_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| {
+        t.replace(
+            "gateway_id = \"gw-guanghuiyuan-1\"",
+            "gateway_id = \"gw-guanghuiyuan-1",
+        )
+    });
+    let problems = file::load(&path).unwrap_err().0;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let line = problems[0].to_string();
+    assert!(line.contains("not valid TOML at line 13, column"), "{line}");
+}
+
+#[test]
+fn type_mistakes_and_world_readable_keys_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| {
+        t.replace("device_id = 17", "device_id = \"seventeen\"")
+            .replace(
+                "[privacy]\npublish_vitals = false",
+                "[privacy]\npublish_vitals = \"maybe\"",
+            )
+    });
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("keys.toml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let problems = file::load(&path).unwrap_err().0;
+    let all = problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(all.contains(": residents[0].device_id: "), "{all}");
+    assert!(all.contains(": privacy.publish_vitals: "), "{all}");
+    assert!(
+        all.contains("keys.toml: the key file is readable by every user"),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_missing_file_says_how_to_start_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bandgate.toml");
+    let out = check_config(&path, &[]);
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("cp config/bandgate.toml"), "{stderr}");
+}
+
+#[test]
+fn check_config_prints_problems_one_per_line_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| {
+        t.replace("supervisors = [\"chen\"]", "supervisors = [\"boss\"]")
+            .replace("from = \"20:00\"", "from = \"25:00\"")
+    });
+    let out = check_config(&path, &[]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(out.stdout.is_empty());
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(": escalation.supervisors[0]: ")),
+        "{stderr}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(": rota[1].from: ")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_summary_names_who_is_on_duty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| t);
+    let config = file::load(&path).unwrap_or_else(|p| panic!("{p}"));
+    // Tuesday 03:00 in Shanghai: Monday's night shift.
+    let s = summary(&config, shanghai("2026-11-24T03:00"));
+    assert!(s.contains("residents: 4"), "{s}");
+    assert!(s.contains("staff: 6"), "{s}");
+    assert!(s.contains("bands with keys: 4 of 4"), "{s}");
+    assert!(s.contains("broker: mqtt://127.0.0.1:1883"), "{s}");
+    assert!(
+        s.contains("on duty now (Tue 2026-11-24 03:00 Asia/Shanghai): 赵磊 (zhao)"),
+        "{s}"
+    );
+    let s = summary(&config, shanghai("2026-11-24T10:00"));
+    assert!(s.contains(": 张伟 (zhang)"), "{s}");
+
+    // The binary prints the same, with the real clock: the example rota covers every hour.
+    let out = check_config(&path, &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("site: guanghuiyuan"), "{stdout}");
+    let duty = stdout
+        .lines()
+        .find(|l| l.starts_with("on duty now"))
+        .unwrap();
+    assert!(
+        ["(zhang)", "(zhao)", "(liu)"]
+            .iter()
+            .any(|id| duty.contains(id)),
+        "{duty}"
+    );
+}
+
+fn night_shift() -> Shift {
+    Shift {
+        days: vec![Weekday::Monday],
+        from: time(20, 0, 0, 0),
+        to: time(8, 0, 0, 0),
+        staff: vec!["zhao".into()],
+    }
+}
+
+#[test]
+fn a_night_shift_belongs_to_the_day_it_starts() {
+    let s = night_shift();
+    assert!(s.covers(Weekday::Monday, time(20, 0, 0, 0)));
+    assert!(s.covers(Weekday::Monday, time(23, 59, 0, 0)));
+    assert!(s.covers(Weekday::Tuesday, time(3, 0, 0, 0)));
+    assert!(s.covers(Weekday::Tuesday, time(7, 59, 59, 0)));
+    assert!(!s.covers(Weekday::Tuesday, time(8, 0, 0, 0)));
+    assert!(!s.covers(Weekday::Monday, time(3, 0, 0, 0)));
+    assert!(!s.covers(Weekday::Monday, time(19, 59, 0, 0)));
+    assert!(!s.covers(Weekday::Tuesday, time(20, 0, 0, 0)));
+    // Sunday's night runs into Monday: the week wraps.
+    let sunday = Shift {
+        days: vec![Weekday::Sunday],
+        ..night_shift()
+    };
+    assert!(sunday.covers(Weekday::Monday, time(3, 0, 0, 0)));
+    // from == to is the whole day from `from` to the same time tomorrow.
+    let all_day = Shift {
+        from: time(8, 0, 0, 0),
+        to: time(8, 0, 0, 0),
+        ..night_shift()
+    };
+    assert!(all_day.covers(Weekday::Monday, time(8, 0, 0, 0)));
+    assert!(all_day.covers(Weekday::Tuesday, time(7, 0, 0, 0)));
+    assert!(!all_day.covers(Weekday::Monday, time(7, 0, 0, 0)));
+}
+
+#[test]
+fn the_rota_reads_local_time_in_its_zone() {
+    let rota = Rota {
+        tz: TimeZone::get("Asia/Shanghai").unwrap(),
+        shifts: vec![
+            Shift {
+                days: vec![Weekday::Monday, Weekday::Tuesday],
+                from: time(8, 0, 0, 0),
+                to: time(20, 0, 0, 0),
+                staff: vec!["zhang".into(), "li".into()],
+            },
+            night_shift(),
+            Shift {
+                days: vec![Weekday::Tuesday],
+                from: time(0, 0, 0, 0),
+                to: time(9, 0, 0, 0),
+                staff: vec!["li".into(), "zhao".into()],
+            },
+        ],
+    };
+    // 2026-11-23 is a Monday.
+    assert_eq!(rota.on_duty(shanghai("2026-11-24T03:00")), ["zhao", "li"]);
+    assert!(rota.on_duty(shanghai("2026-11-23T03:00")).is_empty());
+    assert_eq!(rota.on_duty(shanghai("2026-11-23T21:00")), ["zhao"]);
+    // Overlap: no one twice, rota order kept.
+    assert_eq!(
+        rota.on_duty(shanghai("2026-11-24T08:30")),
+        ["zhang", "li", "zhao"]
+    );
+    // Tuesday 03:00 Shanghai is Monday 19:00 UTC: a UTC reading would get this wrong.
+    let t: Timestamp = "2026-11-23T19:00:00Z".parse().unwrap();
+    assert_eq!(rota.on_duty(t), ["zhao", "li"]);
+    assert_eq!(rota.local_day(t).to_string(), "2026-11-24");
+}
+
+#[test]
+fn tls_settings_and_the_password_file_are_read_relative_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    write_private(dir.path(), "mqtt-password", "  s3cret\n");
+    let path = example_in(dir.path(), |t| {
+        t.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"mqtts://broker.example.cn\"",
+        )
+        .replace(
+            "# username = \"gw-guanghuiyuan-1\"",
+            "username = \"gw-guanghuiyuan-1\"",
+        )
+        .replace(
+            "# password_file = \"/etc/bandgate/mqtt-password\"",
+            "password_file = \"mqtt-password\"",
+        )
+        .replace(
+            "# ca_file = \"/etc/bandgate/ca.pem\"",
+            "ca_file = \"ca.pem\"",
+        )
+        .replace(
+            "# topic_prefix = \"bandgate/guanghuiyuan\"",
+            "topic_prefix = \"city/gh\"",
+        )
+    });
+    let c = file::load(&path).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(
+        (c.mqtt.host.as_str(), c.mqtt.port, c.mqtt.tls),
+        ("broker.example.cn", 8883, true)
+    );
+    assert_eq!(c.mqtt.username.as_deref(), Some("gw-guanghuiyuan-1"));
+    assert_eq!(c.mqtt.password.as_deref(), Some("s3cret"));
+    assert_eq!(c.mqtt.password_file, Some(dir.path().join("mqtt-password")));
+    assert_eq!(c.mqtt.ca_file, Some(dir.path().join("ca.pem")));
+    assert_eq!(c.mqtt.topic_prefix, "city/gh");
+}
+
+#[test]
+fn missing_keys_and_wrong_shapes_say_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| {
+        t.replace("gateway_id = \"gw-guanghuiyuan-1\"", "")
+            .replace("device_id = 18\n", "")
+            .replace("days = [\"sat\", \"sun\"]", "days = \"sat\"")
+            .replace("ack_timeouts = [\"60s\", \"60s\"]", "ack_timeouts = []")
+    });
+    let problems = file::load(&path).unwrap_err().0;
+    let all = problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        all.contains(": gateway_id: this required key is missing"),
+        "{all}"
+    );
+    assert!(all.contains(": residents[1].device_id: this required key is missing; fix: add it, e.g. device_id = 17"), "{all}");
+    assert!(all.contains(": rota[2].days: found a string \"sat\" where a list belongs; fix: write a list in square brackets"), "{all}");
+    assert!(
+        all.contains(": escalation.ack_timeouts: the list is empty"),
+        "{all}"
+    );
+    assert_eq!(problems.len(), 4, "{all}");
+}
