@@ -3,5 +3,6 @@
 mod cli_decode;
 mod frame_props;
 mod keys_file;
+mod store;
 mod support;
 mod vectors;
