@@ -157,12 +157,16 @@ impl Store {
             .pragma_update(None, "synchronous", Durability::Full as i32)
             .context("setting synchronous=FULL")?;
         self.durability = Durability::Full;
-        for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        while self.user_version().context("reading the schema version")? < SCHEMA_VERSION {
+            let tx = begin(&mut self.conn).context("starting a schema migration")?;
+            // Read again under the write lock: another process may have migrated meanwhile.
+            let from: u32 = tx
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .context("reading the schema version")?;
+            let Some(sql) = MIGRATIONS.get(from as usize) else {
+                break;
+            };
             let to = from + 1;
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .with_context(|| format!("starting migration to schema version {to}"))?;
             tx.execute_batch(sql)
                 .with_context(|| format!("migrating to schema version {to}"))?;
             tx.pragma_update(None, "user_version", to)
