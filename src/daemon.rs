@@ -19,7 +19,7 @@ use crate::adapters::lanes::{advert_lanes, Advert, AdvertRx};
 use crate::adapters::mqtt::{self, GatewayStatus, LinkEvent, MqttLink, MqttSettings, Topics};
 use crate::adapters::store::{OutboxMessage, Store};
 use crate::adapters::{replay, simulate};
-use crate::config::{Config, SourceKind};
+use crate::config::file::{Config, SourceKind};
 use crate::engine::{Engine, Heard, Intake, Output};
 
 /// Outbox rows handed to the link per read of the store.
@@ -331,12 +331,6 @@ impl Daemon {
                 &self.topics,
                 self.cfg.publish_vitals,
             );
-            let msg = OutboxMessage {
-                topic: msg.topic,
-                payload: msg.payload,
-                qos: msg.qos,
-                retain: msg.retain,
-            };
             match output {
                 Output::DeviceState(_) => volatile.push(msg),
                 _ => durable.push(msg),
@@ -397,13 +391,7 @@ impl Daemon {
                 return;
             }
             for (id, msg) in rows {
-                let publish = mqtt::Publish {
-                    topic: msg.topic,
-                    payload: msg.payload,
-                    qos: msg.qos,
-                    retain: msg.retain,
-                };
-                if !self.link.publish(id as u64, &publish) {
+                if !self.link.publish(id as u64, &msg) {
                     return;
                 }
                 self.cursor = Some(id);
@@ -416,13 +404,7 @@ impl Daemon {
             return;
         }
         self.volatile_id += 1;
-        let publish = mqtt::Publish {
-            topic: msg.topic.clone(),
-            payload: msg.payload.clone(),
-            qos: msg.qos,
-            retain: msg.retain,
-        };
-        self.link.publish(self.volatile_id, &publish);
+        self.link.publish(self.volatile_id, msg);
     }
 
     fn publish_status(&mut self) {
@@ -440,12 +422,6 @@ impl Daemon {
             outbox_len: self.store.outbox_len().unwrap_or(0) as usize,
         };
         let msg = mqtt::status(&self.topics, &status);
-        let msg = OutboxMessage {
-            topic: msg.topic,
-            payload: msg.payload,
-            qos: msg.qos,
-            retain: msg.retain,
-        };
         self.publish_volatile(&msg);
     }
 

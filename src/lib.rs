@@ -10,5 +10,6 @@
 pub mod adapters;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod scan;

@@ -73,6 +73,16 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         silence_restart: std::time::Duration,
     },
+    /// Run the gateway (what systemd starts): radio or replay/simulation in, pages out over
+    /// MQTT, state kept in state_dir. Exits 78 on a bad configuration, 1 on a failure.
+    Run {
+        /// The configuration file.
+        #[arg(long, default_value = config::file::DEFAULT_PATH)]
+        config: PathBuf,
+        /// With ble.source = "replay": ignore the capture's gaps, send everything at once.
+        #[arg(long)]
+        fast: bool,
+    },
     /// Check bandgate.toml, the key file and the environment overrides without starting.
     ///
     /// Prints every problem, one per line, and exits 78; or prints a summary (who is on duty
@@ -130,6 +140,58 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { config } => check_config(&config),
+        Command::Run { config, fast } => run(&config, fast),
+    }
+}
+
+/// The daemon: exit 78 on a bad configuration (systemd does not restart), 1 on a runtime
+/// failure (systemd restarts), 0 after SIGTERM/SIGINT.
+fn run(path: &std::path::Path, fast: bool) -> ExitCode {
+    let cfg = match config::file::load(path) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    init_logs();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = bandgate::daemon::RunOptions {
+        fast_replay: fast,
+        ..Default::default()
+    };
+    match runtime.block_on(bandgate::daemon::run(cfg, opts, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "bandgate stopped on an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
     }
 }
 
@@ -147,15 +209,22 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default (warnings, and bandgate's info).
+/// Logs to stderr; `RUST_LOG` overrides the default (warnings, and bandgate's info). Under
+/// systemd (`JOURNAL_STREAM` set) journald adds the time and the level's priority, so lines
+/// carry neither timestamps nor colours.
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,bandgate=info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 fn decode(keys: &std::path::Path, company_id: u16, window: bool, frames: &[String]) -> ExitCode {

@@ -4,11 +4,16 @@
 //! an `AdvertTx`, which puts alarms and telemetry in separate bounded lanes: telemetry may be
 //! dropped (and counted) when the daemon falls behind, an alarm never is and never waits
 //! behind telemetry.
+//!
+//! `store` keeps the durable state (alerts, bands, the MQTT outbox) in SQLite; nothing else
+//! knows SQL.
 
 pub mod ble;
 pub mod lanes;
 pub mod mqtt;
 pub mod replay;
 pub mod simulate;
+pub mod store;
 
 pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Lane};
+pub use store::{OutboxMessage, Store};

@@ -10,5 +10,6 @@ mod config_file;
 mod frame_props;
 mod keys_file;
 mod mqtt;
+mod store;
 mod support;
 mod vectors;

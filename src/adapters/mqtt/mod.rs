@@ -77,7 +77,7 @@ impl Topics {
     }
 }
 
-/// One message for the broker. Field for field the store's `OutboxMessage`.
+/// One message for the broker (also what the store's outbox keeps, as `OutboxMessage`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
     pub topic: String,
