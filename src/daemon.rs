@@ -270,7 +270,10 @@ impl Daemon {
     fn link_event(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::Connected => {
-                tracing::info!(broker = self.cfg.mqtt.url, "broker connected; re-sending the outbox");
+                tracing::info!(
+                    broker = self.cfg.mqtt.url,
+                    "broker connected; re-sending the outbox"
+                );
                 self.connected = true;
                 self.cursor = None;
                 self.publish_status();
@@ -278,14 +281,21 @@ impl Daemon {
             }
             LinkEvent::Disconnected(why) => {
                 if self.connected {
-                    tracing::warn!(broker = self.cfg.mqtt.url, error = why, "broker connection lost; escalation goes on, pages wait in the outbox");
+                    tracing::warn!(
+                        broker = self.cfg.mqtt.url,
+                        error = why,
+                        "broker connection lost; escalation goes on, pages wait in the outbox"
+                    );
                 }
                 self.connected = false;
             }
             LinkEvent::PubAcked(id) => {
                 if id < VOLATILE_ID_BASE {
                     if let Err(e) = self.store.mark_sent(&[id as i64]) {
-                        tracing::error!(error = format!("{e:#}"), "cannot mark an outbox row sent; it will be sent again");
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            "cannot mark an outbox row sent; it will be sent again"
+                        );
                     }
                 }
             }
@@ -293,7 +303,13 @@ impl Daemon {
                 match mqtt::parse_ack(&self.topics, &topic, &payload) {
                     Ok(ack) => {
                         let (now, wall) = clock();
-                        match self.engine.handle_action(now, wall, &ack.staff_id, &ack.alert_id, ack.action) {
+                        match self.engine.handle_action(
+                            now,
+                            wall,
+                            &ack.staff_id,
+                            &ack.alert_id,
+                            ack.action,
+                        ) {
                             Ok(()) => tracing::info!(
                                 staff_id = ack.staff_id,
                                 alert_id = ack.alert_id,
@@ -359,17 +375,26 @@ impl Daemon {
     fn flush_telemetry(&mut self, rx: &AdvertRx) {
         let (now, wall) = clock();
         let changes = self.engine.take_changes(now, wall);
-        let result = if changes.alerts.is_empty() && changes.removed_alerts.is_empty() && changes.meta.is_none() {
+        let result = if changes.alerts.is_empty()
+            && changes.removed_alerts.is_empty()
+            && changes.meta.is_none()
+        {
             self.store.commit_telemetry(&changes.devices)
         } else {
             self.store.commit(&changes, &[]).map(|_| ())
         };
         if let Err(e) = result {
-            tracing::error!(error = format!("{e:#}"), "cannot write band telemetry to the state store");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cannot write band telemetry to the state store"
+            );
         }
         let dropped = rx.dropped();
         if dropped > 0 {
-            tracing::warn!(dropped, "telemetry adverts dropped because the loop fell behind (alarms are never dropped)");
+            tracing::warn!(
+                dropped,
+                "telemetry adverts dropped because the loop fell behind (alarms are never dropped)"
+            );
         }
         self.update_health();
     }

@@ -443,7 +443,7 @@ impl Session {
                 .next()
                 .unwrap_or_default()
                 .to_string();
-            if cfg.adapter.as_ref().map_or(true, |want| *want == name) {
+            if cfg.adapter.as_ref().is_none_or(|want| *want == name) {
                 let probe = BusProbe::connect().context("connect to the system bus")?;
                 return Ok(Session {
                     _manager: manager,
@@ -548,7 +548,7 @@ impl BusProbe {
     fn bus_lost(&self) -> bool {
         self.conn
             .as_ref()
-            .map_or(true, |(_, task)| task.is_finished())
+            .is_none_or(|(_, task)| task.is_finished())
     }
 
     async fn probe(&mut self, adapter_path: &str) -> Probe {

@@ -3,10 +3,10 @@
 mod ble;
 mod broker;
 mod cli_decode;
+mod config_file;
 mod engine_props;
 mod engine_scenarios;
 mod engine_sim;
-mod config_file;
 mod frame_props;
 mod keys_file;
 mod mqtt;
