@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::adapters::lanes::{advert_lanes, Advert, AdvertRx};
 use crate::adapters::mqtt::{self, GatewayStatus, LinkEvent, MqttLink, MqttSettings, Topics};
 use crate::adapters::store::{OutboxMessage, Store};
-use crate::adapters::{replay, simulate};
+use crate::adapters::{ble, replay, simulate};
 use crate::config::file::{Config, SourceKind};
 use crate::engine::{Engine, Heard, Intake, Output};
 
@@ -117,6 +117,7 @@ pub async fn run(
     let (link, mut link_events) = mqtt::connect(settings, vec![topics.ack_filter()])?;
 
     let keys = Arc::new(cfg.keys.clone());
+    let (ble_status_tx, mut ble_status) = watch::channel(ble::BleStatus::default());
     let (tx, mut rx) = advert_lanes(cfg.ble.company_id, keys.clone());
     let adapter = match cfg.ble.source {
         SourceKind::Bluez => cfg.ble.adapter.clone().unwrap_or_else(|| "first".into()),
@@ -146,9 +147,13 @@ pub async fn run(
             tokio::spawn(simulate::run(settings, keys, tx))
         }
         SourceKind::Bluez => {
-            anyhow::bail!(
-                "ble.source = \"bluez\" is not available in this build yet; use replay or simulate"
-            )
+            let settings = ble::BleSettings {
+                adapter: cfg.ble.adapter.clone(),
+                company_id: cfg.ble.company_id,
+                silence_restart: cfg.ble.silence_restart,
+            };
+            let status = ble_status_tx.clone();
+            tokio::spawn(ble::run(settings, tx, status, std::future::pending()))
         }
     };
 
@@ -214,6 +219,21 @@ pub async fn run(
                 }
             }
             _ = status_tick.tick() => d.publish_status(),
+            Ok(()) = ble_status.changed() => {
+                let st = ble_status.borrow_and_update().clone();
+                if !st.adapter.is_empty() {
+                    d.adapter = st.adapter.clone();
+                }
+                if st.adapter_ok != d.adapter_ok {
+                    d.adapter_ok = st.adapter_ok;
+                    if st.adapter_ok {
+                        tracing::info!(adapter = d.adapter, "radio adapter scanning again");
+                    } else {
+                        tracing::warn!(adapter = d.adapter, "radio adapter not scanning: bands are not heard until it recovers");
+                    }
+                    d.publish_status();
+                }
+            }
             _ = telemetry_tick.tick() => d.flush_telemetry(&rx),
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 notify_systemd(&[sd_notify::NotifyState::Watchdog]);
