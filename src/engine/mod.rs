@@ -3,10 +3,11 @@
 //! Every input is a method call carrying `now`; every effect leaves as a value. That is what
 //! lets tests drive years of simulated time in milliseconds and replay a log exactly.
 
+mod device_map;
 pub mod frame;
 pub mod replay;
 
-use std::collections::HashMap;
+use device_map::DeviceMap;
 
 pub use frame::{BandEvent, DeviceKey, Frame, Keyring, Reject};
 pub use replay::ReplayWindow;
@@ -16,7 +17,7 @@ pub use replay::ReplayWindow;
 pub struct Intake {
     company_id: u16,
     keys: Keyring,
-    windows: HashMap<u32, ReplayWindow>,
+    windows: DeviceMap<ReplayWindow>,
     rejected: [u64; Reject::ALL.len()],
     accepted: u64,
 }
@@ -26,7 +27,7 @@ impl Intake {
         Intake {
             company_id,
             keys,
-            windows: HashMap::new(),
+            windows: DeviceMap::default(),
             rejected: [0; Reject::ALL.len()],
             accepted: 0,
         }
