@@ -8,14 +8,15 @@
 //! itself (an AD structure cannot carry more than 254 bytes), and the wire types hold no
 //! vectors or strings, so no length read off the air can make us allocate.
 
-use std::collections::HashMap;
 use std::fmt;
 
-use aes::Aes128;
+use aes::Aes128Enc;
 use ccm::aead::generic_array::GenericArray;
 use ccm::aead::{AeadInPlace, KeyInit};
 use ccm::consts::{U13, U4};
 use serde::{Deserialize, Serialize};
+
+use super::device_map::DeviceMap;
 
 /// First byte of every v1 frame.
 pub const VERSION: u8 = 0xB1;
@@ -28,7 +29,9 @@ pub const MAX_FRAME_LEN: usize = 252;
 /// Postcard's widest v1 payload (heartbeat with both vitals and a 5-byte steps varint).
 pub const MAX_PAYLOAD_LEN: usize = 12;
 
-type Cipher = ccm::Ccm<Aes128, U4, U13>;
+// CCM only ever runs AES forwards (CBC-MAC and CTR), so the decryption key schedule would be
+// dead weight: 176 bytes less per band keeps a large keyring in cache.
+type Cipher = ccm::Ccm<Aes128Enc, U4, U13>;
 
 /// Why a frame was not accepted. The order of the variants is the order of the checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
@@ -217,7 +220,7 @@ impl fmt::Debug for DeviceKey {
 /// The enrolled bands and their keys, with each key's AES schedule prepared once.
 #[derive(Clone, Default)]
 pub struct Keyring {
-    ciphers: HashMap<u32, Cipher>,
+    ciphers: DeviceMap<Cipher>,
 }
 
 impl fmt::Debug for Keyring {

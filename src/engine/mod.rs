@@ -5,6 +5,7 @@
 
 pub mod alert;
 mod escalation;
+mod device_map;
 pub mod frame;
 pub mod replay;
 pub mod setup;
@@ -13,6 +14,7 @@ mod supervision;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
+use device_map::DeviceMap;
 
 use jiff::Timestamp;
 
@@ -31,7 +33,7 @@ pub use snapshot::{AlertRecord, Changes, DeviceRecord, MetaRecord, Snapshot};
 pub struct Intake {
     company_id: u16,
     keys: Keyring,
-    windows: HashMap<u32, ReplayWindow>,
+    windows: DeviceMap<ReplayWindow>,
     rejected: [u64; Reject::ALL.len()],
     accepted: u64,
 }
@@ -41,7 +43,7 @@ impl Intake {
         Intake {
             company_id,
             keys,
-            windows: HashMap::new(),
+            windows: DeviceMap::default(),
             rejected: [0; Reject::ALL.len()],
             accepted: 0,
         }

@@ -2,6 +2,7 @@
 
 mod ble;
 mod broker;
+mod architecture;
 mod cli_decode;
 mod config_file;
 mod engine_props;
