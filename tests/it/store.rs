@@ -464,11 +464,12 @@ fn run_and_kill(dir: &Path, at_least: u32, delay: Duration) -> u32 {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
+    // Kept open until the kill: a closed pipe would end the writer between commits (EPIPE).
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut first = None;
     let mut last = 0;
     let mut reached = false;
-    for line in stdout.lines() {
+    for line in lines.by_ref() {
         let line = line.unwrap();
         // libtest's own "test ... " text may share the first line.
         if let Some(pos) = line.find(CRASH_MARK) {
@@ -483,6 +484,13 @@ fn run_and_kill(dir: &Path, at_least: u32, delay: Duration) -> u32 {
     std::thread::sleep(delay);
     child.kill().unwrap(); // SIGKILL on Unix
     let status = child.wait().unwrap();
+    drop(lines);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the writer ended before the kill: {status}"
+    );
     assert!(
         reached,
         "the writer stopped after commit {last} ({status}); see its stderr above"
