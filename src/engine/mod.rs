@@ -4,17 +4,17 @@
 //! lets tests drive years of simulated time in milliseconds and replay a log exactly.
 
 pub mod alert;
-mod escalation;
 mod device_map;
+mod escalation;
 pub mod frame;
 pub mod replay;
 pub mod setup;
 pub mod snapshot;
 mod supervision;
 
+use device_map::DeviceMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
-use device_map::DeviceMap;
 
 use jiff::Timestamp;
 

@@ -23,30 +23,30 @@ fn sos_pages_tier_1_escalates_then_ack_on_scene_resolve_and_clear() {
         .unwrap();
     s.advance(600.0);
     expect![[r#"
-             0.0s band 17 #101 sos -> accepted 17-101
-             0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-             0.0s   page zhang new 17-101
-            20.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-            20.0s   page zhang reminder 17-101
-            40.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-            40.0s   page zhang reminder 17-101
-            60.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
-            60.0s   page zhang escalated 17-101
-            60.0s   page li escalated 17-101
-            60.0s   page wang escalated 17-101
-            65.0s li: ack 17-101 -> ok
-            65.0s   doc 17-101 sos acknowledged tier 2 notified ["zhang", "li", "wang"] acked_by li
-            65.0s   page zhang acknowledged 17-101
-            65.0s   page li acknowledged 17-101
-            65.0s   page wang acknowledged 17-101
-           125.0s li: on_scene 17-101 -> ok
-           125.0s   doc 17-101 sos on_scene tier 2 notified ["zhang", "li", "wang"] acked_by li
-           125.0s li: resolve(real_emergency) 17-101 -> ok
-           125.0s   doc 17-101 sos resolved tier 2 notified ["zhang", "li", "wang"] acked_by li resolution real_emergency
-           125.0s   page zhang resolved 17-101
-           125.0s   page li resolved 17-101
-           125.0s   page wang resolved 17-101
-           725.0s   clear 17-101
+        t+0.0s band 17 #101 sos -> accepted 17-101
+        t+0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+0.0s   page zhang new 17-101
+        t+20.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+20.0s   page zhang reminder 17-101
+        t+40.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+40.0s   page zhang reminder 17-101
+        t+60.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
+        t+60.0s   page zhang escalated 17-101
+        t+60.0s   page li escalated 17-101
+        t+60.0s   page wang escalated 17-101
+        t+65.0s li: ack 17-101 -> ok
+        t+65.0s   doc 17-101 sos acknowledged tier 2 notified ["zhang", "li", "wang"] acked_by li
+        t+65.0s   page zhang acknowledged 17-101
+        t+65.0s   page li acknowledged 17-101
+        t+65.0s   page wang acknowledged 17-101
+        t+125.0s li: on_scene 17-101 -> ok
+        t+125.0s   doc 17-101 sos on_scene tier 2 notified ["zhang", "li", "wang"] acked_by li
+        t+125.0s li: resolve(real_emergency) 17-101 -> ok
+        t+125.0s   doc 17-101 sos resolved tier 2 notified ["zhang", "li", "wang"] acked_by li resolution real_emergency
+        t+125.0s   page zhang resolved 17-101
+        t+125.0s   page li resolved 17-101
+        t+125.0s   page wang resolved 17-101
+        t+725.0s   clear 17-101
     "#]]
     .assert_eq(&s.take_log());
     assert!(
@@ -61,20 +61,20 @@ fn sos_at_3am_with_nobody_on_duty_starts_at_tier_2() {
     s.sos(17);
     s.advance(61.0);
     expect![[r#"
-             0.0s band 17 #101 sos -> accepted 17-101
-             0.0s   doc 17-101 sos open tier 2 notified ["li", "wang"]
-             0.0s   page li new 17-101
-             0.0s   page wang new 17-101
-            20.0s   doc 17-101 sos open tier 2 notified ["li", "wang"]
-            20.0s   page li reminder 17-101
-            20.0s   page wang reminder 17-101
-            40.0s   doc 17-101 sos open tier 2 notified ["li", "wang"]
-            40.0s   page li reminder 17-101
-            40.0s   page wang reminder 17-101
-            60.0s   doc 17-101 sos open tier 3 notified ["li", "wang", "chen"]
-            60.0s   page li escalated 17-101
-            60.0s   page wang escalated 17-101
-            60.0s   page chen escalated 17-101
+        t+0.0s band 17 #101 sos -> accepted 17-101
+        t+0.0s   doc 17-101 sos open tier 2 notified ["li", "wang"]
+        t+0.0s   page li new 17-101
+        t+0.0s   page wang new 17-101
+        t+20.0s   doc 17-101 sos open tier 2 notified ["li", "wang"]
+        t+20.0s   page li reminder 17-101
+        t+20.0s   page wang reminder 17-101
+        t+40.0s   doc 17-101 sos open tier 2 notified ["li", "wang"]
+        t+40.0s   page li reminder 17-101
+        t+40.0s   page wang reminder 17-101
+        t+60.0s   doc 17-101 sos open tier 3 notified ["li", "wang", "chen"]
+        t+60.0s   page li escalated 17-101
+        t+60.0s   page wang escalated 17-101
+        t+60.0s   page chen escalated 17-101
     "#]]
     .assert_eq(&s.take_log());
     assert_eq!(s.engine.counters().rota_gaps, 1);
@@ -95,22 +95,22 @@ fn ack_at_59_9_s_holds_tier_1_and_at_60_1_s_is_too_late_for_tier_2() {
     late.advance(60.1);
     late.act("zhang", &id, Action::Ack).unwrap();
     expect![[r#"
-             0.0s band 17 #101 sos -> accepted 17-101
-             0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-             0.0s   page zhang new 17-101
-            20.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-            20.0s   page zhang reminder 17-101
-            40.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-            40.0s   page zhang reminder 17-101
-            60.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
-            60.0s   page zhang escalated 17-101
-            60.0s   page li escalated 17-101
-            60.0s   page wang escalated 17-101
-            60.1s zhang: ack 17-101 -> ok
-            60.1s   doc 17-101 sos acknowledged tier 2 notified ["zhang", "li", "wang"] acked_by zhang
-            60.1s   page zhang acknowledged 17-101
-            60.1s   page li acknowledged 17-101
-            60.1s   page wang acknowledged 17-101
+        t+0.0s band 17 #101 sos -> accepted 17-101
+        t+0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+0.0s   page zhang new 17-101
+        t+20.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+20.0s   page zhang reminder 17-101
+        t+40.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+40.0s   page zhang reminder 17-101
+        t+60.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
+        t+60.0s   page zhang escalated 17-101
+        t+60.0s   page li escalated 17-101
+        t+60.0s   page wang escalated 17-101
+        t+60.1s zhang: ack 17-101 -> ok
+        t+60.1s   doc 17-101 sos acknowledged tier 2 notified ["zhang", "li", "wang"] acked_by zhang
+        t+60.1s   page zhang acknowledged 17-101
+        t+60.1s   page li acknowledged 17-101
+        t+60.1s   page wang acknowledged 17-101
     "#]]
     .assert_eq(&late.take_log());
 }
@@ -131,46 +131,46 @@ fn unacked_for_an_hour_paging_never_stops() {
     // The first three minutes, exactly:
     let head: String = log.lines().take(40).collect::<Vec<_>>().join("\n");
     expect![[r#"
-             0.0s band 17 #101 sos -> accepted 17-101
-             0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-             0.0s   page zhang new 17-101
-            20.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-            20.0s   page zhang reminder 17-101
-            40.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-            40.0s   page zhang reminder 17-101
-            60.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
-            60.0s   page zhang escalated 17-101
-            60.0s   page li escalated 17-101
-            60.0s   page wang escalated 17-101
-            80.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
-            80.0s   page zhang reminder 17-101
-            80.0s   page li reminder 17-101
-            80.0s   page wang reminder 17-101
-           100.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
-           100.0s   page zhang reminder 17-101
-           100.0s   page li reminder 17-101
-           100.0s   page wang reminder 17-101
-           120.0s   doc 17-101 sos open tier 3 notified ["zhang", "li", "wang", "chen"]
-           120.0s   page zhang escalated 17-101
-           120.0s   page li escalated 17-101
-           120.0s   page wang escalated 17-101
-           120.0s   page chen escalated 17-101
-           180.0s   doc 17-101 sos open tier 3 notified ["zhang", "li", "wang", "chen"]
-           180.0s   page zhang reminder 17-101
-           180.0s   page li reminder 17-101
-           180.0s   page wang reminder 17-101
-           180.0s   page chen reminder 17-101
-           240.0s   doc 17-101 sos open tier 3 notified ["zhang", "li", "wang", "chen"]
-           240.0s   page zhang reminder 17-101
-           240.0s   page li reminder 17-101
-           240.0s   page wang reminder 17-101
-           240.0s   page chen reminder 17-101
-           300.0s   doc 17-101 sos open tier 3 notified ["zhang", "li", "wang", "chen"]
-           300.0s   page zhang reminder 17-101
-           300.0s   page li reminder 17-101
-           300.0s   page wang reminder 17-101
-           300.0s   page chen reminder 17-101
-           360.0s   doc 17-101 sos open tier 3 notified ["zhang", "li", "wang", "chen"]"#]]
+        t+0.0s band 17 #101 sos -> accepted 17-101
+        t+0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+0.0s   page zhang new 17-101
+        t+20.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+20.0s   page zhang reminder 17-101
+        t+40.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+40.0s   page zhang reminder 17-101
+        t+60.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
+        t+60.0s   page zhang escalated 17-101
+        t+60.0s   page li escalated 17-101
+        t+60.0s   page wang escalated 17-101
+        t+80.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
+        t+80.0s   page zhang reminder 17-101
+        t+80.0s   page li reminder 17-101
+        t+80.0s   page wang reminder 17-101
+        t+100.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
+        t+100.0s   page zhang reminder 17-101
+        t+100.0s   page li reminder 17-101
+        t+100.0s   page wang reminder 17-101
+        t+120.0s   doc 17-101 sos open tier 3 notified ["zhang", "li", "wang", "chen"]
+        t+120.0s   page zhang escalated 17-101
+        t+120.0s   page li escalated 17-101
+        t+120.0s   page wang escalated 17-101
+        t+120.0s   page chen escalated 17-101
+        t+180.0s   doc 17-101 sos open tier 3 notified ["zhang", "li", "wang", "chen"]
+        t+180.0s   page zhang reminder 17-101
+        t+180.0s   page li reminder 17-101
+        t+180.0s   page wang reminder 17-101
+        t+180.0s   page chen reminder 17-101
+        t+240.0s   doc 17-101 sos open tier 3 notified ["zhang", "li", "wang", "chen"]
+        t+240.0s   page zhang reminder 17-101
+        t+240.0s   page li reminder 17-101
+        t+240.0s   page wang reminder 17-101
+        t+240.0s   page chen reminder 17-101
+        t+300.0s   doc 17-101 sos open tier 3 notified ["zhang", "li", "wang", "chen"]
+        t+300.0s   page zhang reminder 17-101
+        t+300.0s   page li reminder 17-101
+        t+300.0s   page wang reminder 17-101
+        t+300.0s   page chen reminder 17-101
+        t+360.0s   doc 17-101 sos open tier 3 notified ["zhang", "li", "wang", "chen"]"#]]
     .assert_eq(&head);
 }
 
@@ -184,46 +184,46 @@ fn wearer_cancel_then_nobody_verifies_escalation_resumes() {
     s.advance(301.0);
     let log = s.take_log();
     expect![[r#"
-             0.0s band 17 #101 sos -> accepted 17-101
-             0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-             0.0s   page zhang new 17-101
-            10.0s band 17 #102 cancel -> accepted 17-101
-            10.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-            10.0s   page zhang cancel_requested 17-101
-            20.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-            20.0s   page zhang reminder 17-101
-            40.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-            40.0s   page zhang reminder 17-101
-            60.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-            60.0s   page zhang reminder 17-101
-            80.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-            80.0s   page zhang reminder 17-101
-           100.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-           100.0s   page zhang reminder 17-101
-           120.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-           120.0s   page zhang reminder 17-101
-           140.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-           140.0s   page zhang reminder 17-101
-           160.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-           160.0s   page zhang reminder 17-101
-           180.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-           180.0s   page zhang reminder 17-101
-           200.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-           200.0s   page zhang reminder 17-101
-           220.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-           220.0s   page zhang reminder 17-101
-           240.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-           240.0s   page zhang reminder 17-101
-           260.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-           260.0s   page zhang reminder 17-101
-           280.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-           280.0s   page zhang reminder 17-101
-           300.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-           300.0s   page zhang reminder 17-101
-           310.0s   doc 17-101 sos open cancel_requested tier 2 notified ["zhang", "li", "wang"]
-           310.0s   page zhang escalated 17-101
-           310.0s   page li escalated 17-101
-           310.0s   page wang escalated 17-101
+        t+0.0s band 17 #101 sos -> accepted 17-101
+        t+0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+0.0s   page zhang new 17-101
+        t+10.0s band 17 #102 cancel -> accepted 17-101
+        t+10.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+10.0s   page zhang cancel_requested 17-101
+        t+20.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+20.0s   page zhang reminder 17-101
+        t+40.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+40.0s   page zhang reminder 17-101
+        t+60.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+60.0s   page zhang reminder 17-101
+        t+80.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+80.0s   page zhang reminder 17-101
+        t+100.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+100.0s   page zhang reminder 17-101
+        t+120.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+120.0s   page zhang reminder 17-101
+        t+140.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+140.0s   page zhang reminder 17-101
+        t+160.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+160.0s   page zhang reminder 17-101
+        t+180.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+180.0s   page zhang reminder 17-101
+        t+200.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+200.0s   page zhang reminder 17-101
+        t+220.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+220.0s   page zhang reminder 17-101
+        t+240.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+240.0s   page zhang reminder 17-101
+        t+260.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+260.0s   page zhang reminder 17-101
+        t+280.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+280.0s   page zhang reminder 17-101
+        t+300.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+300.0s   page zhang reminder 17-101
+        t+310.0s   doc 17-101 sos open cancel_requested tier 2 notified ["zhang", "li", "wang"]
+        t+310.0s   page zhang escalated 17-101
+        t+310.0s   page li escalated 17-101
+        t+310.0s   page wang escalated 17-101
     "#]]
     .assert_eq(&log);
     let a = s.engine.alert(&id).unwrap();
@@ -246,17 +246,17 @@ fn wearer_cancel_then_resolved_by_phone_call() {
     .unwrap();
     s.advance(400.0);
     expect![[r#"
-             0.0s band 17 #101 sos -> accepted 17-101
-             0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-             0.0s   page zhang new 17-101
-             0.0s band 17 #102 cancel -> accepted 17-101
-             0.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-             0.0s   page zhang cancel_requested 17-101
-            20.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
-            20.0s   page zhang reminder 17-101
-            30.0s zhang: resolve(wearer_cancel_verified) 17-101 -> ok
-            30.0s   doc 17-101 sos resolved cancel_requested tier 1 notified ["zhang"] acked_by zhang resolution wearer_cancel_verified
-            30.0s   page zhang resolved 17-101
+        t+0.0s band 17 #101 sos -> accepted 17-101
+        t+0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+0.0s   page zhang new 17-101
+        t+0.0s band 17 #102 cancel -> accepted 17-101
+        t+0.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+0.0s   page zhang cancel_requested 17-101
+        t+20.0s   doc 17-101 sos open cancel_requested tier 1 notified ["zhang"]
+        t+20.0s   page zhang reminder 17-101
+        t+30.0s zhang: resolve(wearer_cancel_verified) 17-101 -> ok
+        t+30.0s   doc 17-101 sos resolved cancel_requested tier 1 notified ["zhang"] acked_by zhang resolution wearer_cancel_verified
+        t+30.0s   page zhang resolved 17-101
     "#]].assert_eq(&s.take_log());
 }
 
@@ -286,14 +286,14 @@ fn two_acks_racing_first_wins_and_the_second_is_told() {
     s.act("zhang", &id, Action::Ack).unwrap();
     s.act("li", &id, Action::Ack).unwrap();
     expect![[r#"
-            61.0s li: ack 17-101 -> ok
-            61.0s   doc 17-101 sos acknowledged tier 2 notified ["zhang", "li", "wang"] acked_by li
-            61.0s   page zhang acknowledged 17-101
-            61.0s   page li acknowledged 17-101
-            61.0s   page wang acknowledged 17-101
-            61.0s zhang: ack 17-101 -> ok
-            61.0s   page zhang acknowledged 17-101
-            61.0s li: ack 17-101 -> ok
+        t+61.0s li: ack 17-101 -> ok
+        t+61.0s   doc 17-101 sos acknowledged tier 2 notified ["zhang", "li", "wang"] acked_by li
+        t+61.0s   page zhang acknowledged 17-101
+        t+61.0s   page li acknowledged 17-101
+        t+61.0s   page wang acknowledged 17-101
+        t+61.0s zhang: ack 17-101 -> ok
+        t+61.0s   page zhang acknowledged 17-101
+        t+61.0s li: ack 17-101 -> ok
     "#]]
     .assert_eq(&s.take_log());
     assert_eq!(s.engine.alert(&id).unwrap().acked_by.as_deref(), Some("li"));
@@ -307,14 +307,14 @@ fn decline_by_the_only_person_paged_escalates_at_once() {
     s.act("zhang", &id, Action::Decline).unwrap();
     s.act("zhang", &id, Action::Decline).unwrap();
     expect![[r#"
-             0.0s band 17 #101 sos -> accepted 17-101
-             0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-             0.0s   page zhang new 17-101
-             5.0s zhang: decline 17-101 -> ok
-             5.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
-             5.0s   page li escalated 17-101
-             5.0s   page wang escalated 17-101
-             5.0s zhang: decline 17-101 -> ok
+        t+0.0s band 17 #101 sos -> accepted 17-101
+        t+0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+0.0s   page zhang new 17-101
+        t+5.0s zhang: decline 17-101 -> ok
+        t+5.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
+        t+5.0s   page li escalated 17-101
+        t+5.0s   page wang escalated 17-101
+        t+5.0s zhang: decline 17-101 -> ok
     "#]]
     .assert_eq(&s.take_log());
 }
@@ -326,16 +326,16 @@ fn claim_that_never_reaches_the_scene_lapses_and_escalates() {
     s.act("zhang", &id, Action::Ack).unwrap();
     s.advance(15.0 * 60.0 + 1.0);
     expect![[r#"
-             0.0s band 17 #101 sos -> accepted 17-101
-             0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-             0.0s   page zhang new 17-101
-             0.0s zhang: ack 17-101 -> ok
-             0.0s   doc 17-101 sos acknowledged tier 1 notified ["zhang"] acked_by zhang
-             0.0s   page zhang acknowledged 17-101
-           900.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
-           900.0s   page zhang claim_lapsed 17-101
-           900.0s   page li claim_lapsed 17-101
-           900.0s   page wang claim_lapsed 17-101
+        t+0.0s band 17 #101 sos -> accepted 17-101
+        t+0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+0.0s   page zhang new 17-101
+        t+0.0s zhang: ack 17-101 -> ok
+        t+0.0s   doc 17-101 sos acknowledged tier 1 notified ["zhang"] acked_by zhang
+        t+0.0s   page zhang acknowledged 17-101
+        t+900.0s   doc 17-101 sos open tier 2 notified ["zhang", "li", "wang"]
+        t+900.0s   page zhang claim_lapsed 17-101
+        t+900.0s   page li claim_lapsed 17-101
+        t+900.0s   page wang claim_lapsed 17-101
     "#]]
     .assert_eq(&s.take_log());
     assert_eq!(s.engine.alert(&id).unwrap().state.name(), "open");
@@ -363,15 +363,15 @@ fn a_new_press_updates_the_open_alert_and_pages_again() {
     );
     assert_eq!(s.engine.open_alerts(), 1);
     expect![[r#"
-             0.0s band 17 #101 no_motion -> accepted 17-101
-             0.0s   doc 17-101 no_motion open tier 1 notified ["zhang"]
-             0.0s   page zhang new 17-101
-             5.0s band 17 #102 sos -> accepted 17-101
-             5.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-             5.0s   page zhang reminder 17-101
-             5.0s band 17 #103 fall -> accepted 17-101
-             5.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-             5.0s   page zhang reminder 17-101
+        t+0.0s band 17 #101 no_motion -> accepted 17-101
+        t+0.0s   doc 17-101 no_motion open tier 1 notified ["zhang"]
+        t+0.0s   page zhang new 17-101
+        t+5.0s band 17 #102 sos -> accepted 17-101
+        t+5.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+5.0s   page zhang reminder 17-101
+        t+5.0s band 17 #103 fall -> accepted 17-101
+        t+5.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+5.0s   page zhang reminder 17-101
     "#]]
     .assert_eq(&s.take_log());
 }
@@ -415,19 +415,19 @@ fn phone_actions_are_idempotent_and_refusals_change_nothing() {
     );
     assert_eq!(s.act("li", &id, Action::Ack), Err(Refusal::AlreadyResolved));
     expect![[r#"
-             0.0s band 17 #101 sos -> accepted 17-101
-             0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-             0.0s   page zhang new 17-101
-             0.0s zhang: delivered 17-101 -> ok
-             0.0s   doc 17-101 sos open tier 1 notified ["zhang"] delivered_to ["zhang"]
-             0.0s zhang: delivered 17-101 -> ok
-             0.0s nobody: ack 17-101 -> refused: unknown staff
-             0.0s zhang: ack 17-999 -> refused: unknown alert
-             0.0s zhang: resolve(false_alarm) 17-101 -> ok
-             0.0s   doc 17-101 sos resolved tier 1 notified ["zhang"] acked_by zhang resolution false_alarm delivered_to ["zhang"]
-             0.0s   page zhang resolved 17-101
-             0.0s zhang: resolve(false_alarm) 17-101 -> refused: alert already resolved
-             0.0s li: ack 17-101 -> refused: alert already resolved
+        t+0.0s band 17 #101 sos -> accepted 17-101
+        t+0.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+0.0s   page zhang new 17-101
+        t+0.0s zhang: delivered 17-101 -> ok
+        t+0.0s   doc 17-101 sos open tier 1 notified ["zhang"] delivered_to ["zhang"]
+        t+0.0s zhang: delivered 17-101 -> ok
+        t+0.0s nobody: ack 17-101 -> refused: unknown staff
+        t+0.0s zhang: ack 17-999 -> refused: unknown alert
+        t+0.0s zhang: resolve(false_alarm) 17-101 -> ok
+        t+0.0s   doc 17-101 sos resolved tier 1 notified ["zhang"] acked_by zhang resolution false_alarm delivered_to ["zhang"]
+        t+0.0s   page zhang resolved 17-101
+        t+0.0s zhang: resolve(false_alarm) 17-101 -> refused: alert already resolved
+        t+0.0s li: ack 17-101 -> refused: alert already resolved
     "#]].assert_eq(&s.take_log());
     let c = &s.engine.counters().refused_actions;
     assert_eq!(c["unknown_staff"], 1);
@@ -462,14 +462,14 @@ fn silent_band_raises_device_silent_after_a_full_window_and_clears_when_heard() 
     }
     let log = s.take_log();
     expect![[r#"
-          1800.0s   doc 17-silent-1 device_silent open tier 1 notified ["zhang"]
-          1800.0s   page zhang new 17-silent-1
+        t+1800.0s   doc 17-silent-1 device_silent open tier 1 notified ["zhang"]
+        t+1800.0s   page zhang new 17-silent-1
     "#]]
     .assert_eq(&log);
     s.frame(17, hb);
     expect![[r#"
-          2400.0s   doc 17-silent-1 device_silent resolved tier 1 notified ["zhang"] resolution device_fault
-          2400.0s   page zhang resolved 17-silent-1
+        t+2400.0s   doc 17-silent-1 device_silent resolved tier 1 notified ["zhang"] resolution device_fault
+        t+2400.0s   page zhang resolved 17-silent-1
     "#]].assert_eq(&s.take_log());
     assert_eq!(s.engine.open_alerts(), 0);
 }
@@ -521,11 +521,11 @@ fn test_alert_goes_to_the_named_person_and_closes_on_ack() {
     assert_eq!(id, "test-1");
     s.act("wang", &id, Action::Ack).unwrap();
     expect![[r#"
-             0.0s   doc test-1 test open tier 1 notified ["wang"]
-             0.0s   page wang new test-1
-             0.0s wang: ack test-1 -> ok
-             0.0s   doc test-1 test resolved tier 1 notified ["wang"] acked_by wang resolution test
-             0.0s   page wang resolved test-1
+        t+0.0s   doc test-1 test open tier 1 notified ["wang"]
+        t+0.0s   page wang new test-1
+        t+0.0s wang: ack test-1 -> ok
+        t+0.0s   doc test-1 test resolved tier 1 notified ["wang"] acked_by wang resolution test
+        t+0.0s   page wang resolved test-1
     "#]]
     .assert_eq(&s.take_log());
     assert_eq!(

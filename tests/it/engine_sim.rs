@@ -153,7 +153,7 @@ impl Sim {
     }
 
     fn stamp(&self) -> String {
-        format!("{:>8.1}s", self.elapsed().as_secs_f64())
+        format!("t+{:.1}s", self.elapsed().as_secs_f64())
     }
 
     /// Moves time on by `secs`, firing every deadline on the way at its own time.

@@ -1,8 +1,8 @@
 //! The one integration test binary: behaviour through public interfaces and the built binary.
 
+mod architecture;
 mod ble;
 mod broker;
-mod architecture;
 mod cli_decode;
 mod config_file;
 mod engine_props;
