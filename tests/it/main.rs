@@ -10,6 +10,7 @@ mod engine_scenarios;
 mod engine_sim;
 mod frame_props;
 mod keys_file;
+mod lanes;
 mod mqtt;
 mod store;
 mod support;
