@@ -10,6 +10,8 @@
 pub mod adapters;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod enrol;
 pub mod scan;
