@@ -6,6 +6,8 @@
 //! - `config`: files an installer writes (`keys.toml`, `bandgate.toml`), checked with errors
 //!   that name the file, the entry and the fix.
 //! - `cli`: output formats of the command line (`decode`'s JSON lines).
+//! - `control`: the operator's control socket (wire types, the accept task, the answers the
+//!   daemon loop gives, the client and its text); `enrol`: adding a band's key to keys.toml.
 
 pub mod adapters;
 pub mod cli;
