@@ -20,6 +20,7 @@ use crate::adapters::mqtt::{self, GatewayStatus, LinkEvent, MqttLink, MqttSettin
 use crate::adapters::store::{OutboxMessage, Store};
 use crate::adapters::{ble, replay, simulate};
 use crate::config::file::{Config, SourceKind};
+use crate::control;
 use crate::engine::{Engine, Heard, Intake, Output};
 
 /// Outbox rows handed to the link per read of the store.
@@ -30,6 +31,8 @@ const TELEMETRY_BATCH: usize = 256;
 const TELEMETRY_FLUSH: Duration = Duration::from_secs(10);
 /// How long a graceful shutdown waits for the broker to take the outbox.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+/// Operator requests waiting for the loop (each client waits at most 5 s anyway).
+const CONTROL_QUEUE: usize = 16;
 /// Link ids at or above this are not outbox rows (status, device state): never stored.
 const VOLATILE_ID_BASE: u64 = 1 << 62;
 
@@ -157,6 +160,20 @@ pub async fn run(
         }
     };
 
+    // The operator's socket is a convenience: without it alarms still flow, so a failure to
+    // bind is logged, not fatal.
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel(CONTROL_QUEUE);
+    let control_socket = match control::ControlSocket::bind(&cfg.control_socket, control_tx) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "no control socket: bandgate status/alerts/ack will not reach this daemon"
+            );
+            None
+        }
+    };
+
     let (health, _) = watch::channel(Health::default());
     let mut d = Daemon {
         cfg,
@@ -209,6 +226,7 @@ pub async fn run(
                 d.engine.handle_timeout(now, wall);
                 d.flush();
             }
+            Some(pending) = control_rx.recv() => d.control(pending),
             Some(advert) = rx.telemetry.recv() => d.telemetry(advert, &mut rx),
             done = &mut source, if !source_done => {
                 source_done = true;
@@ -241,6 +259,7 @@ pub async fn run(
         }
     };
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    drop(control_socket);
     source.abort();
     d.shutdown(&mut link_events).await;
     result
@@ -285,6 +304,24 @@ impl Daemon {
                 "frame rejected"
             ),
         }
+    }
+
+    /// An operator's request from the control socket, answered like a phone's message.
+    fn control(&mut self, pending: control::Pending) {
+        let (now, wall) = clock();
+        let facts = control::Facts {
+            gateway_id: self.cfg.gateway_id.clone(),
+            started_at: self.started_at,
+            adapter: self.adapter.clone(),
+            adapter_ok: self.adapter_ok,
+            broker_connected: self.connected,
+            store_ok: self.store_ok,
+            devices_enrolled: self.cfg.keys.len(),
+            outbox_len: self.store.outbox_len().unwrap_or(0),
+        };
+        let response = control::answer(&mut self.engine, now, wall, &facts, pending.request);
+        self.flush();
+        let _ = pending.reply.send(response);
     }
 
     fn link_event(&mut self, ev: LinkEvent) {

@@ -6,10 +6,14 @@
 //! - `config`: files an installer writes (`keys.toml`, `bandgate.toml`), checked with errors
 //!   that name the file, the entry and the fix.
 //! - `cli`: output formats of the command line (`decode`'s JSON lines).
+//! - `control`: the operator's control socket (wire types, the accept task, the answers the
+//!   daemon loop gives, the client and its text); `enrol`: adding a band's key to keys.toml.
 
 pub mod adapters;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod enrol;
 pub mod scan;

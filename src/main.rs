@@ -4,12 +4,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use bandgate::adapters::ble::BleSettings;
 use bandgate::cli;
 use bandgate::config;
+use bandgate::control::{self, Request, Response};
 use bandgate::engine::{frame, Intake};
+use bandgate::enrol;
 use bandgate::scan;
 
 /// Exit code for a configuration error (sysexits EX_CONFIG); systemd does not restart on it.
@@ -26,6 +28,21 @@ const EX_USAGE: u8 = 64;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// How the operator commands reach the running daemon.
+#[derive(Args)]
+struct Control {
+    /// The daemon's control socket (default: control_socket of --config, else
+    /// /run/bandgate/bandgate.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Read control_socket from this configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the daemon's answer as JSON (one line), for scripts.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -82,6 +99,72 @@ enum Command {
         /// With ble.source = "replay": ignore the capture's gaps, send everything at once.
         #[arg(long)]
         fast: bool,
+    },
+    /// Ask the running daemon how it is: radio, broker, bands heard, open alerts, outbox,
+    /// frames accepted and rejected.
+    Status {
+        #[command(flatten)]
+        control: Control,
+    },
+    /// List the open alerts: who was paged, who acknowledged.
+    Alerts {
+        /// Also list recently resolved alerts.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        control: Control,
+    },
+    /// Acknowledge an alert for a staff member ("I'm going"), e.g. when their phone is lost;
+    /// exactly what their phone's ack does.
+    Ack {
+        /// The alert id (bandgate alerts lists them), e.g. 17-42.
+        alert_id: String,
+        /// The staff id acknowledging (as under [[staff]]).
+        #[arg(long = "as", value_name = "STAFF")]
+        staff: String,
+        #[command(flatten)]
+        control: Control,
+    },
+    /// Resolve an alert for a staff member; exactly what their phone's resolve does.
+    Resolve {
+        /// The alert id, e.g. 17-42.
+        alert_id: String,
+        /// The staff id resolving (as under [[staff]]).
+        #[arg(long = "as", value_name = "STAFF")]
+        staff: String,
+        /// How it ended.
+        #[arg(long, default_value = "other", value_parser = [
+            "real_emergency", "false_alarm", "wearer_cancel_verified", "test", "duplicate",
+            "device_fault", "other",
+        ])]
+        resolution: String,
+        #[command(flatten)]
+        control: Control,
+    },
+    /// Page a `test` alert through the real pipeline to real phones; prints its id. An ack
+    /// from the phone resolves it as `test`.
+    TestAlarm {
+        /// Page this staff id (default: whoever is on duty now).
+        #[arg(long)]
+        staff: Option<String>,
+        #[command(flatten)]
+        control: Control,
+    },
+    /// Enrol a new wristband: a fresh random key added to keys.toml (comments kept, written
+    /// atomically, mode 0600), and what the band's firmware must be given.
+    Enrol {
+        /// The band's device id.
+        #[arg(long)]
+        device_id: u32,
+        /// The resident who will wear it (their id in bandgate.toml).
+        #[arg(long)]
+        resident: String,
+        /// The key file (default: keys_file of --config, else /etc/bandgate/keys.toml).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// bandgate.toml: checks the resident and says what to add.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Check bandgate.toml, the key file and the environment overrides without starting.
     ///
@@ -141,6 +224,154 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config, fast } => run(&config, fast),
+        Command::Status { control } => operate(&control, Request::Status),
+        Command::Alerts { all, control } => operate(
+            &control,
+            Request::Alerts {
+                include_resolved: all,
+            },
+        ),
+        Command::Ack {
+            alert_id,
+            staff,
+            control,
+        } => operate(
+            &control,
+            Request::Ack {
+                alert_id,
+                staff_id: staff,
+            },
+        ),
+        Command::Resolve {
+            alert_id,
+            staff,
+            resolution,
+            control,
+        } => operate(
+            &control,
+            Request::Resolve {
+                alert_id,
+                staff_id: staff,
+                resolution,
+            },
+        ),
+        Command::TestAlarm { staff, control } => {
+            operate(&control, Request::TestAlarm { staff_id: staff })
+        }
+        Command::Enrol {
+            device_id,
+            resident,
+            keys,
+            config,
+        } => enrol(device_id, &resident, keys, config),
+    }
+}
+
+/// An operator command: one request to the daemon's control socket. Exit 0 when done, 1 when
+/// the daemon refused (the reason on stderr), 69/75/77 when it could not be asked.
+fn operate(control: &Control, request: Request) -> ExitCode {
+    let socket = match (&control.socket, &control.config) {
+        (Some(s), _) => s.clone(),
+        (None, Some(c)) => match config::file::control_socket(c) {
+            Ok(s) => s,
+            Err(problem) => {
+                eprintln!("{problem}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+        (None, None) => PathBuf::from(control::DEFAULT_SOCKET),
+    };
+    let response = match control::request(&socket, &request) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bandgate: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let ok = !matches!(response, Response::Refused { .. } | Response::Error { .. });
+    if control.json {
+        println!("{}", serde_json::to_string(&response).unwrap_or_default());
+    } else {
+        match &response {
+            Response::Status(s) => print!("{}", control::status_text(s)),
+            Response::Alerts { alerts } => print!("{}", control::alerts_text(alerts)),
+            Response::Alert(a) => match &request {
+                Request::TestAlarm { .. } => println!(
+                    "{}: test alarm paging {} (tier {}); an ack from the phone resolves it as test",
+                    a.alert_id,
+                    if a.notified.is_empty() {
+                        "nobody".to_string()
+                    } else {
+                        a.notified.join(", ")
+                    },
+                    a.tier
+                ),
+                _ => println!("{}", control::action_text(a)),
+            },
+            Response::Refused { .. } | Response::Error { .. } => {}
+        }
+    }
+    match response {
+        Response::Refused { message, .. } => eprintln!("bandgate: refused: {message}"),
+        Response::Error { message } => {
+            eprintln!("bandgate: the daemon could not answer: {message}")
+        }
+        _ => {}
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `bandgate enrol`: exit 0 when the key was added, 1 when refused, 78 for a key file the
+/// daemon would refuse as it stands.
+fn enrol(
+    device_id: u32,
+    resident: &str,
+    keys: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> ExitCode {
+    let site = match &config {
+        Some(c) => match enrol::read_site(c, resident, device_id) {
+            Ok(s) => Some(s),
+            Err(e) => return enrol_failed(e),
+        },
+        None => None,
+    };
+    let keys = keys
+        .or_else(|| site.as_ref().map(|s| s.keys_file.clone()))
+        .unwrap_or_else(|| PathBuf::from("/etc/bandgate/keys.toml"));
+    let note = format!(
+        "resident {resident}, enrolled {}",
+        jiff::Zoned::now().date()
+    );
+    match enrol::add_key(&keys, device_id, enrol::fresh_key(), &note) {
+        Ok(hex) => {
+            let company_id = site.as_ref().map_or(0xFFFF, |s| s.company_id);
+            print!(
+                "{}",
+                enrol::report(
+                    &keys,
+                    device_id,
+                    resident,
+                    &hex,
+                    company_id,
+                    config.as_deref().zip(site.as_ref())
+                )
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => enrol_failed(e),
+    }
+}
+
+fn enrol_failed(e: enrol::EnrolError) -> ExitCode {
+    eprintln!("bandgate enrol: {e}");
+    match e {
+        enrol::EnrolError::Config(_) => ExitCode::from(EX_CONFIG),
+        _ => ExitCode::FAILURE,
     }
 }
 

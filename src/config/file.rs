@@ -37,6 +37,8 @@ pub struct Config {
     pub gateway_id: String,
     pub state_dir: PathBuf,
     pub keys_file: PathBuf,
+    /// The operator's control socket (`bandgate status`, `alerts`, `ack`, ...).
+    pub control_socket: PathBuf,
     pub setup: Setup,
     pub keys: Keyring,
     pub ble: BleConfig,
@@ -99,6 +101,7 @@ struct RawTop {
     timezone: Option<String>,
     state_dir: Option<String>,
     keys_file: Option<String>,
+    control_socket: Option<String>,
     // Sections are read on their own (see `take`), so they stay untyped here.
     ble: Option<Value>,
     mqtt: Option<Value>,
@@ -217,6 +220,47 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
         Some(c) if check.problems.is_empty() => Ok(c),
         _ => Err(Problems(check.problems)),
     }
+}
+
+/// Only `control_socket` of `path` (or `BANDGATE__CONTROL_SOCKET`), for the operator commands:
+/// operators may not read the key file, so the whole configuration is not checked here.
+pub fn control_socket(path: &Path) -> Result<PathBuf, Problem> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let from_env = std::env::var(format!("{ENV_PREFIX}{ENV_SEPARATOR}CONTROL_SOCKET")).ok();
+    let raw = match from_env {
+        Some(v) => v,
+        None => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Problem::new(
+                    path,
+                    "",
+                    format!("cannot read the configuration file: {e}"),
+                    "pass --socket PATH, or a --config your user may read",
+                )
+            })?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                Problem::new(
+                    path,
+                    "",
+                    format!("not valid TOML: {}", e.message().trim()),
+                    "run bandgate check-config",
+                )
+            })?;
+            match table.get("control_socket") {
+                None => crate::control::DEFAULT_SOCKET.to_string(),
+                Some(toml::Value::String(s)) => s.clone(),
+                Some(other) => {
+                    return Err(Problem::new(
+                        path,
+                        "control_socket",
+                        format!("a {}, not a quoted path", other.type_str()),
+                        "write control_socket = \"/run/bandgate/bandgate.sock\"",
+                    ))
+                }
+            }
+        }
+    };
+    Ok(dir.join(raw))
 }
 
 /// The file (syntax-checked, so a typo gets a line and column) merged with the environment.
@@ -525,6 +569,12 @@ impl Check {
                 .unwrap_or("/etc/bandgate/keys.toml"),
         );
 
+        let control_socket = self.path(
+            top.control_socket
+                .as_deref()
+                .unwrap_or(crate::control::DEFAULT_SOCKET),
+        );
+
         let ble: RawBle = self.section("ble", top.ble);
         let mqtt: RawMqtt = self.section("mqtt", top.mqtt);
         let alerts: RawAlerts = self.section("alerts", top.alerts);
@@ -588,6 +638,7 @@ impl Check {
             gateway_id: gateway_id?,
             state_dir,
             keys_file,
+            control_socket,
             setup,
             keys: keys?,
             ble: ble?,

@@ -12,6 +12,7 @@ mod frame_props;
 mod keys_file;
 mod lanes;
 mod mqtt;
+mod ops;
 mod store;
 mod support;
 mod vectors;
