@@ -261,8 +261,7 @@ impl Engine {
             Ok(f) => f,
             Err(r) => return Heard::Rejected(r),
         };
-        let urgent = !matches!(frame.event, BandEvent::Heartbeat { .. });
-        self.heard_band(now, wall, &frame, rssi, urgent);
+        self.heard_band(now, wall, &frame, rssi);
         let alert_id = match frame.event {
             BandEvent::Sos => Some(self.raise_or_update(now, wall, &frame, rssi, Kind::Sos)),
             BandEvent::Fall { .. } => {

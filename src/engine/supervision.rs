@@ -92,14 +92,12 @@ impl Engine {
         wall: Timestamp,
         frame: &Frame,
         rssi: Option<i16>,
-        urgent: bool,
     ) {
         let id = frame.device_id;
         let interval = self.setup.device_state_interval;
         let band = self.devices.entry(id).or_default();
         band.last_seen = Some(now);
         band.last_seen_wall = Some(wall);
-        let changed = band.battery_pct != Some(frame.battery_pct) || band.worn != Some(frame.worn);
         band.battery_pct = Some(frame.battery_pct);
         band.worn = Some(frame.worn);
         let publish = match band.published {
@@ -113,11 +111,9 @@ impl Engine {
         if publish {
             band.published = Some((now, frame.battery_pct, frame.worn));
         }
-        // The replay window moves on every accepted frame; heartbeats are flushed lazily by
-        // the caller, alarms with their alert.
-        if changed || urgent || publish {
-            self.dirty_devices.insert(id);
-        }
+        // The replay window moves on every accepted frame, so the band is always dirty; the
+        // caller flushes heartbeats in batches, alarms with their alert.
+        self.dirty_devices.insert(id);
         if publish {
             let (heart_rate, spo2, steps) = match frame.event {
                 BandEvent::Heartbeat {
