@@ -486,3 +486,241 @@ fn sigterm_exits_0_says_offline_and_a_restart_resumes_the_open_alert() {
     });
     assert_ordered(&phone.messages(), &p);
 }
+
+/// (staff, reason) of every page about `alert_id` so far, without repeats.
+fn page_set(msgs: &[Msg], p: &str, alert_id: &str) -> std::collections::BTreeSet<(String, String)> {
+    pages(msgs, p, alert_id)
+        .into_iter()
+        .map(|(s, r, _)| (s, r))
+        .collect()
+}
+
+#[test]
+fn kill_9_after_raise_after_tier_2_and_after_ack_the_alert_goes_on_where_it_was() {
+    let broker = Broker::start();
+    let cfg = SiteConfig {
+        ack_timeouts: vec!["2s", "60s"],
+        claim_timeout: "60s",
+        resolved_retention: "60s",
+        ..SiteConfig::default()
+    };
+    let site = Site::new(
+        "bb5",
+        broker.port(),
+        &cfg,
+        &[sent(300, 17, 101, BandEvent::Sos)],
+    );
+    let p = site.prefix();
+    let phone = Phone::connect(broker.port(), "phones-bb5", &p);
+
+    // 1: killed right after the raise was paged.
+    let mut gw = Gateway::start(&site, "gateway-1.log", &[]);
+    let new = phone.wait_page(&p, "zhang", "new", "17-101");
+    gw.kill9();
+
+    // 2: the restart refuses the replayed SOS (no second alert), and tier 2 comes on time.
+    let mut gw = Gateway::start(&site, "gateway-2.log", &[]);
+    gw.wait_log("reason=\"duplicate\"");
+    for who in ["zhang", "li", "wang"] {
+        let doc = phone.wait_page(&p, who, "escalated", "17-101");
+        assert_eq!(doc["raised_at"], new["raised_at"]);
+        assert_eq!(doc["tier"], 2);
+    }
+    gw.kill9();
+
+    // 3: tier 2 survives the kill: the ack finds the alert at tier 2 with its three people.
+    let mut gw = Gateway::start(&site, "gateway-3.log", &[]);
+    gw.wait_log("bandgate running");
+    phone.act(&p, "li", json!({"alert_id": "17-101", "action": "ack"}));
+    let acked = phone.wait_page(&p, "wang", "acknowledged", "17-101");
+    assert_eq!(acked["tier"], 2);
+    assert_eq!(acked["acked_by"], "li");
+    assert_eq!(acked["notified"], json!(["zhang", "li", "wang"]));
+    gw.kill9();
+
+    // 4: the claim survives: zhang resolving it does not take li's claim.
+    let gw = Gateway::start(&site, "gateway-4.log", &[]);
+    gw.wait_log("bandgate running");
+    phone.act(
+        &p,
+        "zhang",
+        json!({"alert_id": "17-101", "action": "resolve", "resolution": "false_alarm"}),
+    );
+    for who in ["zhang", "li", "wang"] {
+        let doc = phone.wait_page(&p, who, "resolved", "17-101");
+        assert_eq!(doc["acked_by"], "li");
+        assert_eq!(doc["resolved_by"], "zhang");
+        assert_eq!(doc["acked_at"], acked["acked_at"]);
+        assert_eq!(doc["raised_at"], new["raised_at"]);
+    }
+    let msgs = phone.messages();
+    let got = page_set(&msgs, &p, "17-101");
+    for who in ["zhang", "li", "wang"] {
+        for reason in ["escalated", "acknowledged", "resolved"] {
+            assert!(
+                got.contains(&(who.into(), reason.into())),
+                "{who} {reason} missing"
+            );
+        }
+    }
+    assert!(got.contains(&("zhang".into(), "new".into())));
+    assert!(
+        !got.iter().any(|(s, r)| r == "new" && s != "zhang"),
+        "a second alert was raised: {got:?}"
+    );
+    // Re-sends carry the same alert_id and updated_at as the original (checked per document).
+    assert_ordered(&msgs, &p);
+    assert!(!gw.log().contains("panicked"));
+}
+
+#[test]
+fn abort_between_commit_and_publish_the_restart_publishes_what_was_committed() {
+    use bandgate::adapters::store::Store;
+
+    let broker = Broker::start();
+    let cfg = SiteConfig {
+        ack_timeouts: vec!["60s", "60s"],
+        renotify_every: "60s",
+        ..SiteConfig::default()
+    };
+    let site = Site::new(
+        "bb5a",
+        broker.port(),
+        &cfg,
+        &[sent(300, 17, 101, BandEvent::Sos)],
+    );
+    let p = site.prefix();
+    let phone = Phone::connect(broker.port(), "phones-bb5a", &p);
+
+    // The first durable commit is the SOS's: the process dies before publishing any of it.
+    let mut gw = Gateway::start(
+        &site,
+        "gateway-1.log",
+        &[("BANDGATE_FAULT_ABORT_AFTER_COMMIT", "1")],
+    );
+    let status = gw.wait_exit();
+    assert!(!status.success(), "the fault hook aborts: {status:?}");
+    assert!(gw.log().contains("aborting after commit 1"), "{}", gw.log());
+    let committed: Vec<_> = {
+        let store = Store::open(&site.state_dir()).unwrap();
+        store
+            .pending(None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
+    };
+    let topics: Vec<&str> = committed.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [format!("{p}/alerts/17-101"), format!("{p}/notify/zhang")],
+        "the raise's document and page were committed"
+    );
+    assert!(committed[0].retain && !committed[1].retain);
+    assert!(
+        pages(&phone.messages(), &p, "17-101").is_empty(),
+        "nothing was published before the abort"
+    );
+
+    // The restart publishes exactly what was committed, and raises nothing new.
+    let gw = Gateway::start(&site, "gateway-2.log", &[]);
+    let msgs = phone.wait_until("the committed page", |m| {
+        find_page(m, &p, "zhang", "new", "17-101").is_some()
+    });
+    for c in &committed {
+        assert!(
+            msgs.iter()
+                .any(|m| m.topic == c.topic && m.payload == c.payload),
+            "{} not delivered as committed",
+            c.topic
+        );
+    }
+    gw.wait_log("reason=\"duplicate\"");
+    let store = Store::open(&site.state_dir()).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while store.outbox_len().unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "outbox never drained");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let news = pages(&phone.messages(), &p, "17-101")
+        .into_iter()
+        .filter(|(_, r, _)| r == "new")
+        .count();
+    assert_eq!(news, 1);
+}
+
+#[test]
+fn bad_phone_input_is_logged_and_ignored_and_a_valid_ack_still_works() {
+    let broker = Broker::start();
+    let cfg = SiteConfig {
+        ack_timeouts: vec!["60s", "60s"],
+        renotify_every: "60s",
+        resolved_retention: "60s",
+        residents: vec![17, 18],
+        ..SiteConfig::default()
+    };
+    let capture = [
+        sent(300, 17, 101, BandEvent::Sos),
+        sent(300, 18, 7, BandEvent::Sos),
+    ];
+    let site = Site::new("bb6", broker.port(), &cfg, &capture);
+    let p = site.prefix();
+    let phone = Phone::connect(broker.port(), "phones-bb6", &p);
+    let mut gw = Gateway::start(&site, "gateway.log", &[]);
+    phone.wait_page(&p, "zhang", "new", "17-101");
+    phone.wait_page(&p, "zhang", "new", "18-7");
+    phone.act(
+        &p,
+        "zhang",
+        json!({"alert_id": "18-7", "action": "resolve", "resolution": "test"}),
+    );
+    phone.wait_page(&p, "zhang", "resolved", "18-7");
+
+    let ack = format!("{p}/ack/zhang");
+    phone.publish(&ack, "{\"alert_id\": \"17-101\", \"action\": ");
+    phone.act(&p, "zhang", json!({"alert_id": "99-1", "action": "ack"}));
+    phone.act(&p, "ghost", json!({"alert_id": "17-101", "action": "ack"}));
+    let mut big = br#"{"alert_id": "17-101", "action": "ack", "note": ""#.to_vec();
+    big.resize(1024 * 1024 - 2, b'x');
+    big.extend_from_slice(b"\"}");
+    phone.publish(&ack, big);
+    phone.act(&p, "zhang", json!({"alert_id": "18-7", "action": "ack"}));
+    phone.act(
+        &p,
+        "zhang",
+        json!({"alert_id": "17-101", "action": "dance"}),
+    );
+
+    for reason in [
+        "reason=\"malformed_json\"",
+        "reason=\"unknown_alert\"",
+        "reason=\"unknown_staff\"",
+        "reason=\"too_large\"",
+        "reason=\"already_resolved\"",
+        "reason=\"unknown_action\"",
+    ] {
+        gw.wait_log(reason);
+        let line = gw
+            .log()
+            .lines()
+            .find(|l| l.contains(reason))
+            .unwrap()
+            .to_owned();
+        assert!(line.contains("WARN"), "not a warning: {line}");
+    }
+    assert!(gw.is_running(), "the gateway died: {}", gw.log());
+
+    // None of it changed anything; a valid ack afterwards works.
+    let before = docs(&phone.messages(), &p, "17-101");
+    assert!(before
+        .iter()
+        .all(|d| d["state"] == "open" && d["acked_by"].is_null()));
+    phone.act(&p, "zhang", json!({"alert_id": "17-101", "action": "ack"}));
+    let doc = phone.wait_page(&p, "zhang", "acknowledged", "17-101");
+    assert_eq!(doc["acked_by"], "zhang");
+    assert_eq!(doc["state"], "acknowledged");
+    let resolved = docs(&phone.messages(), &p, "18-7");
+    assert_eq!(resolved.last().unwrap()["resolution"], "test");
+    assert!(gw.is_running());
+    assert_ordered(&phone.messages(), &p);
+}

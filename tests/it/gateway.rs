@@ -89,7 +89,6 @@ pub struct Site {
     pub dir: tempfile::TempDir,
     pub site_id: String,
     pub config: PathBuf,
-    pub capture: PathBuf,
     pub broker_port: u16,
 }
 
@@ -109,7 +108,6 @@ impl Site {
             dir,
             site_id: site_id.to_owned(),
             config,
-            capture: capture_path,
             broker_port,
         }
     }
