@@ -2,6 +2,8 @@
 //! capture, a real Mosquitto, and a test client acting as the duty phones (persistent session,
 //! QoS 1) that checks the documents and notifications of `spec/mqtt-contract.md`.
 
+use std::time::Duration;
+
 use bandgate::engine::frame::BandEvent;
 use serde_json::{json, Value};
 
@@ -723,4 +725,103 @@ fn bad_phone_input_is_logged_and_ignored_and_a_valid_ack_still_works() {
     assert_eq!(resolved.last().unwrap()["resolution"], "test");
     assert!(gw.is_running());
     assert_ordered(&phone.messages(), &p);
+}
+
+/// Distinct `updated_at`s (ms) of the pages `staff` received about `alert_id`, sorted.
+fn page_times(msgs: &[Msg], p: &str, staff: &str, alert_id: &str) -> Vec<i64> {
+    let set: std::collections::BTreeSet<i64> = pages(msgs, p, alert_id)
+        .into_iter()
+        .filter(|(s, _, _)| s == staff)
+        .map(|(_, _, d)| ms(&d["updated_at"]))
+        .collect();
+    set.into_iter().collect()
+}
+
+#[test]
+fn broker_down_30_s_mid_escalation_every_change_and_page_arrives_in_order() {
+    let mut broker = Broker::start_with(true);
+    let cfg = SiteConfig {
+        ack_timeouts: vec!["2s", "2s"],
+        renotify_every: "1s",
+        repeat_every: "2s",
+        ..SiteConfig::default()
+    };
+    let site = Site::new(
+        "bb4",
+        broker.port(),
+        &cfg,
+        &[sent(300, 17, 101, BandEvent::Sos)],
+    );
+    let p = site.prefix();
+    let phone = Phone::connect(broker.port(), "phones-bb4", &p);
+    let mut gw = Gateway::start(&site, "gateway.log", &[]);
+    let new = phone.wait_page(&p, "li", "escalated", "17-101");
+    assert_eq!(new["tier"], 2);
+
+    // The broker goes away while the alert is at tier 2; tier 3 and its repeats fall due
+    // while it is down.
+    broker.stop_gracefully();
+    let down_at = jiff::Timestamp::now().as_millisecond();
+    std::thread::sleep(Duration::from_secs(30));
+    broker.restart();
+    let up_at = jiff::Timestamp::now().as_millisecond();
+    gw.wait_log("broker connection lost");
+
+    // Paging after the outage reaches the phone...
+    phone.wait_until("a tier-3 repeat made after the broker returned", |m| {
+        page_times(m, &p, "chen", "17-101")
+            .last()
+            .is_some_and(|t| *t > up_at + 2_000)
+    });
+    // ...and then the gateway stops; it drains its outbox first. Every page it logged must
+    // have reached the phone (zhang, on duty, is in every page).
+    assert_eq!(gw.term().code(), Some(0));
+    let log = gw.log();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("alert paged") && l.contains("alert_id=\"17-101\""))
+        .count();
+    let msgs = phone.wait_until("every page the gateway logged", |m| {
+        page_times(m, &p, "zhang", "17-101").len() >= logged
+    });
+    let zhang = page_times(&msgs, &p, "zhang", "17-101");
+    assert_eq!(zhang.len(), logged, "pages received vs logged");
+    assert_ordered(&msgs, &p);
+
+    // Every page has its retained document, under the same updated_at.
+    let doc_times: std::collections::BTreeSet<i64> = docs(&msgs, &p, "17-101")
+        .iter()
+        .map(|d| ms(&d["updated_at"]))
+        .collect();
+    assert!(zhang.iter().all(|t| doc_times.contains(t)));
+
+    // Tier 3 came during the outage, then repeats every 2 s with no hole across it.
+    let escalated_to_chen = pages(&msgs, &p, "17-101")
+        .into_iter()
+        .find(|(s, r, _)| s == "chen" && r == "escalated")
+        .expect("tier 3 was paged")
+        .2;
+    assert_eq!(escalated_to_chen["tier"], 3);
+    let t3 = ms(&escalated_to_chen["updated_at"]);
+    assert!(
+        down_at < t3 && t3 < up_at,
+        "tier 3 fell due during the outage"
+    );
+    let chen = page_times(&msgs, &p, "chen", "17-101");
+    assert!(chen.len() >= 15, "{} tier-3 pages in > 30 s", chen.len());
+    for w in chen.windows(2) {
+        assert!(
+            w[1] - w[0] <= 3_000,
+            "no page between {} and {}",
+            w[0],
+            w[1]
+        );
+    }
+    for (who, reason, doc) in pages(&msgs, &p, "17-101") {
+        if ms(&doc["updated_at"]) > t3 {
+            assert_eq!(doc["tier"], 3);
+            assert_eq!(reason, "reminder", "{who}");
+            assert_eq!(doc["notified"], json!(["zhang", "li", "wang", "chen"]));
+        }
+    }
 }
