@@ -458,7 +458,11 @@ fn sigterm_exits_0_says_offline_and_a_restart_resumes_the_open_alert() {
     assert_eq!(st.code(), Some(0), "graceful stop; log:\n{}", gw.log());
     assert!(gw.log().contains("bandgate stopped"));
     // The retained status now says offline (what a dashboard connecting later sees).
-    let later = Phone::connect_to(broker.port(), "dashboard-bb8", &[status_topic.clone()]);
+    let later = Phone::connect_to(
+        broker.port(),
+        "dashboard-bb8",
+        std::slice::from_ref(&status_topic),
+    );
     let msgs = later.wait_until("retained status", |m| !m.is_empty());
     assert!(msgs[0].retain);
     let offline = msgs[0].json();
