@@ -413,7 +413,10 @@ impl Daemon {
             let (now, wall) = clock();
             let changes = self.engine.take_changes(now, wall);
             match self.store.commit(&changes, &durable) {
-                Ok(_) => self.store_ok = true,
+                Ok(_) => {
+                    self.store_ok = true;
+                    fault_after_commit();
+                }
                 Err(e) => {
                     // Delivery comes before durability: publish what we could not store.
                     self.store_ok = false;
@@ -557,6 +560,28 @@ impl Daemon {
         }
         self.link.disconnect();
         tracing::info!(outbox_left = left, "bandgate stopped");
+    }
+}
+
+/// Test-only fault injection: with `BANDGATE_FAULT_ABORT_AFTER_COMMIT=N` in the environment
+/// the process aborts right after its Nth durable commit of alert changes and outbox rows,
+/// before any of it is published: the "power cut between commit and publish" that the
+/// black-box tests (`tests/it/daemon.rs`) restart from. Never set it in production.
+fn fault_after_commit() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static ABORT_AFTER: OnceLock<Option<u64>> = OnceLock::new();
+    static COMMITS: AtomicU64 = AtomicU64::new(0);
+    let limit = ABORT_AFTER.get_or_init(|| {
+        std::env::var("BANDGATE_FAULT_ABORT_AFTER_COMMIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(n) = *limit {
+        if COMMITS.fetch_add(1, Ordering::SeqCst) + 1 == n {
+            eprintln!("BANDGATE_FAULT_ABORT_AFTER_COMMIT={n}: aborting after commit {n}, before publishing");
+            std::process::abort();
+        }
     }
 }
 

@@ -29,14 +29,28 @@ fn mosquitto_path() -> PathBuf {
 impl Broker {
     /// Starts Mosquitto and returns once it accepts connections.
     pub fn start() -> Broker {
+        Broker::start_with(false)
+    }
+
+    /// With `persistent`, Mosquitto keeps sessions and queued messages in its temp dir across
+    /// a `stop_gracefully` + `restart` (as a broker on a gateway box is configured).
+    pub fn start_with(persistent: bool) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let persistence = if persistent {
+            format!(
+                "persistence true\npersistence_location {}/\n",
+                dir.path().display()
+            )
+        } else {
+            "persistence false\n".to_owned()
+        };
         let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nlog_dest stderr\nlog_type all\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}user root\nlog_dest stderr\nlog_type all\n"
         );
         std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
         let mut broker = Broker {
@@ -59,6 +73,22 @@ impl Broker {
     /// Kills the broker (like a crash or a power cut: no goodbye to clients).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the broker with SIGTERM, so a persistent one saves its sessions first.
+    pub fn stop_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
