@@ -10,6 +10,7 @@ mod engine_sim;
 mod frame_props;
 mod keys_file;
 mod mqtt;
+mod package;
 mod store;
 mod support;
 mod vectors;
