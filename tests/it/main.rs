@@ -15,6 +15,7 @@ mod keys_file;
 mod lanes;
 mod mqtt;
 mod ops;
+mod package;
 mod store;
 mod support;
 mod vectors;
