@@ -440,16 +440,34 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default (warnings, and bandgate's info). Under
-/// systemd (`JOURNAL_STREAM` set) journald adds the time and the level's priority, so lines
-/// carry neither timestamps nor colours.
+/// Logs: `RUST_LOG` overrides the default (warnings, and bandgate's info). Under systemd
+/// (`JOURNAL_STREAM` set) they go to journald natively: the level becomes the entry's
+/// priority (`journalctl -p warning` works) and structured fields become journal fields
+/// (`journalctl -u bandgate ALERT_ID=17-42`). Elsewhere, to stderr.
 fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,bandgate=info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,bandgate=info"))
+    };
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                tracing_subscriber::registry()
+                    .with(filter())
+                    .with(journal.with_field_prefix(None))
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("journald not reachable ({e}); logging to stderr"),
+        }
+    }
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_writer(std::io::stderr);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // stderr still ends in the journal: no timestamps or colours of our own.
         builder.without_time().with_ansi(false).init();
     } else {
         builder
