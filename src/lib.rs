@@ -6,10 +6,13 @@
 //! - `config`: files an installer writes (`keys.toml`, `bandgate.toml`), checked with errors
 //!   that name the file, the entry and the fix.
 //! - `cli`: output formats of the command line (`decode`'s JSON lines).
+//! - `demo`: `bandgate demo`, the daemon in-process with simulated bands, a loopback broker
+//!   and the duty phones' view.
 
 pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod engine;
 pub mod scan;
