@@ -4,6 +4,7 @@ mod ble;
 mod broker;
 mod cli_decode;
 mod config_file;
+mod demo;
 mod engine_props;
 mod engine_scenarios;
 mod engine_sim;
