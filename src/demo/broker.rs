@@ -29,10 +29,10 @@ pub struct Broker {
 }
 
 /// How to get a broker when this build has none and mosquitto is not installed.
-pub const NO_BROKER_HELP: &str = "bandgate demo needs an MQTT broker and this build has none \
-inside it; either
-  - build the demo with its embedded broker:  cargo run --release --features demo -- demo
-  - or install Mosquitto:                      sudo apt install mosquitto";
+pub const NO_BROKER_HELP: &str = "the demo needs an MQTT broker: this build has none inside it \
+and mosquitto is not installed (not on PATH, not in /usr/sbin); either
+  - run the demo with its embedded broker:  cargo run --release --features demo -- demo
+  - or install Mosquitto:                    sudo apt install mosquitto";
 
 impl Broker {
     pub fn start(choice: BrokerChoice, dir: &Path) -> anyhow::Result<Broker> {

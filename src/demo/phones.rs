@@ -35,7 +35,7 @@ pub struct Phones {
     tier1: BTreeSet<String>,
     /// The tier-2 person who answers.
     responder: Option<String>,
-    /// Phone actions due: (when, staff, action, resolution).
+    /// Phone actions due: (when, staff, action).
     due: Vec<(Instant, String, &'static str)>,
     /// What the alert topic showed, in order, without repeats.
     states: Vec<String>,
