@@ -8,12 +8,15 @@
 //! - `cli`: output formats of the command line (`decode`'s JSON lines).
 //! - `control`: the operator's control socket (wire types, the accept task, the answers the
 //!   daemon loop gives, the client and its text); `enrol`: adding a band's key to keys.toml.
+//! - `demo`: `bandgate demo`, the daemon in-process with simulated bands, a loopback broker
+//!   and the duty phones' view.
 
 pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod demo;
 pub mod engine;
 pub mod enrol;
 pub mod scan;

@@ -166,6 +166,19 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// See it work: simulated bands, a broker on this machine, and the duty phones' view of one
+    /// SOS alert from the press to resolved (about 30 s; no radio, no outside broker).
+    ///
+    /// The broker is rumqttd inside this binary when built with `--features demo`, else a
+    /// `mosquitto` from PATH. The gateway's logs go to a file in the demo's temp directory.
+    Demo {
+        /// Which broker to use.
+        #[arg(long, value_enum, default_value = "auto")]
+        broker: bandgate::demo::BrokerChoice,
+        /// Language of the pages' text: zh-CN (the example community's) or en.
+        #[arg(long)]
+        locale: Option<String>,
+    },
     /// Check bandgate.toml, the key file and the environment overrides without starting.
     ///
     /// Prints every problem, one per line, and exits 78; or prints a summary (who is on duty
@@ -264,6 +277,7 @@ fn main() -> ExitCode {
             keys,
             config,
         } => enrol(device_id, &resident, keys, config),
+        Command::Demo { broker, locale } => demo(bandgate::demo::DemoArgs { broker, locale }),
     }
 }
 
@@ -372,6 +386,45 @@ fn enrol_failed(e: enrol::EnrolError) -> ExitCode {
     match e {
         enrol::EnrolError::Config(_) => ExitCode::from(EX_CONFIG),
         _ => ExitCode::FAILURE,
+    }
+}
+
+/// `bandgate demo`: 0 once the alert went through every state, 130 on Ctrl-C, 1 otherwise.
+fn demo(args: bandgate::demo::DemoArgs) -> ExitCode {
+    let dir = match bandgate::demo::prepare_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("bandgate demo: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The terminal is the phones' view; the gateway logs to a file.
+    let log = bandgate::demo::log_path(&dir);
+    match std::fs::File::create(&log) {
+        Ok(file) => {
+            // rumqttd logs every ordinary disconnect at error: off unless RUST_LOG asks.
+            let filter =
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,bandgate=info,rumqttd=off")
+                });
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        Err(e) => eprintln!(
+            "bandgate demo: cannot write {} ({e}); no logs",
+            log.display()
+        ),
+    }
+    match bandgate::demo::run(args, &dir) {
+        Ok(bandgate::demo::Ending::Complete) => ExitCode::SUCCESS,
+        Ok(bandgate::demo::Ending::Interrupted) => ExitCode::from(130),
+        Err(e) => {
+            eprintln!("bandgate demo: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

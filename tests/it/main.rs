@@ -6,6 +6,7 @@ mod broker;
 mod cli_decode;
 mod config_file;
 mod daemon;
+mod demo;
 mod engine_props;
 mod engine_scenarios;
 mod engine_sim;

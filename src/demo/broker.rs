@@ -1,0 +1,199 @@
+//! The demo's MQTT broker on a free loopback port: rumqttd inside the process (feature `demo`)
+//! or a `mosquitto` child with its own config file in the demo's directory.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// Which broker `bandgate demo` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BrokerChoice {
+    /// The embedded one if this build has it (feature `demo`), else mosquitto.
+    Auto,
+    /// rumqttd inside this process (needs a build with `--features demo`).
+    Embedded,
+    /// A `mosquitto` binary from PATH (or /usr/sbin), started with its own config.
+    Mosquitto,
+}
+
+/// A running broker; a mosquitto child is killed on drop. The embedded broker's threads end
+/// with the process (rumqttd has no stop).
+pub struct Broker {
+    pub port: u16,
+    /// What the user is told: "embedded (rumqttd)" or the mosquitto path.
+    pub name: String,
+    child: Option<Child>,
+}
+
+/// How to get a broker when this build has none and mosquitto is not installed.
+pub const NO_BROKER_HELP: &str = "the demo needs an MQTT broker: this build has none inside it \
+and mosquitto is not installed (not on PATH, not in /usr/sbin); either
+  - run the demo with its embedded broker:  cargo run --release --features demo -- demo
+  - or install Mosquitto:                    sudo apt install mosquitto";
+
+impl Broker {
+    pub fn start(choice: BrokerChoice, dir: &Path) -> anyhow::Result<Broker> {
+        match choice {
+            BrokerChoice::Embedded => embedded(),
+            BrokerChoice::Mosquitto => match mosquitto_path() {
+                Some(path) => mosquitto(&path, dir),
+                None => bail!(
+                    "mosquitto not found on PATH nor in /usr/sbin; install it: sudo apt install mosquitto"
+                ),
+            },
+            BrokerChoice::Auto if cfg!(feature = "demo") => embedded(),
+            BrokerChoice::Auto => match mosquitto_path() {
+                Some(path) => mosquitto(&path, dir),
+                None => bail!("{NO_BROKER_HELP}"),
+            },
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")
+        .context("finding a free loopback port")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until something accepts connections on the port (brokers bind in their own time).
+fn wait_for_port(port: u16, mut alive: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        alive()?;
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the broker does not accept connections on 127.0.0.1:{port} after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn mosquitto_path() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    // Debian installs it in /usr/sbin, which is not on a normal user's PATH.
+    dirs.extend(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join("mosquitto"))
+        .find(|p| p.is_file())
+}
+
+fn mosquitto(path: &Path, dir: &Path) -> anyhow::Result<Broker> {
+    let port = free_port()?;
+    let conf = dir.join("mosquitto.conf");
+    let log = dir.join("mosquitto.log");
+    // `user root` keeps a root-run mosquitto from switching to the mosquitto user, who could
+    // not write the log in our directory; it is ignored when not run as root.
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nlog_dest stderr\n"
+        ),
+    )
+    .with_context(|| format!("writing {}", conf.display()))?;
+    let log_file = std::fs::File::create(&log)?;
+    let mut child = Command::new(path)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("starting {}", path.display()))?;
+    let ready = wait_for_port(port, || match child.try_wait()? {
+        Some(status) => bail!(
+            "mosquitto exited with {status}; its log ({}):\n{}",
+            log.display(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ),
+        None => Ok(()),
+    });
+    if let Err(e) = ready {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    Ok(Broker {
+        port,
+        name: format!("mosquitto ({})", path.display()),
+        child: Some(child),
+    })
+}
+
+#[cfg(not(feature = "demo"))]
+fn embedded() -> anyhow::Result<Broker> {
+    bail!("this build has no embedded broker; build it with: cargo run --release --features demo -- demo")
+}
+
+#[cfg(feature = "demo")]
+fn embedded() -> anyhow::Result<Broker> {
+    use std::collections::HashMap;
+
+    let port = free_port()?;
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: 256 * 1024,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "demo".into(),
+        listen: ([127, 0, 0, 1], port).into(),
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 100,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 1024 * 1024,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("demo".to_string(), server)])),
+        ..Default::default()
+    };
+    let mut broker = rumqttd::Broker::new(config);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::Builder::new()
+        .name("rumqttd".into())
+        .spawn(move || {
+            // Returns only when its servers ended (e.g. the port could not be bound).
+            let why = match broker.start() {
+                Ok(()) => "the embedded broker stopped".to_string(),
+                Err(e) => format!("the embedded broker failed: {e}"),
+            };
+            let _ = done_tx.send(why);
+        })
+        .context("starting the embedded broker's thread")?;
+    wait_for_port(port, || match done_rx.try_recv() {
+        Ok(why) => bail!("{why}"),
+        Err(_) => Ok(()),
+    })?;
+    Ok(Broker {
+        port,
+        name: "embedded (rumqttd)".into(),
+        child: None,
+    })
+}
