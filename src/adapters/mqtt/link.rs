@@ -355,6 +355,24 @@ fn ready(tracker: &Mutex<Tracker>, connected: &mut bool) -> LinkEvent {
     LinkEvent::Connected
 }
 
+/// What an installer should check, for the failures that are a setting, not an outage.
+fn hint(e: &ConnectionError) -> Option<&'static str> {
+    use rumqttc::ConnectReturnCode::*;
+    match e {
+        // Mosquitto answers a wrong password with "not authorised" (5) on MQTT 3.1.1.
+        ConnectionError::ConnectionRefused(BadUserNamePassword | NotAuthorized) => Some(
+            "the broker refused the user name or password: check mqtt.username and the password in mqtt.password_file against the broker's password file",
+        ),
+        ConnectionError::ConnectionRefused(BadClientId) => {
+            Some("the broker refused the client id (the gateway_id)")
+        }
+        ConnectionError::Tls(_) => Some(
+            "TLS failed: mqtt.ca_file must hold the CA that signed the broker's certificate, and that certificate must name the host in mqtt.url",
+        ),
+        _ => None,
+    }
+}
+
 fn is_oversize(e: &ConnectionError) -> bool {
     matches!(
         e,
@@ -461,7 +479,14 @@ async fn run(
                 if dropping_session && oversize {
                     // Reconnect at once: the clean session is only a step.
                 } else {
-                    warn!(%url, error = %e, retry_in = ?backoff, "MQTT connection failed");
+                    match hint(&e) {
+                        Some(hint) => {
+                            warn!(%url, error = %e, hint, retry_in = ?backoff, "MQTT connection failed")
+                        }
+                        None => {
+                            warn!(%url, error = %e, retry_in = ?backoff, "MQTT connection failed")
+                        }
+                    }
                     for ev in out.drain(..) {
                         if tx.send(ev).await.is_err() {
                             return;
