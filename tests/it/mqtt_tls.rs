@@ -385,6 +385,27 @@ fn the_daemon_pages_a_tls_phone_over_mqtts() {
     gw.wait_log("broker connected");
 }
 
+/// Without `ca_file` the gateway trusts the system's CAs; `SSL_CERT_FILE` (set for the child
+/// only) stands in for an installed CA here.
+#[test]
+fn mqtts_without_ca_file_trusts_the_system_store() {
+    let broker = tls_broker();
+    let site = Site::new(
+        "tls3",
+        broker.port(),
+        &quiet_site(),
+        &[sent(300, 17, 101, BandEvent::Sos)],
+    );
+    set_mqtt(&site, &mqtts_url(&broker), "");
+    let p = site.prefix();
+    let mut opts = Phone::options(broker.port(), "phones-tls3");
+    opts.set_transport(phone_tls(&ca_of(&broker)));
+    let phone = Phone::connect_with(opts, &[format!("{p}/notify/#")]);
+    let ca = ca_of(&broker).display().to_string();
+    let _gw = Gateway::start(&site, "gateway.log", &[("SSL_CERT_FILE", &ca)]);
+    phone.wait_page(&p, "zhang", "new", "17-101");
+}
+
 #[test]
 fn an_untrusted_broker_certificate_is_logged_retried_and_escalation_goes_on() {
     let broker = tls_broker();
