@@ -166,8 +166,9 @@ fn set_directive(conf: &str, key: &str, value: &str) -> String {
 }
 
 /// Mosquitto run from `config/mosquitto.conf` and `config/mosquitto.acl` as shipped, changed
-/// only where the paths and the port must be; the password file made with
-/// `mosquitto_passwd -b` (the first user with `-c`, as the conf's comments say).
+/// only where the paths and the port must be, installed as the conf's comments say: the conf
+/// in `conf.d/` under a main config like Debian's (`persistence_location`, `include_dir`);
+/// the password file made with `mosquitto_passwd -b` (the first user with `-c`).
 fn shipped_broker(users: &[(&str, &str)]) -> Broker {
     Broker::start_config(|dir, port| {
         let passwd = dir.join("bandgate.passwd");
@@ -194,10 +195,13 @@ fn shipped_broker(users: &[(&str, &str)]) -> Broker {
         let conf = set_directive(&conf, "listener", &format!("{port} 127.0.0.1"));
         let conf = set_directive(&conf, "password_file", &passwd.display().to_string());
         let conf = set_directive(&conf, "acl_file", &acl.display().to_string());
-        set_directive(
-            &conf,
-            "persistence_location",
-            &format!("{}/", dir.display()),
+        let conf_d = dir.join("conf.d");
+        std::fs::create_dir(&conf_d).unwrap();
+        std::fs::write(conf_d.join("bandgate.conf"), conf).unwrap();
+        // Debian's /etc/mosquitto/mosquitto.conf, less its pid file and log file.
+        format!(
+            "persistence true\npersistence_location {d}/\ninclude_dir {d}/conf.d\n",
+            d = dir.display()
         )
     })
 }
