@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,22 +35,33 @@ impl Broker {
     /// With `persistent`, Mosquitto keeps sessions and queued messages in its temp dir across
     /// a `stop_gracefully` + `restart` (as a broker on a gateway box is configured).
     pub fn start_with(persistent: bool) -> Broker {
+        Broker::start_config(|dir, port| {
+            let persistence = if persistent {
+                format!(
+                    "persistence true\npersistence_location {}/\n",
+                    dir.display()
+                )
+            } else {
+                "persistence false\n".to_owned()
+            };
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}")
+        })
+    }
+
+    /// Starts Mosquitto with the config `config(dir, port)` returns: `dir` is the broker's
+    /// temp dir (for certificates, password and ACL files), `port` a free loopback port for
+    /// its one listener. The harness adds only logging to stderr (read by `log`) and
+    /// `user root` (so the broker can read files in the temp dir).
+    pub fn start_config(config: impl FnOnce(&Path, u16) -> String) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let persistence = if persistent {
-            format!(
-                "persistence true\npersistence_location {}/\n",
-                dir.path().display()
-            )
-        } else {
-            "persistence false\n".to_owned()
-        };
         let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}user root\nlog_dest stderr\nlog_type all\n"
+            "{}\nuser root\nlog_dest stderr\nlog_type all\n",
+            config(dir.path(), port)
         );
         std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
         let mut broker = Broker {
@@ -64,6 +75,10 @@ impl Broker {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn url(&self) -> String {

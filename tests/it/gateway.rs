@@ -410,10 +410,19 @@ impl Phone {
     }
 
     pub fn connect_to(port: u16, client_id: &str, filters: &[String]) -> Phone {
+        Phone::connect_with(Phone::options(port, client_id), filters)
+    }
+
+    /// The phone's options, for `connect_with` after adding credentials or TLS.
+    pub fn options(port: u16, client_id: &str) -> MqttOptions {
         let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5))
             .set_clean_session(false)
             .set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
+        opts
+    }
+
+    pub fn connect_with(opts: MqttOptions, filters: &[String]) -> Phone {
         let (client, mut connection) = Client::new(opts, 64);
         let msgs = Arc::new(Mutex::new(Vec::new()));
         let connected = Arc::new(AtomicBool::new(false));

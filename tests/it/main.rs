@@ -15,6 +15,7 @@ mod gateway;
 mod keys_file;
 mod lanes;
 mod mqtt;
+mod mqtt_tls;
 mod ops;
 mod package;
 mod store;

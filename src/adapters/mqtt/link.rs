@@ -74,7 +74,7 @@ pub struct MqttSettings {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// PEM file of the CA certificates trusted for `mqtts://` (required for it).
+    /// PEM file of the CA certificates trusted for `mqtts://`; without it, the system's.
     pub ca_file: Option<PathBuf>,
     /// At least one second.
     pub keep_alive: Duration,
@@ -233,19 +233,37 @@ fn parse_url(url: &str) -> anyhow::Result<(String, u16, bool)> {
     Ok((host.to_owned(), port, tls))
 }
 
-fn tls_config(ca_file: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+/// Trusts the CA certificates in `ca_file`, or without it the system's (`/etc/ssl/certs`, or
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set), as `mqtt.ca_file` is documented.
+fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_file)
-        .with_context(|| format!("reading CA file {}", ca_file.display()))?
-    {
-        let cert = cert.with_context(|| format!("parsing CA file {}", ca_file.display()))?;
-        roots
-            .add(cert)
-            .with_context(|| format!("CA certificate in {}", ca_file.display()))?;
-    }
-    if roots.is_empty() {
-        bail!("no certificate found in CA file {}", ca_file.display());
+    match ca_file {
+        Some(ca_file) => {
+            for cert in CertificateDer::pem_file_iter(ca_file)
+                .with_context(|| format!("reading CA file {}", ca_file.display()))?
+            {
+                let cert =
+                    cert.with_context(|| format!("parsing CA file {}", ca_file.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("CA certificate in {}", ca_file.display()))?;
+            }
+            if roots.is_empty() {
+                bail!("no certificate found in CA file {}", ca_file.display());
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                warn!(error = %e, "reading the system's CA certificates");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            debug!(added, ignored, "the system's CA certificates");
+            if roots.is_empty() {
+                bail!("mqtts:// without mqtt.ca_file trusts the system's CA certificates, and none were found: install ca-certificates, or set mqtt.ca_file");
+            }
+        }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
@@ -279,11 +297,7 @@ fn mqtt_options(s: &MqttSettings) -> anyhow::Result<MqttOptions> {
         (None, None) => {}
     }
     if tls {
-        let ca = s
-            .ca_file
-            .as_deref()
-            .context("mqtts:// needs mqtt.ca_file (the CA that signed the broker's certificate)")?;
-        let config = tls_config(ca)?;
+        let config = tls_config(s.ca_file.as_deref())?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(config),
         )));
@@ -353,6 +367,24 @@ fn ready(tracker: &Mutex<Tracker>, connected: &mut bool) -> LinkEvent {
     lock(tracker).connected = true;
     *connected = true;
     LinkEvent::Connected
+}
+
+/// What an installer should check, for the failures that are a setting, not an outage.
+fn hint(e: &ConnectionError) -> Option<&'static str> {
+    use rumqttc::ConnectReturnCode::*;
+    match e {
+        // Mosquitto answers a wrong password with "not authorised" (5) on MQTT 3.1.1.
+        ConnectionError::ConnectionRefused(BadUserNamePassword | NotAuthorized) => Some(
+            "the broker refused the user name or password: check mqtt.username and the password in mqtt.password_file against the broker's password file",
+        ),
+        ConnectionError::ConnectionRefused(BadClientId) => {
+            Some("the broker refused the client id (the gateway_id)")
+        }
+        ConnectionError::Tls(_) => Some(
+            "TLS failed: mqtt.ca_file must hold the CA that signed the broker's certificate, and that certificate must name the host in mqtt.url",
+        ),
+        _ => None,
+    }
 }
 
 fn is_oversize(e: &ConnectionError) -> bool {
@@ -461,7 +493,14 @@ async fn run(
                 if dropping_session && oversize {
                     // Reconnect at once: the clean session is only a step.
                 } else {
-                    warn!(%url, error = %e, retry_in = ?backoff, "MQTT connection failed");
+                    match hint(&e) {
+                        Some(hint) => {
+                            warn!(%url, error = %e, hint, retry_in = ?backoff, "MQTT connection failed")
+                        }
+                        None => {
+                            warn!(%url, error = %e, retry_in = ?backoff, "MQTT connection failed")
+                        }
+                    }
                     for ev in out.drain(..) {
                         if tx.send(ev).await.is_err() {
                             return;
@@ -507,7 +546,7 @@ mod tests {
     }
 
     #[test]
-    fn mqtts_needs_a_ca_file() {
+    fn a_missing_ca_file_is_an_error() {
         let s = MqttSettings {
             url: "mqtts://broker.local".into(),
             client_id: "gw".into(),
@@ -522,8 +561,6 @@ mod tests {
                 retain: true,
             },
         };
-        let err = mqtt_options(&s).unwrap_err().to_string();
-        assert!(err.contains("ca_file"), "{err}");
         let missing = MqttSettings {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..s.clone()
