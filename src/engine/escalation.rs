@@ -120,14 +120,13 @@ impl Ctx<'_> {
         tier
     }
 
-    /// Moves `updated_at` on, strictly, and republishes the document.
+    /// Moves `updated_at` on, strictly, and republishes the document. Documents carry
+    /// milliseconds, so `updated_at` is kept in whole milliseconds: two changes within one
+    /// millisecond must still print as two different times.
     fn touch(&mut self, a: &mut Alert) {
         let next = a.updated_at + SignedDuration::from_millis(1);
-        a.updated_at = if self.wall > a.updated_at {
-            self.wall
-        } else {
-            next
-        };
+        let wall = Timestamp::from_millisecond(self.wall.as_millisecond()).unwrap_or(self.wall);
+        a.updated_at = if wall > a.updated_at { wall } else { next };
         self.out
             .push_back(Output::AlertChanged(Box::new(a.clone())));
     }

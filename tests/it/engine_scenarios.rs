@@ -607,21 +607,34 @@ fn restart_in_every_state_continues_where_it_was() {
 fn updated_at_strictly_increases_per_alert() {
     let mut s = Sim::at(local(10, 0));
     let id = s.sos(17);
-    // Several changes in the same millisecond.
+    // Several changes within one millisecond: the documents (which carry milliseconds) must
+    // still differ in updated_at.
+    s.advance(0.0001);
     s.act("zhang", &id, Action::Delivered).unwrap();
+    s.advance(0.0001);
     s.act("li", &id, Action::Delivered).unwrap();
+    s.advance(0.0003);
     s.act("zhang", &id, Action::Ack).unwrap();
     s.advance(3600.0);
-    let mut last = None;
+    let mut last: Option<i64> = None;
+    let mut changes = 0;
     for (_, o) in &s.outputs {
         if let Output::AlertChanged(a) = o {
             if a.id != id {
                 continue;
             }
+            let ms = a.updated_at.as_millisecond();
+            assert_eq!(
+                a.updated_at,
+                jiff::Timestamp::from_millisecond(ms).unwrap(),
+                "whole milliseconds"
+            );
             if let Some(prev) = last {
-                assert!(a.updated_at > prev);
+                assert!(ms > prev, "{ms} after {prev}");
             }
-            last = Some(a.updated_at);
+            last = Some(ms);
+            changes += 1;
         }
     }
+    assert!(changes >= 4);
 }
