@@ -67,7 +67,8 @@ impl Default for BleSettings {
 pub struct BleStatus {
     /// Adapter in use (`hci0`), empty before one was found.
     pub adapter: String,
-    /// Powered and scanning as far as we know.
+    /// Powered and scanning as far as we know, and not deaf: false from the watchdog's first
+    /// silence until anything is heard again.
     pub adapter_ok: bool,
     /// Scans restarted (silence, power back on, discovery stopped behind our back).
     pub scan_restarts: u64,
@@ -168,15 +169,29 @@ struct Source {
 }
 
 impl Source {
+    /// Publishes `local`, with `adapter_ok` false while the watchdog counts silences: a scan
+    /// that hears nobody is not one the operator may trust, whatever BlueZ says.
     fn publish(&self) {
+        let mut now = self.local.clone();
+        now.adapter_ok &= self.dog.silences() == 0;
         self.status.send_if_modified(|s| {
-            if *s == self.local {
+            if *s == now {
                 false
             } else {
-                *s = self.local.clone();
+                *s = now;
                 true
             }
         });
+    }
+
+    /// Anything heard: the radio works, and a silence ladder under way is over.
+    fn heard(&mut self) {
+        let silences = self.dog.silences();
+        self.dog.heard(Instant::now().into_std());
+        if silences > 0 {
+            tracing::info!(silences, "BLE: hearing advertisements again");
+            self.publish();
+        }
     }
 
     async fn scan(
@@ -210,7 +225,12 @@ impl Source {
                     }
                 }
                 () = sleep_until_opt(dog_deadline) => {
-                    match self.dog.on_timeout(Instant::now().into_std()) {
+                    let step = self.dog.on_timeout(Instant::now().into_std());
+                    if step.is_some() {
+                        // Deaf until anything is heard: the status says so at once.
+                        self.publish();
+                    }
+                    match step {
                         None => {}
                         Some(SilenceStep::RestartScan) => {
                             self.restart_scan(&session, "silence").await;
@@ -291,7 +311,7 @@ impl Source {
         let company_id = self.cfg.company_id;
         match ev {
             CentralEvent::DeviceDiscovered(id) => {
-                self.dog.heard(Instant::now().into_std());
+                self.heard();
                 self.local.adverts_seen += 1;
                 // The first advertisement's data is only in the device's properties.
                 let read = async {
@@ -325,7 +345,7 @@ impl Source {
                 id,
                 mut manufacturer_data,
             } => {
-                self.dog.heard(Instant::now().into_std());
+                self.heard();
                 self.local.adverts_seen += 1;
                 match manufacturer_data.remove(&company_id) {
                     Some(data) => {
@@ -347,13 +367,13 @@ impl Source {
                 }
             }
             CentralEvent::RssiUpdate { id, rssi } => {
-                self.dog.heard(Instant::now().into_std());
+                self.heard();
                 self.devices.set_rssi(&id, rssi);
                 self.last_rssi = Some((id, rssi));
             }
             CentralEvent::ServiceDataAdvertisement { .. }
             | CentralEvent::ServicesAdvertisement { .. } => {
-                self.dog.heard(Instant::now().into_std());
+                self.heard();
             }
             // bluez-async sets Powered=true itself before each StartDiscovery, and a
             // PropertiesChanged may follow: only a return from PoweredOff is news.
