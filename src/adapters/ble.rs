@@ -30,7 +30,7 @@ use btleplug::api::{
     Central, CentralEvent, CentralState, Manager as _, Peripheral as _, ScanFilter,
 };
 use btleplug::platform::{Adapter, Manager, PeripheralId};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -185,7 +185,10 @@ impl Source {
     }
 
     /// Anything heard: the radio works, and a silence ladder under way is over.
-    fn heard(&mut self) {
+    fn heard(&mut self, live: bool) {
+        if !live {
+            return;
+        }
         let silences = self.dog.silences();
         self.dog.heard(Instant::now().into_std());
         if silences > 0 {
@@ -200,6 +203,16 @@ impl Source {
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> anyhow::Result<Ended> {
         let mut events = session.start().await?;
+        // btleplug opens the stream with a `DeviceDiscovered` for every device BlueZ remembers.
+        // Their data is passed on (BlueZ may hold an SOS sent while we reconnected; the replay
+        // window drops repeats), but they are not advertisements heard now: counted as heard
+        // they reset the watchdog at every new connection, so with any remembered device its
+        // ladder never reached its third step.
+        while let Some(Some(ev)) = events.next().now_or_never() {
+            if !self.on_event(&session, ev, false).await? {
+                return Ok(Ended::Shutdown);
+            }
+        }
         self.local.adapter = session.name.clone();
         self.local.adapter_ok = true;
         self.publish();
@@ -220,7 +233,7 @@ impl Source {
                     let Some(ev) = ev else {
                         return Ok(Ended::Recreate("event stream ended"));
                     };
-                    if !self.on_event(&session, ev).await? {
+                    if !self.on_event(&session, ev, true).await? {
                         return Ok(Ended::Shutdown);
                     }
                 }
@@ -306,12 +319,18 @@ impl Source {
         self.publish();
     }
 
-    /// Returns `false` once the daemon is gone.
-    async fn on_event(&mut self, session: &Session, ev: CentralEvent) -> anyhow::Result<bool> {
+    /// Returns `false` once the daemon is gone. `live`: heard on air now, not a device BlueZ
+    /// remembered when the stream opened (which proves nothing about the radio).
+    async fn on_event(
+        &mut self,
+        session: &Session,
+        ev: CentralEvent,
+        live: bool,
+    ) -> anyhow::Result<bool> {
         let company_id = self.cfg.company_id;
         match ev {
             CentralEvent::DeviceDiscovered(id) => {
-                self.heard();
+                self.heard(live);
                 self.local.adverts_seen += 1;
                 // The first advertisement's data is only in the device's properties.
                 let read = async {
@@ -345,7 +364,7 @@ impl Source {
                 id,
                 mut manufacturer_data,
             } => {
-                self.heard();
+                self.heard(live);
                 self.local.adverts_seen += 1;
                 match manufacturer_data.remove(&company_id) {
                     Some(data) => {
@@ -367,13 +386,13 @@ impl Source {
                 }
             }
             CentralEvent::RssiUpdate { id, rssi } => {
-                self.heard();
+                self.heard(live);
                 self.devices.set_rssi(&id, rssi);
                 self.last_rssi = Some((id, rssi));
             }
             CentralEvent::ServiceDataAdvertisement { .. }
             | CentralEvent::ServicesAdvertisement { .. } => {
-                self.heard();
+                self.heard(live);
             }
             // bluez-async sets Powered=true itself before each StartDiscovery, and a
             // PropertiesChanged may follow: only a return from PoweredOff is news.
