@@ -18,7 +18,11 @@ const BAND_17: &str = "C8:FD:19:00:00:11";
 
 /// A site whose daemon scans BlueZ (the mock) instead of replaying a capture.
 fn bluez_site(broker: &Broker, site_id: &str, silence_restart: &str) -> Site {
-    let site = Site::new(site_id, broker.port(), &SiteConfig::default(), &[]);
+    bluez_site_on(broker.port(), site_id, silence_restart, COMPANY_ID)
+}
+
+fn bluez_site_on(port: u16, site_id: &str, silence_restart: &str, company_id: u16) -> Site {
+    let site = Site::new(site_id, port, &SiteConfig::default(), &[]);
     let text = std::fs::read_to_string(&site.config).unwrap();
     let replay = "source = \"replay\"\nreplay_file = \"capture.jsonl\"\n";
     assert!(text.contains(replay), "the site template changed:\n{text}");
@@ -33,6 +37,10 @@ fn bluez_site(broker: &Broker, site_id: &str, silence_restart: &str) -> Site {
         .replace(
             "keys_file = \"keys.toml\"\n",
             "keys_file = \"keys.toml\"\ncontrol_socket = \"control.sock\"\n",
+        )
+        .replace(
+            "company_id = 0xFFFF\n",
+            &format!("company_id = 0x{company_id:04X}\n"),
         );
     std::fs::write(&site.config, text).unwrap();
     site
@@ -439,4 +447,72 @@ fn bluetoothd_not_running_at_start_shows_not_ok_until_it_comes() {
         &frame(17, 501, 80, BandEvent::Sos),
     );
     phone.wait_page(&p, "zhang", "new", "17-501");
+}
+
+#[test]
+fn scan_with_the_config_uses_its_keys_company_id_and_silence_and_names_the_resident() {
+    let m = &mut MockBluez::start();
+    // No broker: scan needs none; the port is only text in the config.
+    let site = bluez_site_on(1, "bz6", "2s", 0x0A0B);
+    let out = site.path().join("scan.out");
+    let err = site.path().join("scan.err");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bandgate"))
+        .args(["scan", "--seconds", "60", "--config"])
+        .arg(&site.config)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &m.address)
+        .env("RUST_LOG", "warn,bandgate=info")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&err).unwrap_or_default();
+    let end = Instant::now() + WAIT;
+    while m.calls("StartDiscovery") < 1 {
+        assert!(Instant::now() < end, "scan never discovered:\n{}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Under the config's company id, with the config's key for band 17.
+    m.advert(
+        BAND_17,
+        -57,
+        0x0A0B,
+        &seal(
+            &Frame {
+                device_id: 17,
+                seq: 601,
+                battery_pct: 66,
+                worn: true,
+                event: BandEvent::Sos,
+            },
+            0x0A0B,
+            &key_of(17),
+        ),
+    );
+    // Then nothing: the config's 2 s silence_restart ends the scan (exit 1) within seconds,
+    // not after the default 3 x 60 s; the final table is printed all the same.
+    let end = Instant::now() + WAIT;
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("scan did not give up with silence_restart = 2s:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(1), "{}", log());
+    let table = std::fs::read_to_string(&out).unwrap();
+    assert!(table.contains("adapter hci0"), "{table}");
+    assert!(table.contains("company id 0x0A0B"), "{table}");
+    let band = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("17 "))
+        .unwrap_or_else(|| panic!("band 17 not in the table:\n{table}"));
+    assert!(band.contains("王秀英"), "the resident's name: {table}");
+    assert!(band.contains("sos") && band.contains("66%"), "{table}");
+    assert!(
+        band.trim_end().ends_with("ok"),
+        "opened with the config's key: {table}"
+    );
 }
