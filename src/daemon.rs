@@ -174,6 +174,7 @@ pub async fn run(
         }
     };
 
+    let cfg_source = cfg.ble.source;
     let (health, _) = watch::channel(Health::default());
     let mut d = Daemon {
         cfg,
@@ -186,7 +187,9 @@ pub async fn run(
         volatile_id: VOLATILE_ID_BASE,
         started_at,
         adapter,
-        adapter_ok: true,
+        // A radio is not ok until its source says it scans: the source's first report may be
+        // "not ok", which equals the watch's initial value and so is never sent as a change.
+        adapter_ok: cfg_source != SourceKind::Bluez,
         store_ok: true,
         ack_errors: Default::default(),
         health,

@@ -76,19 +76,25 @@ enum Command {
         /// Record every advertisement heard to this file (replay capture format, JSON lines).
         #[arg(long)]
         record: Option<PathBuf>,
-        /// The key file (keys.toml); without it every band shows `unknown_device`.
+        /// The gateway's configuration (bandgate.toml): keys, company id, adapter and
+        /// silence_restart from it, and the residents' names in the table. The options below
+        /// override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The key file (keys.toml); without it (or --config) every band shows
+        /// `unknown_device`.
         #[arg(long)]
         keys: Option<PathBuf>,
         /// Bluetooth adapter to use (default: the first BlueZ lists).
         #[arg(long)]
         adapter: Option<String>,
-        /// Company id the bands send under (0xFFFF or 65535).
-        #[arg(long, default_value = "0xFFFF", value_parser = cli::parse_company_id)]
-        company_id: u16,
+        /// Company id the bands send under (0xFFFF or 65535) [default: 0xFFFF].
+        #[arg(long, value_parser = cli::parse_company_id)]
+        company_id: Option<u16>,
         /// Silence from every advertiser after which the scan is restarted (then BlueZ
-        /// reconnected, then bandgate exits non-zero).
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        silence_restart: std::time::Duration,
+        /// reconnected, then bandgate exits non-zero) [default: 60s].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        silence_restart: Option<std::time::Duration>,
     },
     /// Run the gateway (what systemd starts): radio or replay/simulation in, pages out over
     /// MQTT, state kept in state_dir. Exits 78 on a bad configuration, 1 on a failure.
@@ -202,30 +208,57 @@ fn main() -> ExitCode {
         Command::Scan {
             seconds,
             record,
+            config,
             keys,
             adapter,
             company_id,
             silence_restart,
         } => {
-            let keys = match keys.map(|k| config::keys::load(&k)).transpose() {
-                Ok(k) => k.unwrap_or_default(),
+            // bandgate.toml first (the daemon's view of the site), then the options on top.
+            let site = match config.map(|c| config::file::load(&c)).transpose() {
+                Ok(site) => site,
                 Err(problems) => {
                     eprintln!("{problems}");
                     return ExitCode::from(EX_CONFIG);
                 }
             };
+            let keys = match keys.map(|k| config::keys::load(&k)).transpose() {
+                Ok(Some(k)) => k,
+                Ok(None) => site.as_ref().map(|s| s.keys.clone()).unwrap_or_default(),
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            let defaults = BleSettings::default();
+            let ble = match &site {
+                Some(s) => BleSettings {
+                    adapter: adapter.or_else(|| s.ble.adapter.clone()),
+                    company_id: company_id.unwrap_or(s.ble.company_id),
+                    silence_restart: silence_restart.unwrap_or(s.ble.silence_restart),
+                },
+                None => BleSettings {
+                    adapter,
+                    company_id: company_id.unwrap_or(defaults.company_id),
+                    silence_restart: silence_restart.unwrap_or(defaults.silence_restart),
+                },
+            };
+            let names = site
+                .map(|s| {
+                    s.setup
+                        .residents
+                        .into_iter()
+                        .map(|(device_id, r)| (device_id, r.name))
+                        .collect()
+                })
+                .unwrap_or_default();
             init_logs();
             let args = scan::ScanArgs {
                 duration: seconds.map(std::time::Duration::from_secs),
                 record,
                 keys,
-                ble: BleSettings {
-                    adapter,
-                    company_id,
-                    silence_restart,
-                },
-                // Resident names come from bandgate.toml once the config module loads it.
-                names: Default::default(),
+                ble,
+                names,
             };
             match scan::run(args) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -27,8 +27,8 @@ pub struct ScanArgs {
     /// Enrolled bands; without keys every band shows `unknown_device`.
     pub keys: Keyring,
     pub ble: BleSettings,
-    /// Resident names by device id. Hook for `bandgate.toml` (residents), filled by the
-    /// config module once it exists; empty until then.
+    /// Resident names by device id, from `bandgate.toml`'s residents (`--config`); empty
+    /// without it.
     pub names: HashMap<u32, String>,
 }
 

@@ -30,7 +30,7 @@ use btleplug::api::{
     Central, CentralEvent, CentralState, Manager as _, Peripheral as _, ScanFilter,
 };
 use btleplug::platform::{Adapter, Manager, PeripheralId};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -67,7 +67,8 @@ impl Default for BleSettings {
 pub struct BleStatus {
     /// Adapter in use (`hci0`), empty before one was found.
     pub adapter: String,
-    /// Powered and scanning as far as we know.
+    /// Powered and scanning as far as we know, and not deaf: false from the watchdog's first
+    /// silence until anything is heard again.
     pub adapter_ok: bool,
     /// Scans restarted (silence, power back on, discovery stopped behind our back).
     pub scan_restarts: u64,
@@ -168,15 +169,32 @@ struct Source {
 }
 
 impl Source {
+    /// Publishes `local`, with `adapter_ok` false while the watchdog counts silences: a scan
+    /// that hears nobody is not one the operator may trust, whatever BlueZ says.
     fn publish(&self) {
+        let mut now = self.local.clone();
+        now.adapter_ok &= self.dog.silences() == 0;
         self.status.send_if_modified(|s| {
-            if *s == self.local {
+            if *s == now {
                 false
             } else {
-                *s = self.local.clone();
+                *s = now;
                 true
             }
         });
+    }
+
+    /// Anything heard: the radio works, and a silence ladder under way is over.
+    fn heard(&mut self, live: bool) {
+        if !live {
+            return;
+        }
+        let silences = self.dog.silences();
+        self.dog.heard(Instant::now().into_std());
+        if silences > 0 {
+            tracing::info!(silences, "BLE: hearing advertisements again");
+            self.publish();
+        }
     }
 
     async fn scan(
@@ -185,6 +203,16 @@ impl Source {
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> anyhow::Result<Ended> {
         let mut events = session.start().await?;
+        // btleplug opens the stream with a `DeviceDiscovered` for every device BlueZ remembers.
+        // Their data is passed on (BlueZ may hold an SOS sent while we reconnected; the replay
+        // window drops repeats), but they are not advertisements heard now: counted as heard
+        // they reset the watchdog at every new connection, so with any remembered device its
+        // ladder never reached its third step.
+        while let Some(Some(ev)) = events.next().now_or_never() {
+            if !self.on_event(&session, ev, false).await? {
+                return Ok(Ended::Shutdown);
+            }
+        }
         self.local.adapter = session.name.clone();
         self.local.adapter_ok = true;
         self.publish();
@@ -205,12 +233,17 @@ impl Source {
                     let Some(ev) = ev else {
                         return Ok(Ended::Recreate("event stream ended"));
                     };
-                    if !self.on_event(&session, ev).await? {
+                    if !self.on_event(&session, ev, true).await? {
                         return Ok(Ended::Shutdown);
                     }
                 }
                 () = sleep_until_opt(dog_deadline) => {
-                    match self.dog.on_timeout(Instant::now().into_std()) {
+                    let step = self.dog.on_timeout(Instant::now().into_std());
+                    if step.is_some() {
+                        // Deaf until anything is heard: the status says so at once.
+                        self.publish();
+                    }
+                    match step {
                         None => {}
                         Some(SilenceStep::RestartScan) => {
                             self.restart_scan(&session, "silence").await;
@@ -286,12 +319,18 @@ impl Source {
         self.publish();
     }
 
-    /// Returns `false` once the daemon is gone.
-    async fn on_event(&mut self, session: &Session, ev: CentralEvent) -> anyhow::Result<bool> {
+    /// Returns `false` once the daemon is gone. `live`: heard on air now, not a device BlueZ
+    /// remembered when the stream opened (which proves nothing about the radio).
+    async fn on_event(
+        &mut self,
+        session: &Session,
+        ev: CentralEvent,
+        live: bool,
+    ) -> anyhow::Result<bool> {
         let company_id = self.cfg.company_id;
         match ev {
             CentralEvent::DeviceDiscovered(id) => {
-                self.dog.heard(Instant::now().into_std());
+                self.heard(live);
                 self.local.adverts_seen += 1;
                 // The first advertisement's data is only in the device's properties.
                 let read = async {
@@ -325,7 +364,7 @@ impl Source {
                 id,
                 mut manufacturer_data,
             } => {
-                self.dog.heard(Instant::now().into_std());
+                self.heard(live);
                 self.local.adverts_seen += 1;
                 match manufacturer_data.remove(&company_id) {
                     Some(data) => {
@@ -347,13 +386,13 @@ impl Source {
                 }
             }
             CentralEvent::RssiUpdate { id, rssi } => {
-                self.dog.heard(Instant::now().into_std());
+                self.heard(live);
                 self.devices.set_rssi(&id, rssi);
                 self.last_rssi = Some((id, rssi));
             }
             CentralEvent::ServiceDataAdvertisement { .. }
             | CentralEvent::ServicesAdvertisement { .. } => {
-                self.dog.heard(Instant::now().into_std());
+                self.heard(live);
             }
             // bluez-async sets Powered=true itself before each StartDiscovery, and a
             // PropertiesChanged may follow: only a return from PoweredOff is news.

@@ -518,6 +518,23 @@ fn silence_restarts_the_scan_then_bluez_then_exits_non_zero() {
 }
 
 #[test]
+fn the_silence_ladder_reaches_its_end_when_bluez_remembers_a_device() {
+    // A new BlueZ connection reports every device BlueZ remembers as discovered: that must
+    // not count as hearing, or the second step resets the ladder and it never ends.
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--silence-restart", "2s", "--seconds", "60"]);
+    wait_discovering(&m, &scan, 1);
+    let band = heartbeat(1, 7);
+    m.advert("C8:FD:19:00:00:01", -60, 0xFFFF, &band);
+    let code = scan.wait(Duration::from_secs(40));
+    let log = scan.log();
+    assert_eq!(code, 1, "a third silence must exit non-zero:\n{log}");
+    assert!(has(&scan.captured(), &band), "{log}");
+    assert_eq!(log.matches("second silence").count(), 1, "{log}");
+    assert!(log.contains("giving up"), "{log}");
+}
+
+#[test]
 fn a_burst_of_2000_adverts_keeps_its_one_sos() {
     let mut m = MockBluez::start();
     let mut scan = m.scan(&[]);

@@ -2,6 +2,7 @@
 
 mod architecture;
 mod ble;
+mod ble_daemon;
 mod broker;
 mod cli_decode;
 mod config_file;

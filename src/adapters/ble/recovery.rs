@@ -75,6 +75,15 @@ impl Watchdog {
         self.state == DogState::Paused
     }
 
+    /// Silences in a row since anything was heard (0 while paused): while above 0 the scan
+    /// is presumed deaf, whatever BlueZ says about the adapter.
+    pub fn silences(&self) -> u8 {
+        match self.state {
+            DogState::Paused => 0,
+            DogState::Armed { strikes, .. } => strikes,
+        }
+    }
+
     /// When `on_timeout` must next be called; `None` while paused.
     pub fn deadline(&self) -> Option<Instant> {
         match self.state {
@@ -248,12 +257,16 @@ mod tests {
     fn hearing_anything_resets_the_ladder() {
         let t0 = Instant::now();
         let mut dog = Watchdog::new(t0, S);
+        assert_eq!(dog.silences(), 0);
         assert_eq!(dog.on_timeout(t0 + S), Some(SilenceStep::RestartScan));
+        assert_eq!(dog.silences(), 1);
         assert_eq!(
             dog.on_timeout(t0 + 2 * S),
             Some(SilenceStep::RecreateManager)
         );
+        assert_eq!(dog.silences(), 2);
         dog.heard(t0 + 2 * S + Duration::from_secs(1));
+        assert_eq!(dog.silences(), 0);
         assert_eq!(dog.on_timeout(t0 + 3 * S), None);
         assert_eq!(
             dog.on_timeout(t0 + 3 * S + Duration::from_secs(1)),
@@ -280,6 +293,7 @@ mod tests {
         let mut dog = Watchdog::new(t0, S);
         assert_eq!(dog.on_timeout(t0 + S), Some(SilenceStep::RestartScan));
         dog.pause();
+        assert_eq!(dog.silences(), 0, "a known reason replaces the presumption");
         assert_eq!(dog.deadline(), None);
         assert_eq!(dog.on_timeout(t0 + 10 * S), None);
         dog.heard(t0 + 10 * S);
