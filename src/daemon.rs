@@ -69,6 +69,8 @@ struct Daemon {
     adapter_ok: bool,
     store_ok: bool,
     ack_errors: std::collections::BTreeMap<&'static str, u64>,
+    /// Last read of the lanes' drop counter (the lanes belong to the loop, not to `Daemon`).
+    telemetry_dropped: u64,
     health: watch::Sender<Health>,
 }
 
@@ -172,6 +174,7 @@ pub async fn run(
         adapter_ok: true,
         store_ok: true,
         ack_errors: Default::default(),
+        telemetry_dropped: 0,
         health,
     };
     d.flush();
@@ -218,7 +221,10 @@ pub async fn run(
                     Err(e) => break Err(anyhow::anyhow!("advertisement source panicked: {e}")),
                 }
             }
-            _ = status_tick.tick() => d.publish_status(),
+            _ = status_tick.tick() => {
+                d.telemetry_dropped = rx.dropped();
+                d.publish_status();
+            }
             Ok(()) = ble_status.changed() => {
                 let st = ble_status.borrow_and_update().clone();
                 if !st.adapter.is_empty() {
@@ -410,6 +416,7 @@ impl Daemon {
             );
         }
         let dropped = rx.dropped();
+        self.telemetry_dropped = dropped;
         if dropped > 0 {
             tracing::warn!(
                 dropped,
@@ -465,6 +472,8 @@ impl Daemon {
                 .devices_heard_since(wall - SignedDuration::from_mins(15)),
             open_alerts: self.engine.open_alerts(),
             outbox_len: self.store.outbox_len().unwrap_or(0) as usize,
+            frames_accepted: self.engine.intake().accepted(),
+            telemetry_dropped: self.telemetry_dropped,
         };
         let msg = mqtt::status(&self.topics, &status);
         self.publish_volatile(&msg);
