@@ -63,6 +63,9 @@ struct Daemon {
     connected: bool,
     /// Highest outbox id handed to the link since the last (re)connect.
     cursor: Option<i64>,
+    /// The link refused a row (its queue was full): pump again on the next PUBACK, not only on
+    /// the next engine event, which may be a timeout minutes away.
+    pump_stalled: bool,
     volatile_id: u64,
     started_at: Timestamp,
     adapter: String,
@@ -168,6 +171,7 @@ pub async fn run(
         topics,
         connected: false,
         cursor: None,
+        pump_stalled: false,
         volatile_id: VOLATILE_ID_BASE,
         started_at,
         adapter,
@@ -324,6 +328,9 @@ impl Daemon {
                         );
                     }
                 }
+                if self.pump_stalled {
+                    self.pump();
+                }
             }
             LinkEvent::Message { topic, payload } => {
                 match mqtt::parse_ack(&self.topics, &topic, &payload) {
@@ -440,10 +447,12 @@ impl Daemon {
                 }
             };
             if rows.is_empty() {
+                self.pump_stalled = false;
                 return;
             }
             for (id, msg) in rows {
                 if !self.link.publish(id as u64, &msg) {
+                    self.pump_stalled = true;
                     return;
                 }
                 self.cursor = Some(id);
