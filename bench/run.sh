@@ -5,15 +5,19 @@
 #
 #   bench/run.sh            # the full run (~10 min on a quiet 2-core box)
 #   bench/run.sh --quick    # a smaller version (~2 min) to check that it works
+#   bench/run.sh --only latency    # one part (latency, search, steady, timers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=()
-for arg in "$@"; do
-    case "$arg" in
-        --quick) quick=(--quick) ;;
-        *) echo "usage: bench/run.sh [--quick]" >&2; exit 64 ;;
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick+=(--quick) ;;
+        # e.g. --only latency,timers (parts: latency, search, steady, timers)
+        --only) quick+=(--only "$2"); shift ;;
+        *) echo "usage: bench/run.sh [--quick] [--only latency,search,steady,timers]" >&2; exit 64 ;;
     esac
+    shift
 done
 
 mosquitto=$(command -v mosquitto || ls /usr/sbin/mosquitto 2>/dev/null || true)

@@ -31,6 +31,8 @@ struct Args {
     out: PathBuf,
     quick: bool,
     bands: u32,
+    /// Run only these parts (latency, search, steady, timers); all when empty.
+    only: Vec<String>,
 }
 
 fn args() -> Args {
@@ -42,6 +44,7 @@ fn args() -> Args {
         out: "bench/results.json".into(),
         quick: false,
         bands: 10_000,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -54,6 +57,7 @@ fn args() -> Args {
             "--out" => a.out = v().into(),
             "--bands" => a.bands = v().parse().expect("--bands"),
             "--quick" => a.quick = true,
+            "--only" => a.only = v().split(',').map(str::to_string).collect(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -307,6 +311,11 @@ fn phone(port: u16, prefix: &str) -> Phone {
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut conn) = rumqttc::Client::new(o, 1024);
+    if std::env::var_os("E2E_PHONE_NODELAY").is_some() {
+        let mut n = conn.eventloop.network_options();
+        n.set_tcp_nodelay(true);
+        conn.eventloop.set_network_options(n);
+    }
     for t in ["alerts/+", "notify/+", "gateways/+/status"] {
         client
             .subscribe(format!("{prefix}/{t}"), rumqttc::QoS::AtLeastOnce)
@@ -627,9 +636,15 @@ fn latency(a: &Args, plan: &Plan, load: f64, pinned: bool, tmpfs: bool) -> Value
     let d = spawn_daemon(a, &site, pinned, "run");
     let mut feed = Feeder::open(&site);
     phone.wait_status("the gateway's status", Duration::from_secs(30), |_| true);
+    let probe = (!tmpfs).then(|| fsync_probe(state_root.join(format!("{tag}-probe"))));
     // SOS spaced out so alarms measure latency, not a queue of our own making: ~25/s.
     let secs = (plan.sos as f64 / 25.0).max(2.0);
+    let t0 = Instant::now();
     let (handed, achieved) = feed.run(load, secs, plan.sos, 1, &mut phone);
+    let fsync_during = probe.map(|(run, h)| {
+        run.store(false, std::sync::atomic::Ordering::Relaxed);
+        h.join().unwrap()
+    });
     wait_alerts(&mut phone, &handed, Duration::from_secs(20));
     let sent = feed.sent;
     phone.wait_status("all frames accepted", Duration::from_secs(10), |s| {
@@ -637,7 +652,22 @@ fn latency(a: &Args, plan: &Plan, load: f64, pinned: bool, tmpfs: bool) -> Value
             >= sent
     });
     let (v, missing) = latencies(&handed, &phone);
+    // The slowest SOS and when they were sent (s after the feed began): periodic = a flush.
+    let mut slow: Vec<(f64, f64)> = handed
+        .iter()
+        .filter_map(|(id, at)| {
+            let got = phone.first_alert.get(id)?;
+            Some((
+                round2(at.duration_since(t0).as_secs_f64()),
+                round2(got.duration_since(*at).as_secs_f64() * 1000.0),
+            ))
+        })
+        .collect();
+    slow.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+    slow.truncate(10);
     let mut r = summary_ms(v);
+    r["slowest_at_s_ms"] = json!(slow);
+    r["fsync_during"] = json!(fsync_during);
     r["scenario"] = json!(tag);
     r["load_fps"] = json!(load);
     r["achieved_fps"] = json!(achieved.round());
@@ -885,6 +915,43 @@ fn timers(a: &Args, plan: &Plan, pinned: bool) -> Value {
     r
 }
 
+/// The same probe, on its own thread for as long as the returned flag stays set (the disk is
+/// shared: its latency during a scenario is what the commit competed with).
+fn fsync_probe(
+    dir: PathBuf,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<Value>,
+) {
+    let run = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = run.clone();
+    let handle = std::thread::spawn(move || {
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fsync-probe");
+        let mut f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&[0u8; 256]).unwrap();
+        f.sync_all().unwrap();
+        let mut v = Vec::new();
+        while flag.load(std::sync::atomic::Ordering::Relaxed) {
+            use std::io::Seek;
+            f.seek(std::io::SeekFrom::Start(0)).unwrap();
+            let t = Instant::now();
+            f.write_all(&[0x5au8; 256]).unwrap();
+            f.sync_data().unwrap();
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(&path);
+        summary_ms(v)
+    });
+    (run, handle)
+}
+
 /// The physical floor: 256-byte overwrite + fdatasync on the disk the state lives on.
 fn fsync_floor(dir: &Path, n: usize) -> Value {
     std::fs::create_dir_all(dir).unwrap();
@@ -1070,8 +1137,12 @@ fn main() {
     let t0 = Instant::now();
     let fsync = fsync_floor(&a.work.join("state"), if a.quick { 100 } else { 500 });
     eprintln!("bench: fsync floor {fsync}");
+    let part = |name: &str| a.only.is_empty() || a.only.iter().any(|o| o == name);
     let mut lat = Vec::new();
     for pinned in [false, true] {
+        if !part("latency") {
+            break;
+        }
         for &load in &plan.loads {
             lat.push(latency(&a, &plan, load, pinned, false));
         }
@@ -1101,9 +1172,15 @@ fn main() {
     let mut steady_r = Vec::new();
     let mut timers_r = Vec::new();
     for pinned in [false, true] {
-        search_r.push(search(&a, &plan, pinned));
-        steady_r.push(steady_and_recovery(&a, pinned));
-        timers_r.push(timers(&a, &plan, pinned));
+        if part("search") {
+            search_r.push(search(&a, &plan, pinned));
+        }
+        if part("steady") {
+            steady_r.push(steady_and_recovery(&a, pinned));
+        }
+        if part("timers") {
+            timers_r.push(timers(&a, &plan, pinned));
+        }
     }
     let results = json!({
         "quick": a.quick,
