@@ -496,7 +496,7 @@ impl Daemon {
             open_alerts: self.engine.open_alerts(),
             outbox_len: self.store.outbox_len().unwrap_or(0),
             frames_accepted: self.engine.intake().accepted(),
-            telemetry_dropped: 0,
+            telemetry_dropped: self.telemetry_dropped,
         };
         self.health.send_if_modified(|old| {
             let changed = *old != h;
