@@ -1052,7 +1052,23 @@ fn table(r: &Value) -> String {
         (get(false), get(true))
     };
     let (a, b) = per("search", &|x| {
-        format!("{} frames/s", cell(x, "max_sustained_fps"))
+        let steps = x["steps"].as_array().cloned().unwrap_or_default();
+        let failed: Vec<String> = steps
+            .iter()
+            .filter(|s| s["pass"] == json!(false))
+            .map(|s| {
+                format!(
+                    "{}: {}",
+                    s["rate_fps"].as_f64().unwrap_or(0.0) as u64,
+                    s["failed_because"]
+                )
+            })
+            .collect();
+        match x["max_sustained_fps"].as_f64() {
+            Some(r) if failed.is_empty() => format!("≥ {} frames/s (highest tried)", r as u64),
+            Some(r) => format!("{} frames/s (failed {})", r as u64, failed.join("; ")),
+            None => format!("none passed ({})", failed.join("; ")),
+        }
     });
     row("max sustained rate (no loss, SOS p99 < 50 ms)", &a, &b);
     let (a, b) = per("steady", &|x| {
