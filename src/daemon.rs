@@ -66,12 +66,17 @@ struct Daemon {
     connected: bool,
     /// Highest outbox id handed to the link since the last (re)connect.
     cursor: Option<i64>,
+    /// The link refused a row (its queue was full): pump again on the next PUBACK, not only on
+    /// the next engine event, which may be a timeout minutes away.
+    pump_stalled: bool,
     volatile_id: u64,
     started_at: Timestamp,
     adapter: String,
     adapter_ok: bool,
     store_ok: bool,
     ack_errors: std::collections::BTreeMap<&'static str, u64>,
+    /// Last read of the lanes' drop counter (the lanes belong to the loop, not to `Daemon`).
+    telemetry_dropped: u64,
     health: watch::Sender<Health>,
 }
 
@@ -184,6 +189,7 @@ pub async fn run(
         topics,
         connected: false,
         cursor: None,
+        pump_stalled: false,
         volatile_id: VOLATILE_ID_BASE,
         started_at,
         adapter,
@@ -192,6 +198,7 @@ pub async fn run(
         adapter_ok: cfg_source != SourceKind::Bluez,
         store_ok: true,
         ack_errors: Default::default(),
+        telemetry_dropped: 0,
         health,
     };
     d.flush();
@@ -239,7 +246,10 @@ pub async fn run(
                     Err(e) => break Err(anyhow::anyhow!("advertisement source panicked: {e}")),
                 }
             }
-            _ = status_tick.tick() => d.publish_status(),
+            _ = status_tick.tick() => {
+                d.telemetry_dropped = rx.dropped();
+                d.publish_status();
+            }
             Ok(()) = ble_status.changed() => {
                 let st = ble_status.borrow_and_update().clone();
                 if !st.adapter.is_empty() {
@@ -358,6 +368,9 @@ impl Daemon {
                         );
                     }
                 }
+                if self.pump_stalled {
+                    self.pump();
+                }
             }
             LinkEvent::Message { topic, payload } => {
                 match mqtt::parse_ack(&self.topics, &topic, &payload) {
@@ -453,6 +466,7 @@ impl Daemon {
             );
         }
         let dropped = rx.dropped();
+        self.telemetry_dropped = dropped;
         if dropped > 0 {
             tracing::warn!(
                 dropped,
@@ -476,10 +490,12 @@ impl Daemon {
                 }
             };
             if rows.is_empty() {
+                self.pump_stalled = false;
                 return;
             }
             for (id, msg) in rows {
                 if !self.link.publish(id as u64, &msg) {
+                    self.pump_stalled = true;
                     return;
                 }
                 self.cursor = Some(id);
@@ -508,6 +524,8 @@ impl Daemon {
                 .devices_heard_since(wall - SignedDuration::from_mins(15)),
             open_alerts: self.engine.open_alerts(),
             outbox_len: self.store.outbox_len().unwrap_or(0) as usize,
+            frames_accepted: self.engine.intake().accepted(),
+            telemetry_dropped: self.telemetry_dropped,
         };
         let msg = mqtt::status(&self.topics, &status);
         self.publish_volatile(&msg);
@@ -521,7 +539,7 @@ impl Daemon {
             open_alerts: self.engine.open_alerts(),
             outbox_len: self.store.outbox_len().unwrap_or(0),
             frames_accepted: self.engine.intake().accepted(),
-            telemetry_dropped: 0,
+            telemetry_dropped: self.telemetry_dropped,
         };
         self.health.send_if_modified(|old| {
             let changed = *old != h;

@@ -708,7 +708,8 @@ impl Check {
                     "source = \"replay\" needs a capture file to replay",
                     "add replay_file = \"capture.jsonl\" under [ble], or use source = \"bluez\"",
                 ),
-                Some(p) if !p.is_file() => {
+                // Not `is_file`: a named pipe is a fine capture (a live feed, as bench/run.sh uses).
+                Some(p) if !p.exists() || p.is_dir() => {
                     let shown = p.display().to_string();
                     self.problem(
                         "ble.replay_file",

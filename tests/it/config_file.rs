@@ -524,3 +524,28 @@ fn missing_keys_and_wrong_shapes_say_what_to_write() {
     );
     assert_eq!(problems.len(), 4, "{all}");
 }
+
+#[test]
+fn a_named_pipe_is_a_replay_capture_but_a_directory_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("mkfifo")
+        .arg(dir.path().join("feed.fifo"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::create_dir(dir.path().join("captures")).unwrap();
+    let with = |file: &str| {
+        example_in(dir.path(), |t| {
+            t.replacen("source = \"bluez\"", "source = \"replay\"", 1)
+                .replacen(
+                    "# replay_file = \"capture.jsonl\"",
+                    &format!("replay_file = \"{file}\""),
+                    1,
+                )
+        })
+    };
+    let c = file::load(&with("feed.fifo")).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(c.ble.replay_file, Some(dir.path().join("feed.fifo")));
+    let problems = file::load(&with("captures")).unwrap_err().to_string();
+    assert!(problems.contains("ble.replay_file"), "{problems}");
+}

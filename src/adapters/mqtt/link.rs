@@ -315,7 +315,12 @@ pub fn connect(
         mqtt_options(&settings).with_context(|| format!("MQTT settings for {}", settings.url))?;
     let runtime = tokio::runtime::Handle::try_current()
         .context("the MQTT link must be started inside a tokio runtime")?;
-    let (client, eventloop) = AsyncClient::new(options, PUBLISH_QUEUE + CONTROL_ROOM);
+    let (client, mut eventloop) = AsyncClient::new(options, PUBLISH_QUEUE + CONTROL_ROOM);
+    // A page is one small packet: with Nagle it waits for the ACK of the previous one (up to
+    // the peer's delayed-ACK time, ~40 ms on Linux). bench/run.sh saw that cluster at low load.
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let tracker = Arc::new(Mutex::new(Tracker::default()));
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let link = MqttLink {

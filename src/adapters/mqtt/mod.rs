@@ -273,6 +273,10 @@ pub struct GatewayStatus {
     pub devices_heard_15m: usize,
     pub open_alerts: usize,
     pub outbox_len: usize,
+    /// Frames that were authentic and new since start (the engine's intake).
+    pub frames_accepted: u64,
+    /// Telemetry adverts dropped since start because the loop fell behind.
+    pub telemetry_dropped: u64,
 }
 
 #[derive(Serialize)]
@@ -287,6 +291,8 @@ struct StatusDoc<'a> {
     devices_heard_15m: usize,
     open_alerts: usize,
     outbox_len: usize,
+    frames_accepted: u64,
+    telemetry_dropped: u64,
 }
 
 /// The retained "online" status document.
@@ -304,6 +310,8 @@ pub fn status(topics: &Topics, s: &GatewayStatus) -> Publish {
             devices_heard_15m: s.devices_heard_15m,
             open_alerts: s.open_alerts,
             outbox_len: s.outbox_len,
+            frames_accepted: s.frames_accepted,
+            telemetry_dropped: s.telemetry_dropped,
         }),
         qos: 1,
         retain: true,

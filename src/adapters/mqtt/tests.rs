@@ -322,6 +322,8 @@ fn status_and_last_will() {
             devices_heard_15m: 28,
             open_alerts: 0,
             outbox_len: 0,
+            frames_accepted: 1200,
+            telemetry_dropped: 3,
         },
     );
     assert_eq!(
@@ -332,7 +334,7 @@ fn status_and_last_will() {
     assert_eq!(
         p.payload_str(),
         format!(
-            r#"{{"online":true,"gateway_id":"gw-guanghuiyuan-1","version":"{}","started_at":"2026-11-23T03:00:00.000Z","adapter":"hci0","adapter_ok":true,"devices_enrolled":30,"devices_heard_15m":28,"open_alerts":0,"outbox_len":0}}"#,
+            r#"{{"online":true,"gateway_id":"gw-guanghuiyuan-1","version":"{}","started_at":"2026-11-23T03:00:00.000Z","adapter":"hci0","adapter_ok":true,"devices_enrolled":30,"devices_heard_15m":28,"open_alerts":0,"outbox_len":0,"frames_accepted":1200,"telemetry_dropped":3}}"#,
             env!("CARGO_PKG_VERSION")
         )
     );
