@@ -27,12 +27,25 @@ const LOW_BATTERY_REMINDER: Duration = Duration::from_secs(24 * 3600);
 struct Ctx<'a> {
     setup: &'a Setup,
     now: Instant,
+    /// When the work being done was due: `now` for inputs, the deadline for timers, so a
+    /// timer that fires late does not push every later deadline back by its lateness.
+    due: Instant,
     wall: Timestamp,
     out: &'a mut VecDeque<Output>,
     counters: &'a mut Counters,
 }
 
 impl Ctx<'_> {
+    /// The deadline `d` after what is being done was due, or after now if that is already past.
+    fn after(&self, d: Duration) -> Instant {
+        let planned = self.due + d;
+        if planned > self.now {
+            planned
+        } else {
+            self.now + d
+        }
+    }
+
     fn last_tier(&self, a: &Alert) -> u8 {
         if a.kind.is_emergency() {
             self.setup.escalation.tiers()
@@ -173,11 +186,11 @@ impl Ctx<'_> {
             _ => None,
         };
         let escalate_at = match self.ack_timeout(a, tier) {
-            Some(t) => Some(running.unwrap_or(self.now + t)),
+            Some(t) => Some(running.unwrap_or_else(|| self.after(t))),
             None => None,
         };
         a.state = State::Open {
-            remind_at: self.now + self.remind_every(a, tier),
+            remind_at: self.after(self.remind_every(a, tier)),
             escalate_at,
         };
         self.touch(a);
@@ -236,6 +249,7 @@ impl Ctx<'_> {
 
     /// One overdue deadline of `a`. Returns `false` when the alert's retention ended.
     fn fire(&mut self, a: &mut Alert) -> bool {
+        self.due = a.deadline();
         match a.state.clone() {
             State::Resolved { .. } => {
                 tracing::info!(alert_id = a.id, "retention over; retained copy cleared");
@@ -257,7 +271,7 @@ impl Ctx<'_> {
             State::OnScene { .. } => {
                 let claimer: Vec<String> = a.acked_by.iter().cloned().collect();
                 a.state = State::OnScene {
-                    remind_at: self.now + self.setup.escalation.claim_timeout,
+                    remind_at: self.after(self.setup.escalation.claim_timeout),
                 };
                 self.touch(a);
                 tracing::info!(
@@ -299,6 +313,7 @@ impl Engine {
             Ctx {
                 setup: &self.setup,
                 now,
+                due: now,
                 wall,
                 out: &mut self.outputs,
                 counters: &mut self.counters,

@@ -638,3 +638,25 @@ fn updated_at_strictly_increases_per_alert() {
     }
     assert!(changes >= 4);
 }
+
+#[test]
+fn a_timer_fired_late_does_not_push_later_deadlines_back() {
+    let mut s = Sim::at(local(10, 0));
+    s.sos(17);
+    let first = s.engine.poll_timeout().unwrap();
+    assert_eq!(first - s.t0, std::time::Duration::from_secs(20));
+    // The loop wakes 300 ms late (a slow disk commit held it): the next reminder is still
+    // due 20 s after the first was, not 20 s after the late wake-up.
+    let late = first + std::time::Duration::from_millis(300);
+    s.now = late;
+    let wall = s.wall();
+    s.engine.handle_timeout(late, wall);
+    s.drain();
+    let next = s.engine.poll_timeout().unwrap();
+    assert_eq!(next - s.t0, std::time::Duration::from_secs(40));
+    // And the escalation at 60 s keeps its time too.
+    s.advance(20.0 - 0.3);
+    s.advance(20.0);
+    assert_eq!(s.engine.alert("17-101").unwrap().tier, 2);
+    assert!(s.last_page("17-101") == Some(std::time::Duration::from_secs(60)));
+}
