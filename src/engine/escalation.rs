@@ -185,10 +185,9 @@ impl Ctx<'_> {
             State::Open { escalate_at, .. } if reason == NotifyReason::Reminder => escalate_at,
             _ => None,
         };
-        let escalate_at = match self.ack_timeout(a, tier) {
-            Some(t) => Some(running.unwrap_or_else(|| self.after(t))),
-            None => None,
-        };
+        let escalate_at = self
+            .ack_timeout(a, tier)
+            .map(|t| running.unwrap_or_else(|| self.after(t)));
         a.state = State::Open {
             remind_at: self.after(self.remind_every(a, tier)),
             escalate_at,
