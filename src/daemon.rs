@@ -45,18 +45,6 @@ pub struct RunOptions {
     pub simulate: Option<simulate::SimulateSettings>,
 }
 
-/// What the loop publishes about itself (gateway status, operator commands).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Health {
-    pub adapter: String,
-    pub adapter_ok: bool,
-    pub broker_connected: bool,
-    pub open_alerts: usize,
-    pub outbox_len: u64,
-    pub frames_accepted: u64,
-    pub telemetry_dropped: u64,
-}
-
 struct Daemon {
     cfg: Config,
     engine: Engine,
@@ -77,7 +65,6 @@ struct Daemon {
     ack_errors: std::collections::BTreeMap<&'static str, u64>,
     /// Last read of the lanes' drop counter (the lanes belong to the loop, not to `Daemon`).
     telemetry_dropped: u64,
-    health: watch::Sender<Health>,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -180,7 +167,6 @@ pub async fn run(
     };
 
     let cfg_source = cfg.ble.source;
-    let (health, _) = watch::channel(Health::default());
     let mut d = Daemon {
         cfg,
         engine,
@@ -199,7 +185,6 @@ pub async fn run(
         store_ok: true,
         ack_errors: Default::default(),
         telemetry_dropped: 0,
-        health,
     };
     d.flush();
 
@@ -445,7 +430,6 @@ impl Daemon {
             self.publish_volatile(&msg);
         }
         self.pump();
-        self.update_health();
     }
 
     fn flush_telemetry(&mut self, rx: &AdvertRx) {
@@ -473,7 +457,6 @@ impl Daemon {
                 "telemetry adverts dropped because the loop fell behind (alarms are never dropped)"
             );
         }
-        self.update_health();
     }
 
     /// Hands outbox rows after the cursor to the link, in order, while it takes them.
@@ -529,23 +512,6 @@ impl Daemon {
         };
         let msg = mqtt::status(&self.topics, &status);
         self.publish_volatile(&msg);
-    }
-
-    fn update_health(&mut self) {
-        let h = Health {
-            adapter: self.adapter.clone(),
-            adapter_ok: self.adapter_ok,
-            broker_connected: self.connected,
-            open_alerts: self.engine.open_alerts(),
-            outbox_len: self.store.outbox_len().unwrap_or(0),
-            frames_accepted: self.engine.intake().accepted(),
-            telemetry_dropped: self.telemetry_dropped,
-        };
-        self.health.send_if_modified(|old| {
-            let changed = *old != h;
-            *old = h;
-            changed
-        });
     }
 
     /// Graceful end: commit what is pending, give the broker a moment to take the outbox,
