@@ -148,6 +148,7 @@ fn engine_with_open_alerts(now: Instant, wall: Timestamp) -> Engine {
     }
     while e.poll_output().is_some() {}
     e.take_changes(now, wall);
+    e.take_telemetry(usize::MAX);
     e
 }
 
@@ -161,6 +162,7 @@ fn bench(c: &mut Criterion) {
     }
     while e.poll_output().is_some() {}
     e.take_changes(t0, wall);
+    e.take_telemetry(usize::MAX);
     let after = LIVE.load(Ordering::Relaxed);
     println!(
         "engine state: {} bytes for {BANDS} bands and {OPEN_ALERTS} open alerts = {} bytes per band (config included)",
@@ -189,6 +191,7 @@ fn bench(c: &mut Criterion) {
                     while e.poll_output().is_some() {}
                 }
                 e.take_changes(now, wall);
+                e.take_telemetry(usize::MAX);
                 e
             },
             criterion::BatchSize::PerIteration,

@@ -27,8 +27,11 @@ use crate::engine::{Engine, Heard, Intake, Output};
 const PUMP_BATCH: usize = 64;
 /// Telemetry adverts handled per turn of the loop before looking at alarms again.
 const TELEMETRY_BATCH: usize = 256;
-/// Band records (replay windows, battery) are flushed at least this often.
-const TELEMETRY_FLUSH: Duration = Duration::from_secs(10);
+/// Heartbeat-only band records (replay windows, battery) are written this often, in batches.
+const TELEMETRY_FLUSH: Duration = Duration::from_secs(1);
+/// Band records written per telemetry flush: small enough that a flush never holds the loop
+/// long, large enough that 10,000 bands heard every few seconds are each written within 5 s.
+const TELEMETRY_ROWS: usize = 2000;
 /// How long a graceful shutdown waits for the broker to take the outbox.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// Operator requests waiting for the loop (each client waits at most 5 s anyway).
@@ -433,17 +436,8 @@ impl Daemon {
     }
 
     fn flush_telemetry(&mut self, rx: &AdvertRx) {
-        let (now, wall) = clock();
-        let changes = self.engine.take_changes(now, wall);
-        let result = if changes.alerts.is_empty()
-            && changes.removed_alerts.is_empty()
-            && changes.meta.is_none()
-        {
-            self.store.commit_telemetry(&changes.devices)
-        } else {
-            self.store.commit(&changes, &[]).map(|_| ())
-        };
-        if let Err(e) = result {
+        let devices = self.engine.take_telemetry(TELEMETRY_ROWS);
+        if let Err(e) = self.store.commit_telemetry(&devices) {
             tracing::error!(
                 error = format!("{e:#}"),
                 "cannot write band telemetry to the state store"
@@ -522,6 +516,13 @@ impl Daemon {
         let changes = self.engine.take_changes(now, wall);
         if let Err(e) = self.store.commit(&changes, &[]) {
             tracing::error!(error = format!("{e:#}"), "cannot save state at shutdown");
+        }
+        let telemetry = self.engine.take_telemetry(usize::MAX);
+        if let Err(e) = self.store.commit_telemetry(&telemetry) {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cannot save band telemetry at shutdown"
+            );
         }
         let until = Instant::now() + SHUTDOWN_DRAIN;
         while self.connected && self.store.outbox_len().unwrap_or(0) > 0 {

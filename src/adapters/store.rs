@@ -87,6 +87,69 @@ pub struct Store {
     path: PathBuf,
     /// The connection's current `synchronous` level, so switching costs nothing when unchanged.
     durability: Durability,
+    /// Copies the WAL into the database off the daemon loop's thread.
+    _checkpointer: Checkpointer,
+}
+
+/// How often the background thread checkpoints the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
+/// A thread with its own connection that runs `wal_checkpoint(PASSIVE)` every
+/// `CHECKPOINT_EVERY`. SQLite's automatic checkpoint would run inside whichever commit
+/// crosses 1000 WAL pages — often an alert's, on the daemon loop — and sync the whole
+/// database file there; a passive checkpoint here never blocks a writer.
+#[derive(Debug)]
+struct Checkpointer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> anyhow::Result<Checkpointer> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening {} for checkpoints", path.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .context("setting busy_timeout")?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let shown = path.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("bandgate-checkpoint".into())
+            .spawn(move || {
+                use std::sync::atomic::Ordering;
+                let tick = Duration::from_millis(100);
+                let mut waited = Duration::ZERO;
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    waited += tick;
+                    if waited < CHECKPOINT_EVERY {
+                        continue;
+                    }
+                    waited = Duration::ZERO;
+                    let result: rusqlite::Result<(i64, i64, i64)> =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        });
+                    if let Err(e) = result {
+                        tracing::warn!(db = shown, error = %e, "WAL checkpoint failed; will retry");
+                    }
+                }
+            })
+            .context("starting the checkpoint thread")?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// `PRAGMA synchronous` levels used here (values from the SQLite documentation).
@@ -109,10 +172,12 @@ impl Store {
         let path = state_dir.join(DB_FILE);
         let conn = Connection::open(&path)
             .with_context(|| format!("opening state database {}", path.display()))?;
+        let checkpointer = Checkpointer::start(&path)?;
         let mut store = Store {
             conn,
             path,
             durability: Durability::Normal,
+            _checkpointer: checkpointer,
         };
         store
             .prepare()
@@ -152,6 +217,10 @@ impl Store {
             .pragma_update(None, "synchronous", Durability::Full as i32)
             .context("setting synchronous=FULL")?;
         self.durability = Durability::Full;
+        // Checkpoints run on the `Checkpointer` thread, never inside a commit.
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .context("turning off automatic checkpoints")?;
         while self.user_version().context("reading the schema version")? < SCHEMA_VERSION {
             let tx = begin(&mut self.conn).context("starting a schema migration")?;
             // Read again under the write lock: another process may have migrated meanwhile.

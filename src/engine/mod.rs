@@ -131,6 +131,10 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     dirty_alerts: BTreeSet<String>,
     removed_alerts: Vec<String>,
+    /// Bands whose record must be written with the next alert commit: an alarm frame moved
+    /// their replay window, or a counter in an alert id moved.
+    urgent_devices: BTreeSet<u32>,
+    /// Bands whose record changed by telemetry only (heartbeats): written in batches.
     dirty_devices: BTreeSet<u32>,
     meta: MetaRecord,
     meta_dirty: bool,
@@ -184,6 +188,7 @@ impl Engine {
             outputs: VecDeque::new(),
             dirty_alerts: BTreeSet::new(),
             removed_alerts: Vec::new(),
+            urgent_devices: BTreeSet::new(),
             dirty_devices: BTreeSet::new(),
             meta: snapshot.meta,
             meta_dirty: false,
@@ -261,7 +266,8 @@ impl Engine {
             Ok(f) => f,
             Err(r) => return Heard::Rejected(r),
         };
-        self.heard_band(now, wall, &frame, rssi);
+        let alarm = !matches!(frame.event, BandEvent::Heartbeat { .. });
+        self.heard_band(now, wall, &frame, rssi, alarm);
         let alert_id = match frame.event {
             BandEvent::Sos => Some(self.raise_or_update(now, wall, &frame, rssi, Kind::Sos)),
             BandEvent::Fall { .. } => {
@@ -276,14 +282,20 @@ impl Engine {
         Heard::Accepted { frame, alert_id }
     }
 
-    /// Everything that changed since the last call, in durable form.
+    /// What must be committed with the outputs just polled, in durable form: changed
+    /// alerts, and the bands that go with them. Heartbeat-only band changes are left for
+    /// `take_telemetry`, so an alert's commit stays small however many bands are heard.
     pub fn take_changes(&mut self, now: Instant, wall: Timestamp) -> Changes {
         let alerts = std::mem::take(&mut self.dirty_alerts)
             .into_iter()
             .filter_map(|id| self.alerts.get(&id))
             .map(|a| escalation::alert_record(a, now, wall))
             .collect();
-        let devices = std::mem::take(&mut self.dirty_devices)
+        let urgent = std::mem::take(&mut self.urgent_devices);
+        for id in &urgent {
+            self.dirty_devices.remove(id);
+        }
+        let devices = urgent
             .into_iter()
             .map(|id| self.device_record(id))
             .collect();
@@ -293,6 +305,16 @@ impl Engine {
             devices,
             meta: std::mem::take(&mut self.meta_dirty).then_some(self.meta),
         }
+    }
+
+    /// Up to `max` bands whose record changed by telemetry only (replay window, battery,
+    /// last seen), for a batched, lighter write. Empty when nothing is pending.
+    pub fn take_telemetry(&mut self, max: usize) -> Vec<DeviceRecord> {
+        let ids: Vec<u32> = self.dirty_devices.iter().take(max).copied().collect();
+        for id in &ids {
+            self.dirty_devices.remove(id);
+        }
+        ids.into_iter().map(|id| self.device_record(id)).collect()
     }
 
     /// The whole durable state (for tests and a full rewrite of the store).

@@ -92,6 +92,7 @@ impl Engine {
         wall: Timestamp,
         frame: &Frame,
         rssi: Option<i16>,
+        alarm: bool,
     ) {
         let id = frame.device_id;
         let interval = self.setup.device_state_interval;
@@ -111,9 +112,13 @@ impl Engine {
         if publish {
             band.published = Some((now, frame.battery_pct, frame.worn));
         }
-        // The replay window moves on every accepted frame, so the band is always dirty; the
-        // caller flushes heartbeats in batches, alarms with their alert.
-        self.dirty_devices.insert(id);
+        // The replay window moves on every accepted frame, so the band is always dirty: an
+        // alarm's band is written with its alert, a heartbeat's in the next telemetry batch.
+        if alarm {
+            self.urgent_devices.insert(id);
+        } else {
+            self.dirty_devices.insert(id);
+        }
         if publish {
             let (heart_rate, spo2, steps) = match frame.event {
                 BandEvent::Heartbeat {
@@ -169,7 +174,7 @@ impl Engine {
         band.low_battery_day = Some(today);
         band.battery_count += 1;
         let alert_id = format!("{id}-battery-{}", band.battery_count);
-        self.dirty_devices.insert(id);
+        self.urgent_devices.insert(id);
         tracing::info!(
             alert_id,
             device_id = id,
@@ -200,7 +205,7 @@ impl Engine {
             band.silent_count += 1;
             let alert_id = format!("{id}-silent-{}", band.silent_count);
             let battery = band.battery_pct;
-            self.dirty_devices.insert(id);
+            self.urgent_devices.insert(id);
             tracing::warn!(alert_id, device_id = id, "band not heard for silent_after");
             self.raise(
                 now,

@@ -660,3 +660,30 @@ fn a_timer_fired_late_does_not_push_later_deadlines_back() {
     assert_eq!(s.engine.alert("17-101").unwrap().tier, 2);
     assert!(s.last_page("17-101") == Some(std::time::Duration::from_secs(60)));
 }
+
+#[test]
+fn an_alert_commit_carries_only_its_own_band_heartbeats_go_in_batches() {
+    let mut s = Sim::at(local(10, 0));
+    let hb = BandEvent::Heartbeat {
+        heart_rate: None,
+        spo2: None,
+        steps: 0,
+    };
+    s.frame(18, hb);
+    s.sos(17);
+    let changes = s.engine.take_changes(s.now, s.wall());
+    let bands: Vec<u32> = changes.devices.iter().map(|d| d.device_id).collect();
+    assert_eq!(
+        bands,
+        vec![17],
+        "the SOS band's window is committed with its alert"
+    );
+    assert_eq!(changes.alerts.len(), 1);
+    let telemetry = s.engine.take_telemetry(10);
+    assert_eq!(
+        telemetry.iter().map(|d| d.device_id).collect::<Vec<_>>(),
+        vec![18]
+    );
+    assert!(telemetry[0].window_top.is_some());
+    assert!(s.engine.take_telemetry(10).is_empty());
+}

@@ -748,3 +748,34 @@ proptest! {
         run_ops(dir.path(), ops)?;
     }
 }
+
+#[test]
+fn commits_reach_the_database_file_through_the_background_checkpoint() {
+    // Automatic checkpoints are off (they would sync the database inside an alert's commit);
+    // the store's own thread copies the WAL into the main file instead. Proof: a copy of the
+    // main file alone, without its WAL, soon holds the committed alert.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let changes = Changes {
+        alerts: vec![alert("17-42", 1)],
+        ..Changes::default()
+    };
+    store.commit(&changes, &[message("t", "p")]).unwrap();
+    let copy = dir.path().join("copy.sqlite3");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        std::fs::copy(dir.path().join(DB_FILE), &copy).unwrap();
+        let n: i64 = rusqlite::Connection::open(&copy)
+            .and_then(|c| c.query_row("SELECT count(*) FROM alerts", [], |r| r.get(0)))
+            .unwrap_or(0);
+        if n == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the main database file never received the commit: no checkpoint ran"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(store);
+}
