@@ -68,6 +68,8 @@ struct Daemon {
     ack_errors: std::collections::BTreeMap<&'static str, u64>,
     /// Last read of the lanes' drop counter (the lanes belong to the loop, not to `Daemon`).
     telemetry_dropped: u64,
+    /// Telemetry drops already logged.
+    dropped_reported: u64,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -188,6 +190,7 @@ pub async fn run(
         store_ok: true,
         ack_errors: Default::default(),
         telemetry_dropped: 0,
+        dropped_reported: 0,
     };
     d.flush();
 
@@ -445,11 +448,14 @@ impl Daemon {
         }
         let dropped = rx.dropped();
         self.telemetry_dropped = dropped;
-        if dropped > 0 {
+        // Said once per new batch of drops, not on every flush.
+        if dropped > self.dropped_reported {
             tracing::warn!(
-                dropped,
+                dropped = dropped - self.dropped_reported,
+                total = dropped,
                 "telemetry adverts dropped because the loop fell behind (alarms are never dropped)"
             );
+            self.dropped_reported = dropped;
         }
     }
 
