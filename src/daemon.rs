@@ -70,6 +70,8 @@ struct Daemon {
     telemetry_dropped: u64,
     /// Telemetry drops already logged.
     dropped_reported: u64,
+    /// State changes whose commit failed, retried with the next one.
+    unsaved: Option<crate::engine::Changes>,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -191,6 +193,7 @@ pub async fn run(
         ack_errors: Default::default(),
         telemetry_dropped: 0,
         dropped_reported: 0,
+        unsaved: None,
     };
     d.flush();
 
@@ -418,14 +421,19 @@ impl Daemon {
         }
         if !durable.is_empty() {
             let (now, wall) = clock();
-            let changes = self.engine.take_changes(now, wall);
+            let mut changes = self.engine.take_changes(now, wall);
+            if let Some(earlier) = self.unsaved.take() {
+                changes = earlier.then(changes);
+            }
             match self.store.commit(&changes, &durable) {
                 Ok(_) => {
                     self.store_ok = true;
                     fault_after_commit();
                 }
                 Err(e) => {
-                    // Delivery comes before durability: publish what we could not store.
+                    // Delivery comes before durability: publish what we could not store, and
+                    // keep the state changes for the next commit.
+                    self.unsaved = Some(changes);
                     self.store_ok = false;
                     tracing::error!(error = format!("{e:#}"), "state store failed; publishing without it (not restart-safe until it recovers)");
                     volatile.extend(durable);
@@ -519,7 +527,10 @@ impl Daemon {
     async fn shutdown(&mut self, events: &mut tokio::sync::mpsc::Receiver<LinkEvent>) {
         self.flush();
         let (now, wall) = clock();
-        let changes = self.engine.take_changes(now, wall);
+        let mut changes = self.engine.take_changes(now, wall);
+        if let Some(earlier) = self.unsaved.take() {
+            changes = earlier.then(changes);
+        }
         if let Err(e) = self.store.commit(&changes, &[]) {
             tracing::error!(error = format!("{e:#}"), "cannot save state at shutdown");
         }

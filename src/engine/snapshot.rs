@@ -74,6 +74,40 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// These changes followed by `later`, as one set: what to write when a commit of `self`
+    /// failed and must be retried with the next one. The later record of a band or alert
+    /// wins, and an alert removed later is not written back.
+    pub fn then(self, later: Changes) -> Changes {
+        let mut alerts: Vec<AlertRecord> = self
+            .alerts
+            .into_iter()
+            .filter(|a| {
+                !later.removed_alerts.contains(&a.id) && !later.alerts.iter().any(|b| b.id == a.id)
+            })
+            .collect();
+        let mut removed_alerts: Vec<String> = self
+            .removed_alerts
+            .into_iter()
+            .filter(|id| {
+                !later.alerts.iter().any(|b| &b.id == id) && !later.removed_alerts.contains(id)
+            })
+            .collect();
+        let mut devices: Vec<DeviceRecord> = self
+            .devices
+            .into_iter()
+            .filter(|d| !later.devices.iter().any(|e| e.device_id == d.device_id))
+            .collect();
+        alerts.extend(later.alerts);
+        removed_alerts.extend(later.removed_alerts);
+        devices.extend(later.devices);
+        Changes {
+            alerts,
+            removed_alerts,
+            devices,
+            meta: later.meta.or(self.meta),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.alerts.is_empty()
             && self.removed_alerts.is_empty()

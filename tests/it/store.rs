@@ -779,3 +779,41 @@ fn commits_reach_the_database_file_through_the_background_checkpoint() {
     }
     drop(store);
 }
+
+#[test]
+fn changes_kept_from_a_failed_commit_merge_with_the_next_one_later_wins() {
+    // The daemon keeps the changes of a failed commit and writes them with the next one.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let failed = Changes {
+        alerts: vec![alert("17-1", 1), alert("18-1", 1), alert("19-1", 1)],
+        removed_alerts: vec!["20-1".into()],
+        devices: vec![device(17, 1), device(18, 1)],
+        meta: Some(MetaRecord { test_count: 1 }),
+    };
+    let next = Changes {
+        alerts: vec![alert("17-1", 2), alert("20-1", 1)],
+        removed_alerts: vec!["18-1".into()],
+        devices: vec![device(17, 3)],
+        meta: None,
+    };
+    store.commit(&failed.then(next), &[]).unwrap();
+    let snap = store.load().unwrap();
+    let tiers: BTreeMap<String, u8> = snap.alerts.iter().map(|a| (a.id.clone(), a.tier)).collect();
+    assert_eq!(
+        tiers,
+        BTreeMap::from([
+            ("17-1".to_string(), 2),
+            ("19-1".to_string(), 1),
+            ("20-1".to_string(), 1)
+        ]),
+        "later record wins, a later removal is not undone, a later raise is not removed"
+    );
+    let windows: BTreeMap<u32, u64> = snap
+        .devices
+        .iter()
+        .map(|d| (d.device_id, d.window_seen))
+        .collect();
+    assert_eq!(windows, BTreeMap::from([(17, 3), (18, 1)]));
+    assert_eq!(snap.meta.test_count, 1);
+}
