@@ -210,11 +210,12 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
-        tree: Value::new(None, ValueKind::Nil),
+        from_env: BTreeSet::new(),
         problems: Vec::new(),
     };
     let tree = read_tree(path).map_err(|p| Problems(vec![p]))?;
-    check.tree = tree.clone();
+    // Only which values came from the environment is kept, not a copy of the whole tree.
+    env_paths(&tree, "", &mut check.from_env);
     let config = check.build(tree);
     match config {
         Some(c) if check.problems.is_empty() => Ok(c),
@@ -301,7 +302,9 @@ fn read_tree(path: &Path) -> Result<Value, Problem> {
         ));
     }
     let built = config::Config::builder()
-        .add_source(File::from(path).format(FileFormat::Toml))
+        // From the text already read: values then carry no origin string each (the file is
+        // named in every problem anyway), which for 10,000 residents is megabytes.
+        .add_source(File::from_str(&text, FileFormat::Toml))
         .add_source(
             Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator(ENV_SEPARATOR)
@@ -323,6 +326,31 @@ fn read_tree(path: &Path) -> Result<Value, Problem> {
     Ok(built.cache)
 }
 
+/// Collects the keys of `value` (under `prefix`) that came from the environment.
+fn env_paths(value: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    if value.origin() == Some(ENV_ORIGIN) && !prefix.is_empty() {
+        out.insert(prefix.to_string());
+    }
+    match &value.kind {
+        ValueKind::Table(t) => {
+            for (name, v) in t {
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                env_paths(v, &path, out);
+            }
+        }
+        ValueKind::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                env_paths(v, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -333,8 +361,8 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 struct Check {
     file: PathBuf,
     dir: PathBuf,
-    /// The merged tree, to tell which values came from the environment.
-    tree: Value,
+    /// Keys (`mqtt.url`, `residents[2].team`) whose value came from the environment.
+    from_env: BTreeSet<String>,
     problems: Vec<Problem>,
 }
 
@@ -350,22 +378,25 @@ impl Check {
 
     /// `BANDGATE__MQTT__URL` if the value at `key` (or the entry holding it) came from there.
     fn env_var_for(&self, key: &str) -> Option<String> {
-        let mut node = &self.tree;
+        let mut path = String::new();
         let mut from_env = None;
         for part in key.split('.').filter(|p| !p.is_empty()) {
             let (name, index) = match part.split_once('[') {
                 Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
                 None => (part, None),
             };
-            node = match &node.kind {
-                ValueKind::Table(t) => t.get(name)?,
-                _ => return from_env,
-            };
-            if let (Some(i), ValueKind::Array(a)) = (index, &node.kind) {
-                node = a.get(i)?;
+            if !path.is_empty() {
+                path.push('.');
             }
-            if node.origin() == Some(ENV_ORIGIN) {
+            path.push_str(name);
+            if self.from_env.contains(&path) {
                 from_env = Some(key.split('[').next().unwrap_or(key).to_string());
+            }
+            if let Some(i) = index {
+                path.push_str(&format!("[{i}]"));
+                if self.from_env.contains(&path) {
+                    from_env = Some(key.split('[').next().unwrap_or(key).to_string());
+                }
             }
         }
         from_env.map(|k| {
@@ -374,6 +405,15 @@ impl Check {
                 k.replace('.', ENV_SEPARATOR).to_uppercase()
             )
         })
+    }
+
+    /// The entries of a `[[key]]` list, without copying them; anything else is reported as
+    /// `take` would.
+    fn entries(&mut self, key: &str, value: Value) -> Option<Vec<Value>> {
+        match value.kind {
+            ValueKind::Array(entries) => Some(entries),
+            _ => self.take(key, value),
+        }
     }
 
     /// Reads `value` (found at `key`) into `T`, reporting unknown keys one by one and
@@ -534,7 +574,21 @@ impl Check {
             );
             return None;
         }
-        let top: RawTop = self.take("", tree)?;
+        // The three long lists are taken out before the top level is read, so that reading it
+        // (which keeps a copy for retries) does not copy every resident; each entry is read on
+        // its own later.
+        let mut tree = tree;
+        let mut lists: [Option<Value>; 3] = [None, None, None];
+        if let ValueKind::Table(t) = &mut tree.kind {
+            for (slot, name) in lists.iter_mut().zip(["staff", "rota", "residents"]) {
+                *slot = t.remove(name);
+            }
+        }
+        let mut top: RawTop = self.take("", tree)?;
+        let [staff, rota, residents] = lists;
+        top.staff = staff.and_then(|v| self.entries("staff", v));
+        top.rota = rota.and_then(|v| self.entries("rota", v));
+        top.residents = residents.and_then(|v| self.entries("residents", v));
 
         let site_id = self.name("site_id", top.site_id.as_deref(), "guanghuiyuan");
         let gateway_id = self.name("gateway_id", top.gateway_id.as_deref(), "gw-guanghuiyuan-1");
