@@ -99,6 +99,9 @@ pub struct StatusReport {
     pub frames_rejected: BTreeMap<String, u64>,
     /// Phone and operator actions refused, by reason.
     pub actions_refused: BTreeMap<String, u64>,
+    /// Phone messages ignored before reaching the engine (malformed, too large, ...), by reason.
+    #[serde(default)]
+    pub messages_ignored: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +138,8 @@ pub struct Facts {
     pub store_ok: bool,
     pub devices_enrolled: usize,
     pub outbox_len: u64,
+    /// Phone messages the MQTT adapter could not read, by reason.
+    pub messages_ignored: BTreeMap<String, u64>,
 }
 
 /// A request waiting for the loop, with where its answer goes.
@@ -278,6 +283,7 @@ fn status(engine: &Engine, wall: Timestamp, facts: &Facts) -> StatusReport {
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
+        messages_ignored: facts.messages_ignored.clone(),
     }
 }
 
@@ -515,6 +521,23 @@ pub fn status_text(s: &StatusReport) -> String {
     out += &format!("alerts   {} open\n", s.open_alerts);
     out += &format!("outbox   {} waiting for the broker\n", s.outbox_len);
     out += &format!("frames   {} accepted, {rejected}\n", s.frames_accepted);
+    let counts = |m: &BTreeMap<String, u64>| {
+        let parts: Vec<String> = m
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        if parts.is_empty() {
+            "none".to_string()
+        } else {
+            parts.join(", ")
+        }
+    };
+    out += &format!(
+        "phones   actions refused: {}; messages ignored: {}\n",
+        counts(&s.actions_refused),
+        counts(&s.messages_ignored)
+    );
     if !s.store_ok {
         out += "store    FAILING: state is not restart-safe (see the log)\n";
     }

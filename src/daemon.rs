@@ -86,7 +86,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let started_at = Timestamp::now();
-    let mut store = Store::open(&cfg.state_dir)?;
+    let store = Store::open(&cfg.state_dir)?;
     let snapshot = store
         .load()
         .with_context(|| format!("loading state from {}", cfg.state_dir.display()))?;
@@ -104,7 +104,6 @@ pub async fn run(
         tracing::warn!("deadlines passed while the gateway was down: firing them now");
         engine.handle_timeout(now, wall);
     }
-    let _ = &mut store;
 
     let topics = Topics::new(cfg.mqtt.topic_prefix.clone());
     let settings = MqttSettings {
@@ -325,6 +324,11 @@ impl Daemon {
             store_ok: self.store_ok,
             devices_enrolled: self.cfg.keys.len(),
             outbox_len: self.store.outbox_len().unwrap_or(0),
+            messages_ignored: self
+                .ack_errors
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
         };
         let response = control::answer(&mut self.engine, now, wall, &facts, pending.request);
         self.flush();

@@ -670,6 +670,13 @@ fn bad_phone_input_is_logged_and_ignored_and_a_valid_ack_still_works() {
         sent(300, 18, 7, BandEvent::Sos),
     ];
     let site = Site::new("bb6", broker.port(), &cfg, &capture);
+    // A control socket, so that the operator's view of the refusals can be read too.
+    let text = std::fs::read_to_string(&site.config).unwrap().replacen(
+        "keys_file = \"keys.toml\"\n",
+        "keys_file = \"keys.toml\"\ncontrol_socket = \"control.sock\"\n",
+        1,
+    );
+    std::fs::write(&site.config, text).unwrap();
     let p = site.prefix();
     let phone = Phone::connect(broker.port(), "phones-bb6", &p);
     let mut gw = Gateway::start(&site, "gateway.log", &[]);
@@ -715,6 +722,26 @@ fn bad_phone_input_is_logged_and_ignored_and_a_valid_ack_still_works() {
         assert!(line.contains("WARN"), "not a warning: {line}");
     }
     assert!(gw.is_running(), "the gateway died: {}", gw.log());
+
+    // Every refusal is counted where an operator looks: `bandgate status`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bandgate"))
+        .args(["status", "--json", "--config"])
+        .arg(&site.config)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let status = if status.get("status").is_some() {
+        status["status"].clone()
+    } else {
+        status
+    };
+    for reason in ["malformed_json", "too_large", "unknown_action"] {
+        assert_eq!(status["messages_ignored"][reason], 1, "{status}");
+    }
+    for reason in ["unknown_alert", "unknown_staff", "already_resolved"] {
+        assert_eq!(status["actions_refused"][reason], 1, "{status}");
+    }
 
     // None of it changed anything; a valid ack afterwards works.
     let before = docs(&phone.messages(), &p, "17-101");
