@@ -70,8 +70,8 @@ struct Daemon {
     telemetry_dropped: u64,
     /// Telemetry drops already logged.
     dropped_reported: u64,
-    /// State changes whose commit failed, retried with the next one.
-    unsaved: Option<crate::engine::Changes>,
+    /// State changes and outbox messages whose commit failed, retried with the next one.
+    unsaved: Option<(crate::engine::Changes, Vec<OutboxMessage>)>,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -423,11 +423,14 @@ impl Daemon {
                 _ => durable.push(msg),
             }
         }
-        if !durable.is_empty() {
+        if !durable.is_empty() || self.unsaved.is_some() {
             let (now, wall) = clock();
             let mut changes = self.engine.take_changes(now, wall);
-            if let Some(earlier) = self.unsaved.take() {
+            // What an earlier failed commit could not store goes first, in its order.
+            if let Some((earlier, mut messages)) = self.unsaved.take() {
                 changes = earlier.then(changes);
+                messages.append(&mut durable);
+                durable = messages;
             }
             match self.store.commit(&changes, &durable) {
                 Ok(_) => {
@@ -435,12 +438,13 @@ impl Daemon {
                     fault_after_commit();
                 }
                 Err(e) => {
-                    // Delivery comes before durability: publish what we could not store, and
-                    // keep the state changes for the next commit.
-                    self.unsaved = Some(changes);
+                    // Delivery comes before durability: publish what we could not store now,
+                    // and keep it (state and messages) for the next commit, so that a broker
+                    // that is down at this moment still gets every page later.
                     self.store_ok = false;
                     tracing::error!(error = format!("{e:#}"), "state store failed; publishing without it (not restart-safe until it recovers)");
-                    volatile.extend(durable);
+                    volatile.extend(durable.iter().cloned());
+                    self.unsaved = Some((changes, durable));
                 }
             }
         }
@@ -532,10 +536,12 @@ impl Daemon {
         self.flush();
         let (now, wall) = clock();
         let mut changes = self.engine.take_changes(now, wall);
-        if let Some(earlier) = self.unsaved.take() {
+        let mut messages = Vec::new();
+        if let Some((earlier, unsent)) = self.unsaved.take() {
             changes = earlier.then(changes);
+            messages = unsent;
         }
-        if let Err(e) = self.store.commit(&changes, &[]) {
+        if let Err(e) = self.store.commit(&changes, &messages) {
             tracing::error!(error = format!("{e:#}"), "cannot save state at shutdown");
         }
         let telemetry = self.engine.take_telemetry(usize::MAX);
