@@ -21,7 +21,7 @@ use crate::adapters::store::{OutboxMessage, Store};
 use crate::adapters::{ble, replay, simulate};
 use crate::config::file::{Config, SourceKind};
 use crate::control;
-use crate::engine::{Engine, Heard, Intake, Output};
+use crate::engine::{Engine, Heard, Intake, Output, Setup};
 
 /// Outbox rows handed to the link per read of the store.
 const PUMP_BATCH: usize = 64;
@@ -81,7 +81,7 @@ fn clock() -> (std::time::Instant, Timestamp) {
 /// Runs the gateway until `shutdown` completes (graceful) or a source fails for good (error:
 /// the process exits non-zero and systemd restarts it).
 pub async fn run(
-    cfg: Config,
+    mut cfg: Config,
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -93,7 +93,14 @@ pub async fn run(
     let (now, wall) = clock();
     let restored = snapshot.alerts.len();
     let intake = Intake::new(cfg.ble.company_id, cfg.keys.clone());
-    let mut engine = Engine::restore(cfg.setup.clone(), intake, now, wall, snapshot);
+    // The residents move into the engine (one copy of 10,000 of them is megabytes); the rest
+    // of the setup is small and stays readable in `cfg`.
+    let residents = std::mem::take(&mut cfg.setup.residents);
+    let setup = Setup {
+        residents,
+        ..cfg.setup.clone()
+    };
+    let mut engine = Engine::restore(setup, intake, now, wall, snapshot);
     tracing::info!(
         state_dir = %cfg.state_dir.display(),
         alerts = restored,
@@ -141,7 +148,7 @@ pub async fn run(
         SourceKind::Simulate => {
             let settings = opts.simulate.clone().unwrap_or_else(|| {
                 simulate::SimulateSettings::new(
-                    cfg.setup.residents.keys().copied().collect(),
+                    engine.setup().residents.keys().copied().collect(),
                     cfg.ble.company_id,
                 )
             });
@@ -414,7 +421,7 @@ impl Daemon {
         while let Some(output) = self.engine.poll_output() {
             let msg = mqtt::render(
                 &output,
-                &self.cfg.setup,
+                self.engine.setup(),
                 &self.topics,
                 self.cfg.publish_vitals,
             );
