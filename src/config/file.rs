@@ -6,7 +6,7 @@
 //! not hide a mistake in another; unknown keys are reported and dropped rather than stopping
 //! the run; then the raw values are checked and cross-referenced into the engine's `Setup`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use jiff::tz::TimeZone;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::{keys, Problem, Problems};
+use super::{cut, keys, Problem, Problems};
 use crate::engine::{
     Escalation, Keyring, Locale, Resident, Rota, Setup, Shift, Staff, Supervision, WearerCancel,
 };
@@ -213,10 +213,21 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
         from_env: BTreeSet::new(),
         problems: Vec::new(),
     };
-    let tree = read_tree(path).map_err(|p| Problems(vec![p]))?;
+    let text = read_text(path).map_err(|p| Problems(vec![p]))?;
+    // A long list of residents is read one entry at a time (see `cut`); the rest as a tree.
+    let cut = cut::cut_residents(&text);
+    let tree = match &cut {
+        Some(cut) => read_tree(path, &text, &cut.rest, |at| cut.file_offset(at)),
+        None => read_tree(path, &text, &text, |at| at),
+    }
+    .map_err(|p| Problems(vec![p]))?;
     // Only which values came from the environment is kept, not a copy of the whole tree.
     env_paths(&tree, "", &mut check.from_env);
-    let config = check.build(tree);
+    let entries = cut.map(|c| Entries {
+        file: &text,
+        texts: c.residents,
+    });
+    let config = check.build(tree, entries);
     match config {
         Some(c) if check.problems.is_empty() => Ok(c),
         _ => Err(Problems(check.problems)),
@@ -264,9 +275,8 @@ pub fn control_socket(path: &Path) -> Result<PathBuf, Problem> {
     Ok(dir.join(raw))
 }
 
-/// The file (syntax-checked, so a typo gets a line and column) merged with the environment.
-fn read_tree(path: &Path) -> Result<Value, Problem> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+fn read_text(path: &Path) -> Result<String, Problem> {
+    std::fs::read_to_string(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Problem::new(
                 path,
@@ -285,26 +295,45 @@ fn read_tree(path: &Path) -> Result<Value, Problem> {
                 "check that the bandgate user may read it",
             )
         }
-    })?;
-    if let Err(e) = text.parse::<toml::Table>() {
-        let (line, column) = e
-            .span()
-            .map(|s| line_column(&text, s.start))
-            .unwrap_or((1, 1));
-        return Err(Problem::new(
-            path,
-            "",
-            format!(
-                "not valid TOML at line {line}, column {column}: {}",
-                e.message().trim()
-            ),
-            "look near that place for a missing quote, bracket, comma or '='; text values need double quotes",
-        ));
+    })
+}
+
+/// A TOML syntax error in `part` (which starts at `file_offset(0)` of `file`), with the line
+/// and column in the file.
+fn syntax_problem(
+    path: &Path,
+    file: &str,
+    part: &str,
+    file_offset: impl Fn(usize) -> usize,
+) -> Option<Problem> {
+    let e = part.parse::<toml::Table>().err()?;
+    let (line, column) = line_column(file, file_offset(e.span().map_or(0, |s| s.start)));
+    Some(Problem::new(
+        path,
+        "",
+        format!(
+            "not valid TOML at line {line}, column {column}: {}",
+            e.message().trim()
+        ),
+        "look near that place for a missing quote, bracket, comma or '='; text values need double quotes",
+    ))
+}
+
+/// `text` (the file, or what is left of it after `cut`; syntax-checked, so a typo gets a line
+/// and column in `file`) merged with the environment.
+fn read_tree(
+    path: &Path,
+    file: &str,
+    text: &str,
+    file_offset: impl Fn(usize) -> usize,
+) -> Result<Value, Problem> {
+    if let Some(p) = syntax_problem(path, file, text, file_offset) {
+        return Err(p);
     }
     let built = config::Config::builder()
         // From the text already read: values then carry no origin string each (the file is
         // named in every problem anyway), which for 10,000 residents is megabytes.
-        .add_source(File::from_str(&text, FileFormat::Toml))
+        .add_source(File::from_str(text, FileFormat::Toml))
         .add_source(
             Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator(ENV_SEPARATOR)
@@ -356,6 +385,41 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
     (line, column)
+}
+
+/// `[[residents]]` entries cut out of the file text (see `cut`), not yet parsed.
+struct Entries<'t> {
+    /// The whole file, for line numbers.
+    file: &'t str,
+    /// Each entry's text and its offset in `file`.
+    texts: Vec<(usize, &'t str)>,
+}
+
+/// The `[[residents]]` entries, as read from the tree or cut from the text.
+enum ResidentEntries<'t> {
+    Values(std::vec::IntoIter<Value>),
+    Texts(Entries<'t>, usize),
+}
+
+impl ResidentEntries<'_> {
+    fn len(&self) -> usize {
+        match self {
+            ResidentEntries::Values(v) => v.len(),
+            ResidentEntries::Texts(e, _) => e.texts.len(),
+        }
+    }
+
+    /// The next entry as a value; `None` (with the problem reported) if its text is not TOML.
+    fn next(&mut self, check: &mut Check, key: &str) -> Option<Value> {
+        match self {
+            ResidentEntries::Values(v) => v.next(),
+            ResidentEntries::Texts(e, next) => {
+                let (at, text) = *e.texts.get(*next)?;
+                *next += 1;
+                check.entry_value(key, e.file, at, text)
+            }
+        }
+    }
 }
 
 struct Check {
@@ -414,6 +478,46 @@ impl Check {
             ValueKind::Array(entries) => Some(entries),
             _ => self.take(key, value),
         }
+    }
+
+    /// The one resident of an entry's text (`[[residents]]` and its keys), starting at `at` in
+    /// `file`.
+    fn entry_value(&mut self, key: &str, file: &str, at: usize, text: &str) -> Option<Value> {
+        let built = config::Config::builder()
+            .add_source(File::from_str(text, FileFormat::Toml))
+            .build();
+        let tree = match built {
+            Ok(c) => c.cache,
+            Err(e) => {
+                let problem =
+                    syntax_problem(&self.file, file, text, |o| at + o).unwrap_or_else(|| {
+                        Problem::new(
+                            &self.file,
+                            key,
+                            format!("cannot read this entry: {e}"),
+                            "compare with the example config/bandgate.toml",
+                        )
+                    });
+                self.problems.push(problem);
+                return None;
+            }
+        };
+        let one = match tree.kind {
+            ValueKind::Table(mut t) => match t.remove("residents").map(|v| v.kind) {
+                Some(ValueKind::Array(mut one)) if one.len() == 1 => one.pop(),
+                _ => None,
+            },
+            _ => None,
+        };
+        if one.is_none() {
+            // Not expected (the text was cut at a [[residents]] header), but never dropped quietly.
+            self.problem(
+                key,
+                "this [[residents]] entry could not be read on its own",
+                "compare with the example config/bandgate.toml",
+            );
+        }
+        one
     }
 
     /// Reads `value` (found at `key`) into `T`, reporting unknown keys one by one and
@@ -565,7 +669,7 @@ impl Check {
         }
     }
 
-    fn build(&mut self, tree: Value) -> Option<Config> {
+    fn build(&mut self, tree: Value, cut: Option<Entries<'_>>) -> Option<Config> {
         if !matches!(tree.kind, ValueKind::Table(_)) {
             self.problem(
                 "",
@@ -589,6 +693,16 @@ impl Check {
         top.staff = staff.and_then(|v| self.entries("staff", v));
         top.rota = rota.and_then(|v| self.entries("rota", v));
         top.residents = residents.and_then(|v| self.entries("residents", v));
+        if let (Some(_), Some(cut)) = (&top.residents, &cut) {
+            self.problem(
+                "residents",
+                format!(
+                    "residents are given twice: as {} [[residents]] entries and as one value",
+                    cut.texts.len()
+                ),
+                "keep only the [[residents]] entries",
+            );
+        }
 
         let site_id = self.name("site_id", top.site_id.as_deref(), "guanghuiyuan");
         let gateway_id = self.name("gateway_id", top.gateway_id.as_deref(), "gw-guanghuiyuan-1");
@@ -655,12 +769,11 @@ impl Check {
         let keys = keys::load(&keys_file)
             .map_err(|p| self.problems.extend(p.0))
             .ok();
-        let residents = self.residents(
-            top.residents.unwrap_or_default(),
-            &mut refs,
-            keys.as_ref(),
-            &keys_file,
-        );
+        let entries = match cut {
+            Some(cut) => ResidentEntries::Texts(cut, 0),
+            None => ResidentEntries::Values(top.residents.unwrap_or_default().into_iter()),
+        };
+        let residents = self.residents(entries, &mut refs, keys.as_ref(), &keys_file);
 
         for (key, id) in refs {
             if !known(&id) {
@@ -1073,15 +1186,23 @@ impl Check {
 
     fn residents(
         &mut self,
-        entries: Vec<Value>,
+        entries: ResidentEntries<'_>,
         refs: &mut Vec<(String, String)>,
         keys: Option<&Keyring>,
         keys_file: &Path,
     ) -> BTreeMap<u32, Resident> {
-        let mut residents = BTreeMap::new();
+        // Gathered in a list and built into the map at the end: a map built at once has full
+        // nodes, one filled by inserts is about half empty (a megabyte for 10,000 residents).
+        let count = entries.len();
+        let mut residents: Vec<(u32, Resident)> = Vec::with_capacity(count);
+        let mut by_band: HashMap<u32, usize> = HashMap::with_capacity(count);
         let mut ids = BTreeSet::new();
-        for (i, v) in entries.into_iter().enumerate() {
+        let mut entries = entries;
+        for i in 0..count {
             let key = format!("residents[{i}]");
+            let Some(v) = entries.next(self, &key) else {
+                continue;
+            };
             let Some(raw) = self.take::<RawResident>(&key, v) else {
                 continue;
             };
@@ -1103,7 +1224,7 @@ impl Check {
                 );
                 continue;
             };
-            if let Some(other) = residents.get(&device_id).map(|r: &Resident| r.id.clone()) {
+            if let Some(other) = by_band.get(&device_id).map(|&n| residents[n].1.id.clone()) {
                 self.problem(
                     &format!("{key}.device_id"),
                     format!("band {device_id} is already worn by resident {other:?}"),
@@ -1123,7 +1244,8 @@ impl Check {
                     );
                 }
             }
-            residents.insert(
+            by_band.insert(device_id, residents.len());
+            residents.push((
                 device_id,
                 Resident {
                     id: raw.id,
@@ -1134,9 +1256,9 @@ impl Check {
                     device_id,
                     team: raw.team,
                 },
-            );
+            ));
         }
-        residents
+        residents.into_iter().collect()
     }
 }
 

@@ -549,3 +549,126 @@ fn a_named_pipe_is_a_replay_capture_but_a_directory_is_not() {
     let problems = file::load(&with("captures")).unwrap_err().to_string();
     assert!(problems.contains("ble.replay_file"), "{problems}");
 }
+
+/// Line `n` (1-based) of `text` starts at this column-1 offset: the line of `needle`'s first
+/// occurrence.
+fn line_of(text: &str, needle: &str) -> usize {
+    let at = text.find(needle).expect("needle in text");
+    text[..at].matches('\n').count() + 1
+}
+
+#[test]
+fn syntax_errors_inside_and_after_the_residents_name_the_line_in_the_file() {
+    // [[residents]] entries are parsed one at a time; a mistake in one must still be named
+    // with its line in the whole file, and so must one in a section after them.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = "name = \"张德明\naddress";
+    let path = example_in(dir.path(), |t| {
+        t.replace("name = \"张德明\"\n", "name = \"张德明\n")
+    });
+    let written = std::fs::read_to_string(&path).unwrap();
+    let line = line_of(&written, broken);
+    let problems = file::load(&path).unwrap_err().0;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let said = problems[0].to_string();
+    assert!(
+        said.contains(&format!("not valid TOML at line {line}, column")),
+        "{said} (expected line {line})"
+    );
+
+    let after = example_in(dir.path(), |t| {
+        format!("{t}\n[[staff]]\nid = \"sun\"\nname = tru\n")
+    });
+    let written = std::fs::read_to_string(&after).unwrap();
+    let line = line_of(&written, "name = tru");
+    let problems = file::load(&after).unwrap_err().0;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let said = problems[0].to_string();
+    assert!(
+        said.contains(&format!("not valid TOML at line {line}, column")),
+        "{said} (expected line {line})"
+    );
+}
+
+#[test]
+fn a_sub_table_of_a_resident_is_read_wherever_it_stands() {
+    // Directly under its entry, or after another section (TOML gives it to the last entry):
+    // either way it is the same unknown key of the same resident.
+    let dir = tempfile::tempdir().unwrap();
+    let under = example_in(dir.path(), |t| {
+        format!("{t}\n[residents.pet]\nname = \"cat\"\n")
+    });
+    let later = example_in(dir.path(), |t| {
+        format!("{t}\n[[staff]]\nid = \"sun\"\nname = \"孙\"\n\n[residents.pet]\nname = \"cat\"\n")
+    });
+    for path in [under, later] {
+        let problems = file::load(&path).unwrap_err().0;
+        let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains(": residents[3].pet: unknown key \"pet\""),
+            "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn ten_thousand_residents_load_one_entry_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut keys = String::from("[devices]\n");
+    let path = example_in(dir.path(), |t| {
+        // Drop the example's residents; write 10,000 new ones.
+        let head = &t[..t.find("[[residents]]").unwrap()];
+        let mut t = head.to_string();
+        for id in 1..=10_000u32 {
+            t.push_str(&format!(
+                "[[residents]]\nid = \"r{id}\"\nname = \"居民 {id}\"\naddress = \"{} 号楼\"\nphone = \"139{id:08}\"\ndevice_id = {}\nteam = [\"li\"]\n\n",
+                id / 100,
+                100_000 + id
+            ));
+            keys.push_str(&format!("{} = \"{:032x}\"\n", 100_000 + id, id));
+        }
+        // An entry of another list after them is still read.
+        t.push_str("[[staff]]\nid = \"sun\"\nname = \"孙\"\nphone = \"100\"\n");
+        t
+    });
+    write_private(dir.path(), "keys.toml", &keys);
+    let cfg = file::load(&path).unwrap();
+    assert_eq!(cfg.setup.residents.len(), 10_000);
+    assert_eq!(cfg.keys.len(), 10_000);
+    assert_eq!(cfg.setup.staff_name("sun"), "孙");
+    let r = &cfg.setup.residents[&107_000];
+    assert_eq!(
+        (r.id.as_str(), r.name.as_str(), r.address.as_str()),
+        ("r7000", "居民 7000", "70 号楼")
+    );
+    assert_eq!(r.team, vec!["li".to_string()]);
+
+    // A mistake in entry 7,000 is named by its index and its line.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "phone = \"13900007000\"",
+            "phone = \"13900007000\"\nage = 90",
+        )
+        .replace(
+            "device_id = 107000\nteam = [\"li\"]",
+            "device_id = 107000\nteam = \"li\"",
+        ),
+    )
+    .unwrap();
+    let problems = file::load(&path).unwrap_err().0;
+    let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(": residents[6999].age: unknown key")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(": residents[6999].team: ")),
+        "{lines:?}"
+    );
+}
