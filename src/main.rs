@@ -488,7 +488,11 @@ fn run(path: &std::path::Path, fast: bool) -> ExitCode {
         fast_replay: fast,
         ..Default::default()
     };
-    match runtime.block_on(bandgate::daemon::run(cfg, opts, shutdown_signal())) {
+    let result = runtime.block_on(bandgate::daemon::run(cfg, opts, shutdown_signal()));
+    // Everything is committed once `run` returns. A blocking call may still be running (the
+    // replay source opening a named pipe nobody writes to): it must not hold up the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "bandgate stopped on an error");

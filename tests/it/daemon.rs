@@ -493,6 +493,40 @@ fn sigterm_exits_0_says_offline_and_a_restart_resumes_the_open_alert() {
     assert_ordered(&phone.messages(), &p);
 }
 
+#[test]
+fn sigterm_stops_a_replay_gateway_whose_named_pipe_has_no_writer_yet() {
+    // The replay source blocks opening a pipe until a writer comes; SIGTERM must still stop
+    // the daemon at once (it used to hang until someone opened the pipe).
+    let broker = Broker::start();
+    let site = Site::new("bb8p", broker.port(), &SiteConfig::default(), &[]);
+    let pipe = site.path().join("capture.jsonl");
+    std::fs::remove_file(&pipe).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let status_topic = format!("{}/gateways/gw-bb8p/status", site.prefix());
+    let phone = Phone::connect_to(
+        broker.port(),
+        "phones-bb8p",
+        std::slice::from_ref(&status_topic),
+    );
+    let mut gw = Gateway::start(&site, "gateway.log", &[]);
+    phone.wait_until("online status", |m| {
+        m.iter()
+            .any(|m| m.topic == status_topic && m.json()["online"] == true)
+    });
+    let asked = std::time::Instant::now();
+    let st = gw.term();
+    assert_eq!(st.code(), Some(0), "graceful stop; log:\n{}", gw.log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop",
+        asked.elapsed()
+    );
+}
+
 /// (staff, reason) of every page about `alert_id` so far, without repeats.
 fn page_set(msgs: &[Msg], p: &str, alert_id: &str) -> std::collections::BTreeSet<(String, String)> {
     pages(msgs, p, alert_id)
