@@ -668,6 +668,8 @@ fn latency(a: &Args, plan: &Plan, load: f64, pinned: bool, tmpfs: bool) -> Value
     r["frames_accepted"] = json!(phone.counter("frames_accepted"));
     r["telemetry_dropped"] = json!(phone.counter("telemetry_dropped"));
     r["ready_ms"] = json!(d.ready_after.as_millis() as u64);
+    // Every SOS of this scenario is still open (no escalation): the memory under load.
+    r["vm_hwm_kib"] = json!(proc_status_kib(d.pid(), "VmHWM:"));
     drop(feed);
     d.stop();
     eprintln!("bench: {r}");
@@ -1079,6 +1081,23 @@ fn table(r: &Value) -> String {
         )
     });
     row("peak RSS (VmHWM), 10k bands", &a, &b);
+    let hwm = |x: Option<Value>| match x {
+        Some(x) => format!(
+            "{} KiB ({} SOS open)",
+            cell(&x, "vm_hwm_kib"),
+            cell(&x, "n")
+        ),
+        None => "-".into(),
+    };
+    let top = loads.last().copied().unwrap_or(0.0);
+    row(
+        &format!(
+            "peak RSS (VmHWM), 10k bands, {} hb/s, state on disk",
+            top as u64
+        ),
+        &hwm(pick(top, false, "disk")),
+        &hwm(pick(top, true, "disk")),
+    );
     let (a, b) = per("steady", &|x| {
         format!("{} %", cell(x, "cpu_pct_at_1000fps"))
     });
