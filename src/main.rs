@@ -501,9 +501,9 @@ fn run(path: &std::path::Path, fast: bool) -> ExitCode {
     }
 }
 
-/// Loading a large configuration (10,000 residents: a 1.3 MB file) peaks at ~70 MB of heap in
-/// the `config` crate's value trees, all freed once `Config` is built; glibc keeps such memory
-/// mapped unless asked, so the daemon would sit at the start-up peak for ever.
+/// Loading a large configuration leaves freed heap behind (10,000 residents: the key file's
+/// parse alone is ~7 MB, freed once `Config` is built); glibc keeps such memory mapped unless
+/// asked, so the daemon would sit at its start-up peak for ever.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
