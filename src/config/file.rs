@@ -503,7 +503,7 @@ impl Check {
             }
         };
         let one = match tree.kind {
-            ValueKind::Table(mut t) => match t.remove("residents").map(|v| v.kind) {
+            ValueKind::Table(mut t) => match t.shift_remove("residents").map(|v| v.kind) {
                 Some(ValueKind::Array(mut one)) if one.len() == 1 => one.pop(),
                 _ => None,
             },
@@ -563,7 +563,7 @@ impl Check {
                 // Unknown keys can only sit at the top of what `take` reads (sections are flat).
                 let removed = at.is_none()
                     && match &mut value.kind {
-                        ValueKind::Table(t) => t.remove(&field).is_some(),
+                        ValueKind::Table(t) => t.shift_remove(&field).is_some(),
                         _ => false,
                     };
                 if removed {
@@ -685,7 +685,7 @@ impl Check {
         let mut lists: [Option<Value>; 3] = [None, None, None];
         if let ValueKind::Table(t) = &mut tree.kind {
             for (slot, name) in lists.iter_mut().zip(["staff", "rota", "residents"]) {
-                *slot = t.remove(name);
+                *slot = t.shift_remove(name);
             }
         }
         let mut top: RawTop = self.take("", tree)?;

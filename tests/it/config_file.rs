@@ -644,7 +644,8 @@ fn ten_thousand_residents_load_one_entry_at_a_time() {
     );
     assert_eq!(r.team, vec!["li".to_string()]);
 
-    // A mistake in entry 7,000 is named by its index and its line.
+    // Mistakes in entries 7,000 and 7,001 are named by their index; entry 7,002 has both, and
+    // both are named every time (keys are read in file order, not a hash map's order).
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,
@@ -653,14 +654,18 @@ fn ten_thousand_residents_load_one_entry_at_a_time() {
             "phone = \"13900007000\"\nage = 90",
         )
         .replace(
-            "device_id = 107000\nteam = [\"li\"]",
-            "device_id = 107000\nteam = \"li\"",
+            "device_id = 107001\nteam = [\"li\"]",
+            "device_id = 107001\nteam = \"li\"",
+        )
+        .replace(
+            "phone = \"13900007002\"\ndevice_id = 107002\nteam = [\"li\"]",
+            "phone = \"13900007002\"\nage = 91\ndevice_id = 107002\nteam = \"li\"",
         ),
     )
     .unwrap();
     let problems = file::load(&path).unwrap_err().0;
     let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines.len(), 4, "{lines:?}");
     assert!(
         lines
             .iter()
@@ -668,7 +673,18 @@ fn ten_thousand_residents_load_one_entry_at_a_time() {
         "{lines:?}"
     );
     assert!(
-        lines.iter().any(|l| l.contains(": residents[6999].team: ")),
+        lines
+            .iter()
+            .any(|l| l.contains(": residents[7000].team: found a string")),
         "{lines:?}"
     );
+    for key in [
+        "residents[7001].age: unknown key",
+        "residents[7001].team: found a string",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!(": {key}"))),
+            "no {key} in {lines:?}"
+        );
+    }
 }
