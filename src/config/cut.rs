@@ -214,6 +214,87 @@ id = "r3"
         assert_eq!(&FILE[cut.file_offset(at)..][..5], "url =");
     }
 
+    use proptest::prelude::*;
+
+    /// A `[[residents]]` entry in one of many spellings, with values that look like headers.
+    fn entry(n: usize) -> impl Strategy<Value = String> {
+        let header = prop_oneof![
+            Just("[[residents]]".to_string()),
+            Just("[[ residents ]]".to_string()),
+            Just("[[\"residents\"]]".to_string()),
+            Just("  [[residents]]   # the next one".to_string()),
+        ];
+        let name = prop_oneof![
+            Just("\"王秀英\"".to_string()),
+            Just("\"\"\"\n[[residents]]\nnot a header\n\"\"\"".to_string()),
+            Just("'[mqtt]'".to_string()),
+            Just("\"a # not a comment\"".to_string()),
+        ];
+        let team = prop_oneof![
+            Just("[\"li\"]".to_string()),
+            Just("[\n  \"li\",\n  # [[residents]]\n  \"wang\",\n]".to_string()),
+            Just("[\n[\"nested\"],\n]".to_string()),
+            Just("{ a = [1,\n2] }".to_string()),
+        ];
+        let part = prop_oneof![
+            Just(String::new()),
+            Just("[residents.extra]\nk = 1\n".to_string()),
+            Just("\n# a comment\n\n[[residents.pets]]\nname = \"cat\"\n".to_string()),
+        ];
+        (header, name, team, part).prop_map(move |(h, name, team, part)| {
+            format!("{h}\nid = \"r{n}\"\nname = {name}\nteam = {team}\n{part}\n")
+        })
+    }
+
+    fn other(n: usize) -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(format!(
+                "[[staff]]\nid = \"s{n}\"\nnote = \"\"\"\n[x]\n\"\"\"\n\n"
+            )),
+            Just(format!("[section{n}]\nlist = [\n  [1],\n]\n\n")),
+            Just(format!("[section{n}.sub]\nk = '[[residents]]'\n\n")),
+        ]
+    }
+
+    fn document() -> impl Strategy<Value = String> {
+        proptest::collection::vec(any::<bool>(), 1..12).prop_flat_map(|kinds| {
+            let parts: Vec<BoxedStrategy<String>> = kinds
+                .iter()
+                .enumerate()
+                .map(|(i, &is_entry)| {
+                    if is_entry {
+                        entry(i).boxed()
+                    } else {
+                        other(i).boxed()
+                    }
+                })
+                .collect();
+            parts.prop_map(|p| format!("site_id = \"x\" # [[residents]]\n\n{}", p.concat()))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn cutting_reads_the_same_values_as_parsing_the_whole_text(text in document()) {
+            let whole: toml::Table = text.parse().expect("the generated text is TOML");
+            let Some(cut) = cut_residents(&text) else {
+                // Only texts without entries are left whole here.
+                prop_assert!(whole.get("residents").is_none(), "{text}");
+                return Ok(());
+            };
+            let expected = whole["residents"].as_array().expect("an array of entries");
+            prop_assert_eq!(cut.residents.len(), expected.len(), "{}", text);
+            for ((_, t), want) in cut.residents.iter().zip(expected) {
+                let one: toml::Table = t.parse().expect("an entry parses on its own");
+                prop_assert_eq!(&one["residents"][0], want, "{}", t);
+            }
+            let rest: toml::Table = cut.rest.parse().expect("the rest parses");
+            let mut whole = whole;
+            whole.remove("residents");
+            prop_assert_eq!(rest, whole, "{}", cut.rest);
+        }
+    }
+
     #[test]
     fn texts_it_cannot_cut_safely_are_left_whole() {
         assert!(cut_residents("site_id = \"x\"\n[mqtt]\nurl = \"y\"\n").is_none());
