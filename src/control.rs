@@ -93,7 +93,8 @@ pub struct StatusReport {
     pub devices_enrolled: usize,
     pub devices_heard_15m: usize,
     pub open_alerts: usize,
-    pub outbox_len: u64,
+    /// `None` when the state store could not count it (the daemon logs why).
+    pub outbox_len: Option<u64>,
     pub frames_accepted: u64,
     /// By the wire spec's reject reason, every reason listed.
     pub frames_rejected: BTreeMap<String, u64>,
@@ -137,7 +138,7 @@ pub struct Facts {
     pub broker_connected: bool,
     pub store_ok: bool,
     pub devices_enrolled: usize,
-    pub outbox_len: u64,
+    pub outbox_len: Option<u64>,
     /// Phone messages the MQTT adapter could not read, by reason.
     pub messages_ignored: BTreeMap<String, u64>,
 }
@@ -519,7 +520,10 @@ pub fn status_text(s: &StatusReport) -> String {
         s.devices_enrolled, s.devices_heard_15m
     );
     out += &format!("alerts   {} open\n", s.open_alerts);
-    out += &format!("outbox   {} waiting for the broker\n", s.outbox_len);
+    out += &match s.outbox_len {
+        Some(n) => format!("outbox   {n} waiting for the broker\n"),
+        None => "outbox   unknown: the state store cannot be read (see the log)\n".to_string(),
+    };
     out += &format!("frames   {} accepted, {rejected}\n", s.frames_accepted);
     let counts = |m: &BTreeMap<String, u64>| {
         let parts: Vec<String> = m
@@ -677,6 +681,39 @@ mod tests {
         };
         let text = serde_json::to_string(&refused).unwrap();
         assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), refused);
+    }
+
+    #[test]
+    fn an_outbox_the_store_cannot_count_is_shown_as_unknown_not_empty() {
+        let mut report = StatusReport {
+            gateway_id: "gw-1".into(),
+            version: "0.1.0".into(),
+            started_at: Timestamp::UNIX_EPOCH,
+            uptime_s: 60,
+            adapter: "replay".into(),
+            adapter_ok: true,
+            broker_connected: false,
+            store_ok: false,
+            devices_enrolled: 4,
+            devices_heard_15m: 4,
+            open_alerts: 1,
+            outbox_len: None,
+            frames_accepted: 10,
+            frames_rejected: BTreeMap::new(),
+            actions_refused: BTreeMap::new(),
+            messages_ignored: BTreeMap::new(),
+        };
+        let text = status_text(&report);
+        assert!(
+            text.contains("outbox   unknown: the state store cannot be read"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json["outbox_len"].is_null());
+        report.outbox_len = Some(3);
+        assert!(status_text(&report).contains("outbox   3 waiting for the broker"));
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), report);
     }
 
     #[test]

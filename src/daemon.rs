@@ -330,7 +330,11 @@ impl Daemon {
             broker_connected: self.connected,
             store_ok: self.store_ok,
             devices_enrolled: self.cfg.keys.len(),
-            outbox_len: self.store.outbox_len().unwrap_or(0),
+            outbox_len: self
+                .store
+                .outbox_len()
+                .map_err(|e| tracing::error!(error = %e, "cannot count the outbox"))
+                .ok(),
             messages_ignored: self
                 .ack_errors
                 .iter()
