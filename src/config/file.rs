@@ -223,9 +223,9 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
     .map_err(|p| Problems(vec![p]))?;
     // Only which values came from the environment is kept, not a copy of the whole tree.
     env_paths(&tree, "", &mut check.from_env);
-    let entries = cut.map(|c| Entries {
+    let entries = cut.map(|c| ResidentEntries::Texts {
         file: &text,
-        texts: c.residents,
+        texts: c.residents.into_iter(),
     });
     let config = check.build(tree, entries);
     match config {
@@ -387,36 +387,32 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// `[[residents]]` entries cut out of the file text (see `cut`), not yet parsed.
-struct Entries<'t> {
-    /// The whole file, for line numbers.
-    file: &'t str,
-    /// Each entry's text and its offset in `file`.
-    texts: Vec<(usize, &'t str)>,
-}
-
-/// The `[[residents]]` entries, as read from the tree or cut from the text.
+/// The `[[residents]]` entries, as read from the tree or cut from the text (see `cut`).
 enum ResidentEntries<'t> {
     Values(std::vec::IntoIter<Value>),
-    Texts(Entries<'t>, usize),
+    /// Not yet parsed: each entry's text and its offset in `file` (for line numbers).
+    Texts {
+        file: &'t str,
+        texts: std::vec::IntoIter<(usize, &'t str)>,
+    },
 }
 
 impl ResidentEntries<'_> {
     fn len(&self) -> usize {
         match self {
             ResidentEntries::Values(v) => v.len(),
-            ResidentEntries::Texts(e, _) => e.texts.len(),
+            ResidentEntries::Texts { texts, .. } => texts.len(),
         }
     }
 
-    /// The next entry as a value; `None` (with the problem reported) if its text is not TOML.
+    /// The next entry as a value; `None` at the end, or (with the problem reported) if its
+    /// text is not TOML.
     fn next(&mut self, check: &mut Check, key: &str) -> Option<Value> {
         match self {
             ResidentEntries::Values(v) => v.next(),
-            ResidentEntries::Texts(e, next) => {
-                let (at, text) = *e.texts.get(*next)?;
-                *next += 1;
-                check.entry_value(key, e.file, at, text)
+            ResidentEntries::Texts { file, texts } => {
+                let (at, text) = texts.next()?;
+                check.entry_value(key, file, at, text)
             }
         }
     }
@@ -669,7 +665,7 @@ impl Check {
         }
     }
 
-    fn build(&mut self, tree: Value, cut: Option<Entries<'_>>) -> Option<Config> {
+    fn build(&mut self, tree: Value, cut: Option<ResidentEntries<'_>>) -> Option<Config> {
         if !matches!(tree.kind, ValueKind::Table(_)) {
             self.problem(
                 "",
@@ -698,7 +694,7 @@ impl Check {
                 "residents",
                 format!(
                     "residents are given twice: as {} [[residents]] entries and as one value",
-                    cut.texts.len()
+                    cut.len()
                 ),
                 "keep only the [[residents]] entries",
             );
@@ -769,10 +765,9 @@ impl Check {
         let keys = keys::load(&keys_file)
             .map_err(|p| self.problems.extend(p.0))
             .ok();
-        let entries = match cut {
-            Some(cut) => ResidentEntries::Texts(cut, 0),
-            None => ResidentEntries::Values(top.residents.unwrap_or_default().into_iter()),
-        };
+        let entries = cut.unwrap_or_else(|| {
+            ResidentEntries::Values(top.residents.unwrap_or_default().into_iter())
+        });
         let residents = self.residents(entries, &mut refs, keys.as_ref(), &keys_file);
 
         for (key, id) in refs {
