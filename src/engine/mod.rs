@@ -136,6 +136,8 @@ pub struct Engine {
     urgent_devices: BTreeSet<u32>,
     /// Bands whose record changed by telemetry only (heartbeats): written in batches.
     dirty_devices: BTreeSet<u32>,
+    /// Where the next `take_telemetry` starts in `dirty_devices`.
+    telemetry_cursor: u32,
     meta: MetaRecord,
     meta_dirty: bool,
     counters: Counters,
@@ -190,6 +192,7 @@ impl Engine {
             removed_alerts: Vec::new(),
             urgent_devices: BTreeSet::new(),
             dirty_devices: BTreeSet::new(),
+            telemetry_cursor: 0,
             meta: snapshot.meta,
             meta_dirty: false,
             counters: Counters::default(),
@@ -309,12 +312,27 @@ impl Engine {
 
     /// Up to `max` bands whose record changed by telemetry only (replay window, battery,
     /// last seen), for a batched, lighter write. Empty when nothing is pending.
+    /// Bands are taken in id order from where the last call stopped, wrapping round, so a
+    /// band with a high id is written even while low ids keep changing.
     pub fn take_telemetry(&mut self, max: usize) -> Vec<DeviceRecord> {
-        let ids: Vec<u32> = self.dirty_devices.iter().take(max).copied().collect();
+        let from = self.telemetry_cursor;
+        let ids: Vec<u32> = self
+            .dirty_devices
+            .range(from..)
+            .chain(self.dirty_devices.range(..from))
+            .take(max)
+            .copied()
+            .collect();
         for id in &ids {
             self.dirty_devices.remove(id);
         }
+        self.telemetry_cursor = ids.last().map_or(0, |&id| id.wrapping_add(1));
         ids.into_iter().map(|id| self.device_record(id)).collect()
+    }
+
+    /// Bands of a `take_telemetry` batch that could not be written: taken again later.
+    pub fn retake_telemetry(&mut self, device_ids: impl IntoIterator<Item = u32>) {
+        self.dirty_devices.extend(device_ids);
     }
 
     /// The whole durable state (for tests and a full rewrite of the store).

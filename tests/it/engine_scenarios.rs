@@ -687,3 +687,30 @@ fn an_alert_commit_carries_only_its_own_band_heartbeats_go_in_batches() {
     assert!(telemetry[0].window_top.is_some());
     assert!(s.engine.take_telemetry(10).is_empty());
 }
+
+#[test]
+fn telemetry_batches_take_turns_so_a_busy_low_band_cannot_starve_a_high_one() {
+    let mut s = Sim::at(local(10, 0));
+    let hb = BandEvent::Heartbeat {
+        heart_rate: None,
+        spo2: None,
+        steps: 0,
+    };
+    let ids = |v: Vec<bandgate::engine::DeviceRecord>| -> Vec<u32> {
+        v.iter().map(|d| d.device_id).collect()
+    };
+    s.frame(17, hb);
+    s.frame(18, hb);
+    assert_eq!(ids(s.engine.take_telemetry(1)), vec![17]);
+    // 17 is heard again before the next batch: 18 still goes first.
+    s.frame(17, hb);
+    assert_eq!(ids(s.engine.take_telemetry(1)), vec![18]);
+    assert_eq!(ids(s.engine.take_telemetry(1)), vec![17]);
+    assert!(s.engine.take_telemetry(1).is_empty());
+    // A batch the store could not write is taken again.
+    s.frame(18, hb);
+    let batch = s.engine.take_telemetry(5);
+    assert_eq!(ids(batch.clone()), vec![18]);
+    s.engine.retake_telemetry(batch.iter().map(|d| d.device_id));
+    assert_eq!(ids(s.engine.take_telemetry(5)), vec![18]);
+}
