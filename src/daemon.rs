@@ -237,7 +237,6 @@ pub async fn run(
                 d.flush();
             }
             Some(pending) = control_rx.recv() => d.control(pending),
-            Some(advert) = rx.telemetry.recv() => d.telemetry(advert, &mut rx),
             done = &mut source, if !source_done => {
                 source_done = true;
                 match done {
@@ -269,6 +268,9 @@ pub async fn run(
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 notify_systemd(&[sd_notify::NotifyState::Watchdog]);
             }
+            // Last: a lane that never empties (overload) must not starve the ticks above,
+            // which only fire when due (the watchdog ping, status, telemetry writes).
+            Some(advert) = rx.telemetry.recv() => d.telemetry(advert, &mut rx),
         }
     };
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
@@ -420,6 +422,12 @@ impl Daemon {
 
     /// Renders what the engine asked for, commits it, then publishes it.
     fn flush(&mut self) {
+        self.flush_and_retry(false);
+    }
+
+    /// `flush`; with `retry`, also commits what an earlier failed commit holds when nothing new
+    /// came (from the telemetry tick: a broken store is tried once a second, not per frame).
+    fn flush_and_retry(&mut self, retry: bool) {
         let mut durable: Vec<OutboxMessage> = Vec::new();
         let mut volatile = Vec::new();
         while let Some(output) = self.engine.poll_output() {
@@ -434,9 +442,10 @@ impl Daemon {
                 _ => durable.push(msg),
             }
         }
-        if !durable.is_empty() || self.unsaved.is_some() {
+        if !durable.is_empty() || (retry && self.unsaved.is_some()) {
             let (now, wall) = clock();
             let mut changes = self.engine.take_changes(now, wall);
+            let fresh = durable.len();
             // What an earlier failed commit could not store goes first, in its order.
             if let Some((earlier, mut messages)) = self.unsaved.take() {
                 changes = earlier.then(changes);
@@ -449,12 +458,13 @@ impl Daemon {
                     fault_after_commit();
                 }
                 Err(e) => {
-                    // Delivery comes before durability: publish what we could not store now,
-                    // and keep it (state and messages) for the next commit, so that a broker
-                    // that is down at this moment still gets every page later.
+                    // Delivery comes before durability: publish what we could not store now
+                    // (only this call's messages: the held ones went out when they were
+                    // new), and keep it all (state and messages) for the next commit, so that
+                    // a broker that is down at this moment still gets every page later.
                     self.store_ok = false;
                     tracing::error!(error = format!("{e:#}"), "state store failed; publishing without it (not restart-safe until it recovers)");
-                    volatile.extend(durable.iter().cloned());
+                    volatile.extend(durable[durable.len() - fresh..].iter().cloned());
                     self.unsaved = Some((changes, durable));
                 }
             }
@@ -466,12 +476,22 @@ impl Daemon {
     }
 
     fn flush_telemetry(&mut self, rx: &AdvertRx) {
+        if self.unsaved.is_some() {
+            self.flush_and_retry(true);
+        }
         let devices = self.engine.take_telemetry(TELEMETRY_ROWS);
-        if let Err(e) = self.store.commit_telemetry(&devices) {
+        let written = self.store.commit_telemetry(&devices);
+        if written.is_ok() && !devices.is_empty() && self.unsaved.is_none() {
+            self.store_ok = true;
+        }
+        if let Err(e) = written {
+            self.store_ok = false;
             tracing::error!(
                 error = format!("{e:#}"),
-                "cannot write band telemetry to the state store"
+                "cannot write band telemetry to the state store; trying again in a second"
             );
+            self.engine
+                .retake_telemetry(devices.iter().map(|d| d.device_id));
         }
         let dropped = rx.dropped();
         self.telemetry_dropped = dropped;
