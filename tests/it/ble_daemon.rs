@@ -33,11 +33,6 @@ fn bluez_site_on(port: u16, site_id: &str, silence_restart: &str, company_id: u1
                 "source = \"bluez\"\nadapter = \"hci0\"\nsilence_restart = \"{silence_restart}\"\n"
             ),
         )
-        // Our own socket, so parallel daemons do not meet at /run/bandgate.
-        .replace(
-            "keys_file = \"keys.toml\"\n",
-            "keys_file = \"keys.toml\"\ncontrol_socket = \"control.sock\"\n",
-        )
         .replace(
             "company_id = 0xFFFF\n",
             &format!("company_id = 0x{company_id:04X}\n"),

@@ -96,16 +96,25 @@ impl Broker {
     /// Stops the broker with SIGTERM, so a persistent one saves its sessions first.
     pub fn stop_gracefully(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
+            let sent = Command::new("kill")
                 .arg("-TERM")
                 .arg(child.id().to_string())
-                .status();
+                .status()
+                .unwrap();
+            assert!(sent.success(), "could not SIGTERM mosquitto");
             let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    // Killed, it would not have saved its sessions: the test's premise fails.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "mosquitto did not stop within 10 s of SIGTERM; its log:\n{}",
+                        self.log()
+                    );
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 

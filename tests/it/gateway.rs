@@ -190,6 +190,8 @@ locale = "zh-CN"
 timezone = "UTC"
 state_dir = "state"
 keys_file = "keys.toml"
+# Each site its own operator socket, so parallel daemons never meet at /run/bandgate.
+control_socket = "control.sock"
 
 [ble]
 source = "replay"

@@ -266,32 +266,30 @@ async fn the_link_refuses_a_broker_its_ca_did_not_sign_and_keeps_trying() {
         vec!["tls/ack/+".into()],
     )
     .unwrap();
-    // Several attempts fit in 3 s (back-off 0.5 s, 1 s, 2 s): none connects, the task lives on.
-    match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
-        Err(_) => {}
-        Ok(ev) => panic!("expected no event from an untrusted broker, got {ev:?}"),
+    // The link tries again and again (back-off 0.5 s, 1 s, 2 s, ...): the broker refuses each
+    // handshake, and no attempt ever connects.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while broker.log().matches("alert unknown ca").count() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the link did not retry (or failed otherwise); broker log:\n{}",
+            broker.log()
+        );
+        match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+            Err(_) => {}
+            Ok(ev) => panic!("expected no event from an untrusted broker, got {ev:?}"),
+        }
     }
-    let log = broker.log();
-    assert!(
-        log.matches("alert unknown ca").count() >= 2,
-        "the link did not retry (or failed otherwise); broker log:\n{log}"
-    );
 }
 
 // ---- the built binary ----
 
-/// Points the site's gateway at `url` with extra `[mqtt]` lines, and gives it its own control
-/// socket in the site dir.
+/// Points the site's gateway at `url` with extra `[mqtt]` lines.
 fn set_mqtt(site: &Site, url: &str, extra: &str) {
     let text = std::fs::read_to_string(&site.config).unwrap();
     let old = format!("url = \"mqtt://127.0.0.1:{}\"\n", site.broker_port);
     assert!(text.contains(&old));
-    let text = text
-        .replace(&old, &format!("url = \"{url}\"\n{extra}"))
-        .replace(
-            "keys_file = \"keys.toml\"\n",
-            "keys_file = \"keys.toml\"\ncontrol_socket = \"bandgate.sock\"\n",
-        );
+    let text = text.replace(&old, &format!("url = \"{url}\"\n{extra}"));
     std::fs::write(&site.config, text).unwrap();
 }
 
@@ -303,7 +301,7 @@ fn toml_path(p: &Path) -> String {
 fn open_alerts(site: &Site) -> Vec<Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_bandgate"))
         .args(["alerts", "--json", "--socket"])
-        .arg(site.path().join("bandgate.sock"))
+        .arg(site.path().join("control.sock"))
         .output()
         .unwrap();
     assert!(
@@ -319,7 +317,7 @@ fn open_alerts(site: &Site) -> Vec<Value> {
 fn wait_tier(site: &Site, gw: &Gateway, alert_id: &str, tier: u64) {
     let deadline = Instant::now() + WAIT;
     loop {
-        if site.path().join("bandgate.sock").exists() {
+        if site.path().join("control.sock").exists() {
             let alerts = open_alerts(site);
             if alerts
                 .iter()
@@ -543,7 +541,9 @@ fn the_shipped_broker_config_ties_each_phone_to_its_own_pages_and_acks() {
     // The gateway's status went out under its user, nothing of the gateway's was denied.
     let log = broker.log();
     assert!(
-        log.contains("Denied PUBLISH from phone-zhang") && log.contains(&format!("{p}/ack/li")),
+        log.lines()
+            .any(|l| l.contains("Denied PUBLISH from phone-zhang")
+                && l.contains(&format!("{p}/ack/li"))),
         "the broker did not deny zhang's ack as li; its log:\n{log}"
     );
     assert!(
