@@ -1,0 +1,168 @@
+//! `run`: turns a checked configuration into the loop's parts — the store, the engine, the
+//! broker link, the advertisement source, the control socket — and runs the loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
+
+use super::{clock, Daemon, Inputs, Site, CONTROL_QUEUE};
+use crate::adapters::lanes::{advert_lanes, AdvertTx};
+use crate::adapters::mqtt::{self, MqttSettings, Topics};
+use crate::adapters::store::Store;
+use crate::adapters::{ble, replay, simulate};
+use crate::config::file::{Config, SourceKind};
+use crate::control;
+use crate::engine::{Engine, Intake, Setup};
+
+/// How `run` was asked to start, beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Replay source: ignore the capture's gaps.
+    pub fast_replay: bool,
+    /// Simulate source: replaces the default simulation (the demo scripts its SOS here).
+    pub simulate: Option<simulate::SimulateSettings>,
+}
+
+/// Runs the gateway until `shutdown` completes (graceful) or a source fails for good (error:
+/// the process exits non-zero and systemd restarts it).
+pub async fn run(
+    mut cfg: Config,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let started_at = Timestamp::now();
+    let store = Store::open(&cfg.state_dir)?;
+    let snapshot = store
+        .load()
+        .with_context(|| format!("loading state from {}", cfg.state_dir.display()))?;
+    let (now, wall) = clock();
+    let restored = snapshot.alerts.len();
+    let intake = Intake::new(cfg.ble.company_id, cfg.keys.clone());
+    // The residents move into the engine (one copy of 10,000 of them is megabytes).
+    let residents = std::mem::take(&mut cfg.setup.residents);
+    let setup = Setup {
+        residents,
+        ..cfg.setup.clone()
+    };
+    let engine = Engine::restore(setup, intake, now, wall, snapshot);
+    tracing::info!(
+        state_dir = %cfg.state_dir.display(),
+        alerts = restored,
+        outbox = store.outbox_len().unwrap_or(0),
+        "state restored"
+    );
+
+    let topics = Topics::new(cfg.mqtt.topic_prefix.clone());
+    let settings = MqttSettings {
+        url: cfg.mqtt.url.clone(),
+        client_id: cfg.gateway_id.clone(),
+        username: cfg.mqtt.username.clone(),
+        password: cfg.mqtt.password.clone(),
+        ca_file: cfg.mqtt.ca_file.clone(),
+        keep_alive: Duration::from_secs(30),
+        last_will: mqtt::last_will(&topics, &cfg.gateway_id),
+    };
+    let (link, link_events) = mqtt::connect(settings, vec![topics.ack_filter()])?;
+
+    let keys = Arc::new(cfg.keys.clone());
+    let (radio_tx, radio) = watch::channel(ble::BleStatus::default());
+    let (tx, adverts) = advert_lanes(cfg.ble.company_id, keys.clone());
+    let adapter = match cfg.ble.source {
+        SourceKind::Bluez => cfg.ble.adapter.clone().unwrap_or_else(|| "first".into()),
+        other => other.name().to_string(),
+    };
+    let source = spawn_source(&cfg, &opts, &engine, keys, tx, radio_tx)?;
+
+    // The operator's socket is a convenience: without it alarms still flow, so a failure to
+    // bind is logged, not fatal.
+    let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
+    let control_socket = match control::ControlSocket::bind(&cfg.control_socket, control_tx) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "no control socket: bandgate status/alerts/ack will not reach this daemon"
+            );
+            None
+        }
+    };
+
+    let site = Site {
+        gateway_id: cfg.gateway_id.clone(),
+        broker: cfg.mqtt.url.clone(),
+        topics,
+        publish_vitals: cfg.publish_vitals,
+        devices_enrolled: cfg.keys.len(),
+        status_interval: cfg.mqtt.status_interval,
+        started_at,
+        adapter,
+        // A radio is not ok until its source says it scans: the source's first report may be
+        // "not ok", which equals the watch's initial value and so is never sent as a change.
+        adapter_ok: cfg.ble.source != SourceKind::Bluez,
+    };
+    tracing::info!(
+        gateway_id = site.gateway_id,
+        source = cfg.ble.source.name(),
+        broker = site.broker,
+        bands = site.devices_enrolled,
+        "bandgate running"
+    );
+    drop(cfg);
+    let inputs = Inputs {
+        adverts,
+        link: link_events,
+        control,
+        source,
+        radio,
+        shutdown: Box::pin(shutdown),
+    };
+    let result = Daemon::new(engine, store, link, site).run(inputs).await;
+    drop(control_socket);
+    result
+}
+
+fn spawn_source(
+    cfg: &Config,
+    opts: &RunOptions,
+    engine: &Engine,
+    keys: Arc<crate::engine::Keyring>,
+    tx: AdvertTx,
+    radio: watch::Sender<ble::BleStatus>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    Ok(match cfg.ble.source {
+        SourceKind::Replay => {
+            let file = cfg
+                .ble
+                .replay_file
+                .clone()
+                .context("ble.source = \"replay\" needs ble.replay_file")?;
+            let settings = replay::ReplaySettings {
+                file,
+                company_id: cfg.ble.company_id,
+                fast: opts.fast_replay,
+            };
+            tokio::spawn(async move { replay::run(settings, tx).await.map(|_| ()) })
+        }
+        SourceKind::Simulate => {
+            let settings = opts.simulate.clone().unwrap_or_else(|| {
+                simulate::SimulateSettings::new(
+                    engine.setup().residents.keys().copied().collect(),
+                    cfg.ble.company_id,
+                )
+            });
+            tokio::spawn(simulate::run(settings, keys, tx))
+        }
+        SourceKind::Bluez => {
+            let settings = ble::BleSettings {
+                adapter: cfg.ble.adapter.clone(),
+                company_id: cfg.ble.company_id,
+                silence_restart: cfg.ble.silence_restart,
+            };
+            tokio::spawn(ble::run(settings, tx, radio, std::future::pending()))
+        }
+    })
+}
