@@ -91,3 +91,114 @@ fn every_source_file_starts_with_a_module_doc_line() {
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
+
+/// Which files may name an outside crate that touches the world (in code, not comments): the
+/// README's "adapters are the only code that touches the world", one adapter per crate.
+const BOUNDARIES: &[(&str, &[&str])] = &[
+    // SQL only in the store.
+    ("rusqlite", &["adapters/store.rs"]),
+    // The MQTT client only in the MQTT adapter and the demo's scripted phones.
+    ("rumqttc", &["adapters/mqtt/", "demo/"]),
+    // The embedded broker only in the demo.
+    ("rumqttd", &["demo/"]),
+    // The radio (and D-Bus, which is how BlueZ and ModemManager are reached) only in the
+    // adapters that speak to those services.
+    ("btleplug", &["adapters/ble"]),
+    ("dbus", &["adapters/ble", "adapters/modem"]),
+];
+
+/// The sans-IO state machines: like the engine, they take time and results as values.
+const SANS_IO: &[&str] = &["daemon/delivery.rs"];
+
+fn offences(allowed: impl Fn(&str) -> bool, words: &[&str]) -> Vec<String> {
+    let src = src_dir();
+    let mut out = Vec::new();
+    for path in files_under(&src) {
+        let rel = path
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if path.extension() != Some(OsStr::new("rs")) || allowed(&rel) {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (n, line) in text.lines().enumerate() {
+            let code = code_of(line);
+            for word in words {
+                let named = code
+                    .match_indices(word)
+                    .any(|(i, _)| is_crate_path(code, i, word));
+                if named {
+                    out.push(format!("src/{rel}:{}: `{word}`: {}", n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `word` at `i` is used as a crate path (`word::`, `use word`), not inside another name or
+/// a string.
+fn is_crate_path(code: &str, i: usize, word: &str) -> bool {
+    let before = code[..i].chars().next_back();
+    let after = &code[i + word.len()..];
+    let starts_name = !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '"');
+    starts_name && (after.starts_with("::") || after.starts_with(';') || after.starts_with(" as"))
+}
+
+#[test]
+fn each_outside_crate_is_named_only_by_its_adapter() {
+    let mut all = Vec::new();
+    for (krate, places) in BOUNDARIES {
+        all.extend(offences(
+            |rel| places.iter().any(|p| rel.starts_with(p)),
+            &[krate],
+        ));
+    }
+    assert!(
+        all.is_empty(),
+        "an outside crate is used outside its adapter (move the code there, or pass values):\n{}",
+        all.join("\n")
+    );
+}
+
+#[test]
+fn delivery_stays_sans_io() {
+    let mut all = offences(
+        |rel| !SANS_IO.iter().any(|p| rel.starts_with(p)),
+        &["tokio", "rusqlite", "rumqttc", "std::fs", "std::net"],
+    );
+    for path in SANS_IO.iter().map(|p| src_dir().join(p)) {
+        for file in if path.is_dir() {
+            files_under(&path)
+        } else {
+            vec![path]
+        } {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if code_of(line).contains("::now()") {
+                    all.push(format!("{}:{}: reads the clock", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        all.is_empty(),
+        "delivery must take IO results and time as values:\n{}",
+        all.join("\n")
+    );
+}
+
+#[test]
+fn the_boundary_check_sees_a_crate_path() {
+    assert!(is_crate_path("use rusqlite::Connection;", 4, "rusqlite"));
+    assert!(is_crate_path(
+        "let c = rusqlite::Connection::open(p);",
+        8,
+        "rusqlite"
+    ));
+    assert!(!is_crate_path("let s = \"rusqlite::x\";", 9, "rusqlite"));
+    assert!(!is_crate_path("fn my_rusqlite_thing() {}", 6, "rusqlite"));
+}
