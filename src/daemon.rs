@@ -72,6 +72,8 @@ struct Daemon {
     dropped_reported: u64,
     /// State changes and outbox messages whose commit failed, retried with the next one.
     unsaved: Option<(crate::engine::Changes, Vec<OutboxMessage>)>,
+    // LOOP(18b): what was lost at start, the store failing: `degraded` and gateway_fault pages.
+    health: crate::health::StoreHealth,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -86,10 +88,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let started_at = Timestamp::now();
-    let store = Store::open(&cfg.state_dir)?;
-    let snapshot = store
-        .load()
-        .with_context(|| format!("loading state from {}", cfg.state_dir.display()))?;
+    // LOOP(18b): whatever the disk holds, the gateway starts; what was lost is paged below.
+    let crate::adapters::store::Recovered {
+        store,
+        snapshot,
+        losses,
+    } = Store::recover(&cfg.state_dir)?;
+    for loss in &losses {
+        tracing::error!(state_dir = %cfg.state_dir.display(), lost = loss.short(), "{loss}");
+    }
+    let mut health = crate::health::StoreHealth::at_start(&losses);
     let (now, wall) = clock();
     let restored = snapshot.alerts.len();
     let intake = Intake::new(cfg.ble.company_id, cfg.keys.clone());
@@ -110,6 +118,12 @@ pub async fn run(
     if engine.poll_timeout().is_some_and(|d| d <= now) {
         tracing::warn!("deadlines passed while the gateway was down: firing them now");
         engine.handle_timeout(now, wall);
+    }
+    // LOOP(18b): the supervisors are paged about what was lost (committed and sent with the
+    // first flush, so within seconds of the broker connecting).
+    if let Some(fault) = health.due_fault(now, |_| true) {
+        let id = engine.raise_gateway_fault(now, wall, &fault.detail);
+        health.raised(&fault, &id);
     }
 
     let topics = Topics::new(cfg.mqtt.topic_prefix.clone());
@@ -200,6 +214,7 @@ pub async fn run(
         telemetry_dropped: 0,
         dropped_reported: 0,
         unsaved: None,
+        health, // LOOP(18b)
     };
     d.flush();
 
@@ -342,6 +357,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
+            degraded: self.degraded_reasons(now), // LOOP(18b)
         };
         let response = control::answer(&mut self.engine, now, wall, &facts, pending.request);
         self.flush();
@@ -476,6 +492,7 @@ impl Daemon {
     }
 
     fn flush_telemetry(&mut self, rx: &AdvertRx) {
+        self.check_store_health(); // LOOP(18b): once a second, with the telemetry tick.
         if self.unsaved.is_some() {
             self.flush_and_retry(true);
         }
@@ -533,6 +550,32 @@ impl Daemon {
         }
     }
 
+    // LOOP(18b): why the gateway is degraded (empty: ok).
+    fn degraded_reasons(&self, now: std::time::Instant) -> Vec<String> {
+        let engine = &self.engine;
+        self.health
+            .reasons(now, |id| engine.alert(id).is_some_and(|a| !a.is_resolved()))
+    }
+
+    // LOOP(18b): a store failing for a minute pages the supervisors (`health::StoreHealth`).
+    fn check_store_health(&mut self) {
+        let (now, wall) = clock();
+        let was_ok = self.degraded_reasons(now).is_empty();
+        self.health.observe(now, self.store_ok);
+        let engine = &self.engine;
+        let due = self
+            .health
+            .due_fault(now, |id| engine.alert(id).is_some_and(|a| !a.is_resolved()));
+        if let Some(fault) = due {
+            let id = self.engine.raise_gateway_fault(now, wall, &fault.detail);
+            self.health.raised(&fault, &id);
+            self.flush();
+        }
+        if was_ok != self.degraded_reasons(now).is_empty() {
+            self.publish_status();
+        }
+    }
+
     fn publish_volatile(&mut self, msg: &OutboxMessage) {
         if !self.connected {
             return;
@@ -556,6 +599,7 @@ impl Daemon {
             outbox_len: self.store.outbox_len().unwrap_or(0) as usize,
             frames_accepted: self.engine.intake().accepted(),
             telemetry_dropped: self.telemetry_dropped,
+            degraded: !self.degraded_reasons(clock().0).is_empty(), // LOOP(18b)
         };
         let msg = mqtt::status(&self.topics, &status);
         self.publish_volatile(&msg);
