@@ -20,5 +20,6 @@ mod mqtt_tls;
 mod ops;
 mod package;
 mod store;
+mod store_recover;
 mod support;
 mod vectors;

@@ -668,10 +668,17 @@ fn salvage_read_only(path: &Path) -> Scan {
     if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
         return Scan::default();
     }
+    // The schema must be readable, or a tolerant scan would take "cannot open" for empty.
+    let readable = |c: &Connection| {
+        c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+    };
     let plain = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| readable(&c).map(|_| c))
         .map_err(anyhow::Error::from)
-        .and_then(|c| scan(&c, true).map(|s| (c, s)));
-    if let Ok((_, s)) = plain {
+        .and_then(|c| scan(&c, true));
+    if let Ok(s) = plain {
         return s;
     }
     let uri = format!("file:{}?immutable=1", uri_path(path));
