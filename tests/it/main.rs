@@ -19,6 +19,7 @@ mod mqtt;
 mod mqtt_tls;
 mod ops;
 mod package;
+mod recovery;
 mod store;
 mod store_recover;
 mod support;

@@ -172,7 +172,10 @@ fn unreadable_records_are_skipped_kept_aside_and_every_other_one_restored() {
         "{why}"
     );
     assert!(why.contains("unknown alert kind \"earthquake\""), "{why}");
-    assert!(why.contains("not JSON text but blob of 2 bytes: 00ff"), "{why}");
+    assert!(
+        why.contains("not JSON text but blob of 2 bytes: 00ff"),
+        "{why}"
+    );
 
     // The copies keep the stored text, one JSON line each.
     let text = std::fs::read_to_string(&kept[0]).unwrap();
@@ -410,7 +413,7 @@ fn a_state_dir_that_cannot_be_created_runs_in_memory() {
                 alerts: vec![open_alert("17-1", 17)],
                 ..Changes::default()
             },
-            &[msg.clone()],
+            std::slice::from_ref(&msg),
         )
         .unwrap();
     assert_eq!(r.store.pending(None, 10).unwrap(), vec![(new[0], msg)]);
@@ -419,27 +422,40 @@ fn a_state_dir_that_cannot_be_created_runs_in_memory() {
 
 /// A read-only tmpfs holding a used state (root only: skipped, and said so, otherwise).
 pub struct ReadOnlyMount {
-    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl ReadOnlyMount {
     /// Mounts a tmpfs at a temp dir, lets `fill` write into it, then remounts it read-only.
     pub fn new(fill: impl FnOnce(&Path)) -> Option<ReadOnlyMount> {
         let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let mut m = ReadOnlyMount::at(&path, fill)?;
+        m._dir = Some(dir);
+        Some(m)
+    }
+
+    /// The same at `path` (created if needed).
+    pub fn at(path: &Path, fill: impl FnOnce(&Path)) -> Option<ReadOnlyMount> {
+        std::fs::create_dir_all(path).unwrap();
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-            .arg(dir.path())
+            .args(["-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs"])
+            .arg(path)
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
             eprintln!("SKIPPED: mounting a tmpfs needs root");
             return None;
         }
-        let m = ReadOnlyMount { dir };
-        fill(m.dir.path());
+        let m = ReadOnlyMount {
+            path: path.to_path_buf(),
+            _dir: None,
+        };
+        fill(path);
         let ok = std::process::Command::new("mount")
             .args(["-o", "remount,ro"])
-            .arg(m.dir.path())
+            .arg(path)
             .status()
             .unwrap();
         assert!(ok.success());
@@ -451,7 +467,7 @@ impl Drop for ReadOnlyMount {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
             .arg("-l")
-            .arg(self.dir.path())
+            .arg(&self.path)
             .status();
     }
 }
@@ -461,7 +477,7 @@ fn a_read_only_state_dir_runs_in_memory_with_what_it_holds() {
     let Some(m) = ReadOnlyMount::new(|d| used_state(d, vec![open_alert("18-5", 18)])) else {
         return;
     };
-    let r = Store::recover(m.dir.path()).unwrap();
+    let r = Store::recover(&m.path).unwrap();
     assert!(!r.store.is_durable());
     let [Loss::NotDurable { error, .. }] = r.losses.as_slice() else {
         panic!("{:?}", r.losses);
