@@ -51,6 +51,7 @@ fn alert(tier: u8) -> AlertRecord {
         battery_pct: Some(80),
         rssi: Some(-61),
         seqs: vec![42, 43],
+        detail: None,
     }
 }
 

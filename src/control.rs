@@ -103,6 +103,16 @@ pub struct StatusReport {
     /// Phone messages ignored before reaching the engine (malformed, too large, ...), by reason.
     #[serde(default)]
     pub messages_ignored: BTreeMap<String, u64>,
+    /// `ok`, or `degraded` when the durable store is failing or was lost (as in the gateway
+    /// status of the MQTT contract); `degraded` says why.
+    #[serde(default = "ok")]
+    pub state: String,
+    #[serde(default)]
+    pub degraded: Vec<String>,
+}
+
+fn ok() -> String {
+    "ok".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +134,9 @@ pub struct AlertSummary {
     pub acked_at: Option<Timestamp>,
     pub resolved_by: Option<String>,
     pub resolution: Option<String>,
+    /// A `gateway_fault`'s description of what went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 // ---- the daemon's side ----
@@ -141,6 +154,8 @@ pub struct Facts {
     pub outbox_len: Option<u64>,
     /// Phone messages the MQTT adapter could not read, by reason.
     pub messages_ignored: BTreeMap<String, u64>,
+    /// Why the gateway is degraded (see `health::StoreHealth::reasons`); empty when ok.
+    pub degraded: Vec<String>,
 }
 
 /// A request waiting for the loop, with where its answer goes.
@@ -285,6 +300,13 @@ fn status(engine: &Engine, wall: Timestamp, facts: &Facts) -> StatusReport {
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         messages_ignored: facts.messages_ignored.clone(),
+        state: if facts.degraded.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .into(),
+        degraded: facts.degraded.clone(),
     }
 }
 
@@ -307,6 +329,7 @@ fn summary(engine: &Engine, a: &Alert, wall: Timestamp) -> AlertSummary {
         acked_at: a.acked_at,
         resolved_by: a.resolved_by.clone(),
         resolution: a.resolution.map(|r| r.as_str().to_string()),
+        detail: a.detail.clone(),
     }
 }
 
@@ -545,6 +568,12 @@ pub fn status_text(s: &StatusReport) -> String {
     if !s.store_ok {
         out += "store    FAILING: state is not restart-safe (see the log)\n";
     }
+    if !s.degraded.is_empty() {
+        out += "state    DEGRADED (the supervisors were paged: gateway_fault)\n";
+        for why in &s.degraded {
+            out += &format!("         - {why}\n");
+        }
+    }
     out
 }
 
@@ -601,6 +630,11 @@ pub fn alerts_text(alerts: &[AlertSummary]) -> String {
         }
         out.push_str(line.trim_end());
         out.push('\n');
+    }
+    for a in alerts {
+        if let Some(detail) = &a.detail {
+            out += &format!("{}: {detail}\n", a.alert_id);
+        }
     }
     out
 }
@@ -702,6 +736,8 @@ mod tests {
             frames_rejected: BTreeMap::new(),
             actions_refused: BTreeMap::new(),
             messages_ignored: BTreeMap::new(),
+            state: "ok".into(),
+            degraded: vec![],
         };
         let text = status_text(&report);
         assert!(
@@ -714,6 +750,76 @@ mod tests {
         assert!(status_text(&report).contains("outbox   3 waiting for the broker"));
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), report);
+    }
+
+    #[test]
+    fn a_degraded_gateway_says_why_in_status_and_its_fault_in_alerts() {
+        let report = StatusReport {
+            gateway_id: "gw-1".into(),
+            version: "0.1.0".into(),
+            started_at: Timestamp::UNIX_EPOCH,
+            uptime_s: 5,
+            adapter: "replay".into(),
+            adapter_ok: true,
+            broker_connected: true,
+            store_ok: true,
+            devices_enrolled: 1,
+            devices_heard_15m: 0,
+            open_alerts: 1,
+            outbox_len: Some(0),
+            frames_accepted: 0,
+            frames_rejected: BTreeMap::new(),
+            actions_refused: BTreeMap::new(),
+            messages_ignored: BTreeMap::new(),
+            state: "degraded".into(),
+            degraded: vec!["state database came back empty".into()],
+        };
+        let text = status_text(&report);
+        assert!(
+            text.ends_with(
+                "state    DEGRADED (the supervisors were paged: gateway_fault)\n         \
+                 - state database came back empty\n"
+            ),
+            "{text}"
+        );
+        // A client of an older daemon (no `state`) reads it as ok.
+        let mut json = serde_json::to_value(&report).unwrap();
+        json.as_object_mut().unwrap().remove("state");
+        json.as_object_mut().unwrap().remove("degraded");
+        let old: StatusReport = serde_json::from_value(json).unwrap();
+        assert_eq!(old.state, "ok");
+        assert!(!status_text(&old).contains("DEGRADED"));
+
+        let fault = AlertSummary {
+            alert_id: "gateway-gw-1-fault-1".into(),
+            kind: "gateway_fault".into(),
+            state: "open".into(),
+            tier: 1,
+            device_id: None,
+            resident_id: None,
+            resident_name: None,
+            raised_at: Timestamp::UNIX_EPOCH,
+            age_s: 3,
+            cancel_requested: false,
+            notified: vec!["chen".into()],
+            delivered_to: vec![],
+            acked_by: None,
+            acked_at: None,
+            resolved_by: None,
+            resolution: None,
+            detail: Some("the state database was moved aside".into()),
+        };
+        let text = alerts_text(&[fault]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[1].starts_with("gateway-gw-1-fault-1  gateway_fault  -"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[2],
+            "gateway-gw-1-fault-1: the state database was moved aside"
+        );
     }
 
     #[test]

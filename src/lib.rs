@@ -19,4 +19,5 @@ pub mod daemon;
 pub mod demo;
 pub mod engine;
 pub mod enrol;
+pub mod health;
 pub mod scan;

@@ -29,6 +29,11 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::engine::snapshot::{AlertRecord, Changes, DeviceRecord, MetaRecord, Snapshot};
 
+mod recover;
+
+use recover::in_use_marker;
+pub use recover::{summary as loss_summary, Loss, Recovered, IN_USE_FILE};
+
 /// The database file inside `state_dir`.
 pub const DB_FILE: &str = "bandgate.sqlite3";
 
@@ -87,8 +92,12 @@ pub struct Store {
     path: PathBuf,
     /// The connection's current `synchronous` level, so switching costs nothing when unchanged.
     durability: Durability,
-    /// Copies the WAL into the database off the daemon loop's thread.
-    _checkpointer: Checkpointer,
+    /// Copies the WAL into the database off the daemon loop's thread (none in memory).
+    _checkpointer: Option<Checkpointer>,
+    /// `false` for the in-memory stand-in `recover` falls back to: nothing survives a restart.
+    durable: bool,
+    /// The in-use marker (see `recover`) is known to be written.
+    marked: bool,
 }
 
 /// How often the background thread checkpoints the WAL into the database file.
@@ -177,17 +186,44 @@ impl Store {
             conn,
             path,
             durability: Durability::Normal,
-            _checkpointer: checkpointer,
+            _checkpointer: Some(checkpointer),
+            durable: true,
+            marked: false,
         };
         store
             .prepare()
             .with_context(|| format!("opening state database {}", store.path.display()))?;
+        store.marked = in_use_marker(&store.path).exists();
         Ok(store)
     }
 
-    /// Where the database file is.
+    /// A store that keeps everything in memory: the same API and guarantees within the
+    /// process, nothing across a restart. What `recover` runs on when `state_dir` cannot be
+    /// written; `path` is where the database should have been, for messages.
+    pub fn in_memory(path: &Path) -> anyhow::Result<Store> {
+        let conn = Connection::open_in_memory().context("opening an in-memory state store")?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            durability: Durability::Normal,
+            _checkpointer: None,
+            durable: false,
+            marked: true,
+        };
+        store
+            .prepare()
+            .context("preparing the in-memory state store")?;
+        Ok(store)
+    }
+
+    /// Where the database file is (or would be, for an in-memory store).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// `false` when this store keeps nothing across a restart (see `in_memory`).
+    pub fn is_durable(&self) -> bool {
+        self.durable
     }
 
     fn prepare(&mut self) -> anyhow::Result<()> {
@@ -207,7 +243,7 @@ impl Store {
             .conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .context("switching to WAL journal mode")?;
-        if !mode.eq_ignore_ascii_case("wal") {
+        if self.durable && !mode.eq_ignore_ascii_case("wal") {
             bail!(
                 "the file system refused WAL journal mode (got {mode:?}); \
                  put state_dir on a local disk"
@@ -318,6 +354,7 @@ impl Store {
         let tx = begin(&mut self.conn).with_context(ctx)?;
         let ids = write_changes(&tx, changes, outbox).with_context(ctx)?;
         tx.commit().with_context(ctx)?;
+        self.mark_in_use();
         Ok(ids)
     }
 
@@ -339,6 +376,7 @@ impl Store {
         let tx = begin(&mut self.conn).with_context(ctx)?;
         upsert_devices(&tx, devices).with_context(ctx)?;
         tx.commit().with_context(ctx)?;
+        self.mark_in_use();
         Ok(())
     }
 

@@ -26,6 +26,7 @@ use crate::adapters::mqtt::{self, GatewayStatus, LinkEvent, MqttLink, Topics};
 use crate::adapters::store::{OutboxMessage, Store};
 use crate::control;
 use crate::engine::{Changes, DeviceRecord, Engine, Heard, NotifyReason, Output};
+use crate::health::StoreHealth;
 
 pub use delivery::{Class, Delivery, Io, Message};
 pub use wiring::{run, RunOptions};
@@ -165,6 +166,8 @@ pub struct Daemon<S, P> {
     dropped: (u64, u64),
     broker_streak: u32,
     source_done: bool,
+    /// What was lost at start and whether the store fails: `degraded` and gateway_fault pages.
+    health: StoreHealth,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -184,7 +187,14 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             dropped: (0, 0),
             broker_streak: 0,
             source_done: false,
+            health: StoreHealth::default(),
         }
+    }
+
+    /// What the store's recovery at start found (losses are paged at once).
+    pub fn with_health(mut self, health: StoreHealth) -> Self {
+        self.health = health;
+        self
     }
 
     /// Runs until shutdown (`Ok`) or a source fails for good (`Err`).
@@ -194,6 +204,9 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             tracing::warn!("deadlines passed while the gateway was down: firing them now");
             self.engine.handle_timeout(now, wall);
         }
+        // The supervisors are paged about what was lost at start (committed and sent with
+        // this flush, so within seconds of the broker connecting).
+        self.check_store_health();
         self.flush();
         notify_systemd(&[sd_notify::NotifyState::Ready]);
         let mut ticks = Ticks {
@@ -391,6 +404,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
+            degraded: self.degraded_reasons(now),
         };
         let response = control::answer(&mut self.engine, now, wall, &facts, pending.request);
         self.flush();
@@ -532,7 +546,35 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         }
     }
 
+    /// Why the gateway is degraded (empty: ok).
+    fn degraded_reasons(&self, now: std::time::Instant) -> Vec<String> {
+        let engine = &self.engine;
+        self.health
+            .reasons(now, |id| engine.alert(id).is_some_and(|a| !a.is_resolved()))
+    }
+
+    /// A loss at start, or a store failing for a minute, pages the supervisors
+    /// (`health::StoreHealth`); a change between ok and degraded is published at once.
+    fn check_store_health(&mut self) {
+        let (now, wall) = clock();
+        let was_ok = self.degraded_reasons(now).is_empty();
+        self.health.observe(now, self.store_ok());
+        let engine = &self.engine;
+        let due = self
+            .health
+            .due_fault(now, |id| engine.alert(id).is_some_and(|a| !a.is_resolved()));
+        if let Some(fault) = due {
+            let id = self.engine.raise_gateway_fault(now, wall, &fault.detail);
+            self.health.raised(&fault, &id);
+            self.flush();
+        }
+        if was_ok != self.degraded_reasons(now).is_empty() {
+            self.publish_status();
+        }
+    }
+
     fn flush_telemetry(&mut self, dropped: u64) {
+        self.check_store_health();
         let devices = self.engine.take_telemetry(TELEMETRY_ROWS);
         match self.store.commit_telemetry(&devices) {
             Ok(()) => {
@@ -578,6 +620,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             outbox_len: self.store.outbox_len().unwrap_or(0) as usize,
             frames_accepted: self.engine.intake().accepted(),
             telemetry_dropped: self.dropped.0,
+            degraded: !self.degraded_reasons(clock().0).is_empty(),
         };
         let msg = mqtt::status(&self.site.topics, &status);
         self.delivery.volatile(msg);

@@ -12,11 +12,12 @@ use tokio::sync::{mpsc, watch};
 use super::{clock, Daemon, Inputs, Site, CONTROL_QUEUE};
 use crate::adapters::lanes::{advert_lanes, AdvertTx};
 use crate::adapters::mqtt::{self, MqttSettings, Topics};
-use crate::adapters::store::Store;
+use crate::adapters::store::{Recovered, Store};
 use crate::adapters::{ble, replay, simulate};
 use crate::config::file::{Config, SourceKind};
 use crate::control;
 use crate::engine::{Engine, Intake, Setup};
+use crate::health::StoreHealth;
 
 /// How `run` was asked to start, beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -35,10 +36,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started_at = Timestamp::now();
-    let store = Store::open(&cfg.state_dir)?;
-    let snapshot = store
-        .load()
-        .with_context(|| format!("loading state from {}", cfg.state_dir.display()))?;
+    // Whatever the disk holds, the gateway starts; what was lost is paged (`health`).
+    let Recovered {
+        store,
+        snapshot,
+        losses,
+    } = Store::recover(&cfg.state_dir)?;
+    for loss in &losses {
+        tracing::error!(state_dir = %cfg.state_dir.display(), lost = loss.short(), "{loss}");
+    }
+    let health = StoreHealth::at_start(&losses);
     let (now, wall) = clock();
     let restored = snapshot.alerts.len();
     let intake = Intake::new(cfg.ble.company_id, cfg.keys.clone());
@@ -120,7 +127,10 @@ pub async fn run(
         radio,
         shutdown: Box::pin(shutdown),
     };
-    let result = Daemon::new(engine, store, link, site).run(inputs).await;
+    let result = Daemon::new(engine, store, link, site)
+        .with_health(health)
+        .run(inputs)
+        .await;
     drop(control_socket);
     result
 }

@@ -9,6 +9,8 @@ use jiff::Timestamp;
 /// the most serious kind when a band presses again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
+    /// Made by the gateway about itself: its durable state was lost or cannot be kept.
+    GatewayFault,
     Test,
     LowBattery,
     DeviceSilent,
@@ -26,6 +28,7 @@ impl Kind {
             Kind::DeviceSilent => "device_silent",
             Kind::LowBattery => "low_battery",
             Kind::Test => "test",
+            Kind::GatewayFault => "gateway_fault",
         }
     }
 
@@ -37,6 +40,7 @@ impl Kind {
             Kind::DeviceSilent,
             Kind::LowBattery,
             Kind::Test,
+            Kind::GatewayFault,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -149,6 +153,8 @@ pub struct Alert {
     pub rssi: Option<i16>,
     /// Seqs of the band frames merged into this alert (a Cancel names one of them).
     pub seqs: Vec<u32>,
+    /// A `gateway_fault`'s description of what went wrong (`None` for other kinds).
+    pub detail: Option<String>,
 }
 
 impl Alert {

@@ -89,6 +89,10 @@ impl Ctx<'_> {
         };
         match a.kind {
             Kind::Test if !a.notified.is_empty() => add(&mut people, &a.notified),
+            // The gateway's own fault goes to the supervisors (whoever is on duty without).
+            Kind::GatewayFault if !s.escalation.supervisors.is_empty() => {
+                add(&mut people, &s.escalation.supervisors)
+            }
             _ => add(&mut people, &s.rota.on_duty(self.wall)),
         }
         if a.kind.is_emergency() {
@@ -376,11 +380,18 @@ impl Engine {
             battery_pct,
             rssi,
             seqs: seq.into_iter().collect(),
+            detail: None,
         };
+        self.open(now, wall, alert);
+    }
+
+    /// Adds a new alert (built by `raise` or another raiser) and pages its first tier.
+    pub(super) fn open(&mut self, now: Instant, wall: Timestamp, alert: Alert) {
+        let id = alert.id.clone();
         tracing::info!(
             alert_id = id,
-            kind = kind.as_str(),
-            device_id,
+            kind = alert.kind.as_str(),
+            device_id = alert.device_id,
             "alert raised"
         );
         self.alerts.insert(id.clone(), alert);
@@ -747,6 +758,7 @@ pub(super) fn alert_record(a: &Alert, now: Instant, wall: Timestamp) -> AlertRec
         battery_pct: a.battery_pct,
         rssi: a.rssi,
         seqs: a.seqs.clone(),
+        detail: a.detail.clone(),
     }
 }
 
@@ -802,5 +814,6 @@ pub(super) fn alert_from_record(r: &AlertRecord, now: Instant, wall: Timestamp) 
         battery_pct: r.battery_pct,
         rssi: r.rssi,
         seqs: r.seqs.clone(),
+        detail: r.detail.clone(),
     })
 }

@@ -6,6 +6,7 @@
 pub mod alert;
 mod device_map;
 mod escalation;
+mod fault;
 pub mod frame;
 pub mod replay;
 pub mod setup;

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use jiff::Timestamp;
 
+use super::alert::Kind;
+
 /// One alert as stored. Field meanings follow `alert::Alert`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertRecord {
@@ -38,6 +40,22 @@ pub struct AlertRecord {
     pub battery_pct: Option<u8>,
     pub rssi: Option<i16>,
     pub seqs: Vec<u32>,
+    /// A `gateway_fault`'s description of what went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl AlertRecord {
+    /// Whether this version can restore the record: its kind and state must be known ones.
+    pub fn readable(&self) -> Result<(), String> {
+        if Kind::parse(&self.kind).is_none() {
+            return Err(format!("unknown alert kind {:?}", self.kind));
+        }
+        if !["open", "acknowledged", "on_scene", "resolved"].contains(&self.state.as_str()) {
+            return Err(format!("unknown alert state {:?}", self.state));
+        }
+        Ok(())
+    }
 }
 
 /// One band as stored: its replay window and what supervision remembers.
@@ -60,6 +78,9 @@ pub struct DeviceRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MetaRecord {
     pub test_count: u32,
+    /// How many `gateway_fault` alerts this gateway raised (for their ids).
+    #[serde(default)]
+    pub fault_count: u32,
 }
 
 /// What changed since the last `Engine::take_changes`: write it in one transaction before

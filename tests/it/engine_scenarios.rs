@@ -714,3 +714,78 @@ fn telemetry_batches_take_turns_so_a_busy_low_band_cannot_starve_a_high_one() {
     s.engine.retake_telemetry(batch.iter().map(|d| d.device_id));
     assert_eq!(ids(s.engine.take_telemetry(5)), vec![18]);
 }
+
+#[test]
+fn gateway_fault_pages_the_supervisors_and_repeats_until_one_resolves_it() {
+    let mut s = Sim::at(local(10, 0));
+    let wall = s.wall();
+    let id = s
+        .engine
+        .raise_gateway_fault(s.now, wall, "the state database came back empty");
+    s.drain();
+    assert_eq!(id, "gateway-gw-test-fault-1");
+    let a = s.engine.alert(&id).unwrap();
+    assert_eq!(a.kind, Kind::GatewayFault);
+    assert_eq!(a.device_id, None);
+    assert_eq!(
+        a.detail.as_deref(),
+        Some("the state database came back empty")
+    );
+    s.advance(130.0);
+    // Acknowledged: the claim lapses like any other, so the fault is paged again.
+    s.act("chen", &id, Action::Ack).unwrap();
+    s.advance(15.0 * 60.0 + 1.0);
+    s.act("chen", &id, Action::Resolve(Resolution::Other))
+        .unwrap();
+    s.advance(120.0);
+    expect![[r#"
+        t+0.0s   doc gateway-gw-test-fault-1 gateway_fault open tier 1 notified ["chen"]
+        t+0.0s   page chen new gateway-gw-test-fault-1
+        t+60.0s   doc gateway-gw-test-fault-1 gateway_fault open tier 1 notified ["chen"]
+        t+60.0s   page chen reminder gateway-gw-test-fault-1
+        t+120.0s   doc gateway-gw-test-fault-1 gateway_fault open tier 1 notified ["chen"]
+        t+120.0s   page chen reminder gateway-gw-test-fault-1
+        t+130.0s chen: ack gateway-gw-test-fault-1 -> ok
+        t+130.0s   doc gateway-gw-test-fault-1 gateway_fault acknowledged tier 1 notified ["chen"] acked_by chen
+        t+130.0s   page chen acknowledged gateway-gw-test-fault-1
+        t+1030.0s   doc gateway-gw-test-fault-1 gateway_fault open tier 1 notified ["chen"]
+        t+1030.0s   page chen claim_lapsed gateway-gw-test-fault-1
+        t+1031.0s chen: resolve(other) gateway-gw-test-fault-1 -> ok
+        t+1031.0s   doc gateway-gw-test-fault-1 gateway_fault resolved tier 1 notified ["chen"] acked_by chen resolution other
+        t+1031.0s   page chen resolved gateway-gw-test-fault-1
+    "#]]
+    .assert_eq(&s.take_log());
+}
+
+#[test]
+fn gateway_fault_ids_and_details_survive_a_restart_and_are_never_reused() {
+    let mut s = Sim::at(local(10, 0));
+    let wall = s.wall();
+    let first = s.engine.raise_gateway_fault(s.now, wall, "one");
+    s.restart(5.0);
+    assert_eq!(
+        s.engine.alert(&first).unwrap().detail.as_deref(),
+        Some("one")
+    );
+    let wall = s.wall();
+    let second = s.engine.raise_gateway_fault(s.now, wall, "two");
+    assert_eq!(
+        [first.as_str(), second.as_str()],
+        ["gateway-gw-test-fault-1", "gateway-gw-test-fault-2"]
+    );
+}
+
+#[test]
+fn gateway_fault_without_supervisors_pages_whoever_is_on_duty() {
+    let mut setup = setup();
+    setup.escalation.supervisors.clear();
+    let mut s = Sim::new(setup, local(10, 0));
+    let wall = s.wall();
+    s.engine.raise_gateway_fault(s.now, wall, "lost");
+    s.drain();
+    expect![[r#"
+        t+0.0s   doc gateway-gw-test-fault-1 gateway_fault open tier 1 notified ["zhang"]
+        t+0.0s   page zhang new gateway-gw-test-fault-1
+    "#]]
+    .assert_eq(&s.take_log());
+}

@@ -19,6 +19,8 @@ mod mqtt;
 mod mqtt_tls;
 mod ops;
 mod package;
+mod recovery;
 mod store;
+mod store_recover;
 mod support;
 mod vectors;

@@ -98,6 +98,7 @@ fn alert() -> Alert {
         battery_pct: Some(80),
         rssi: Some(-67),
         seqs: vec![42],
+        detail: None,
     }
 }
 

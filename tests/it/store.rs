@@ -42,6 +42,7 @@ fn alert(id: &str, tier: u8) -> AlertRecord {
         battery_pct: Some(80),
         rssi: Some(-61),
         seqs: vec![42],
+        detail: None,
     }
 }
 
@@ -112,7 +113,10 @@ fn a_full_snapshot_round_trips() {
                 ..device(3, 0)
             },
         ],
-        meta: Some(MetaRecord { test_count: 7 }),
+        meta: Some(MetaRecord {
+            test_count: 7,
+            ..MetaRecord::default()
+        }),
     };
     store.commit(&changes, &[]).unwrap();
 
@@ -122,7 +126,10 @@ fn a_full_snapshot_round_trips() {
         Snapshot {
             alerts: vec![changes.alerts[1].clone(), changes.alerts[0].clone()],
             devices: vec![changes.devices[1].clone(), changes.devices[0].clone()],
-            meta: MetaRecord { test_count: 7 },
+            meta: MetaRecord {
+                test_count: 7,
+                ..MetaRecord::default()
+            },
         }
     );
 }
@@ -133,7 +140,10 @@ fn commits_update_and_delete_alerts_and_keep_meta() {
     let mut store = Store::open(dir.path()).unwrap();
     let first = Changes {
         alerts: vec![alert("a", 0), alert("b", 0)],
-        meta: Some(MetaRecord { test_count: 1 }),
+        meta: Some(MetaRecord {
+            test_count: 1,
+            ..MetaRecord::default()
+        }),
         ..Changes::default()
     };
     store.commit(&first, &[]).unwrap();
@@ -149,7 +159,10 @@ fn commits_update_and_delete_alerts_and_keep_meta() {
         Snapshot {
             alerts: vec![alert("a", 1)],
             devices: vec![device(5, 1)],
-            meta: MetaRecord { test_count: 1 },
+            meta: MetaRecord {
+                test_count: 1,
+                ..MetaRecord::default()
+            },
         }
     );
 }
@@ -173,7 +186,10 @@ fn a_commit_that_fails_half_way_leaves_nothing_behind() {
         alerts: vec![alert("new", 0), alert("old", 1)],
         removed_alerts: vec![],
         devices: vec![device(1, 1)],
-        meta: Some(MetaRecord { test_count: 9 }),
+        meta: Some(MetaRecord {
+            test_count: 9,
+            ..MetaRecord::default()
+        }),
     };
     let bad = OutboxMessage {
         qos: 7,
@@ -262,7 +278,10 @@ fn reopening_keeps_everything() {
             alerts: vec![full_alert("x"), alert("y", 1)],
             removed_alerts: vec![],
             devices: vec![device(1, 3)],
-            meta: Some(MetaRecord { test_count: 2 }),
+            meta: Some(MetaRecord {
+                test_count: 2,
+                ..MetaRecord::default()
+            }),
         };
         let ids = store
             .commit(&changes, &[message("a", "1"), message("b", "2")])
@@ -427,7 +446,10 @@ fn crash_writer() {
             }],
             removed_alerts: vec![],
             devices: vec![device(1, n.into())],
-            meta: Some(MetaRecord { test_count: n }),
+            meta: Some(MetaRecord {
+                test_count: n,
+                ..MetaRecord::default()
+            }),
         };
         let msgs: Vec<_> = (0..3)
             .map(|k| OutboxMessage {
@@ -662,7 +684,10 @@ fn run_ops(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         .collect(),
                     removed_alerts: removed.iter().map(|id| format!("a{id}")).collect(),
                     devices: devices_of(&devices),
-                    meta: meta.map(|test_count| MetaRecord { test_count }),
+                    meta: meta.map(|test_count| MetaRecord {
+                        test_count,
+                        ..MetaRecord::default()
+                    }),
                 };
                 let msgs: Vec<_> = outbox
                     .into_iter()
@@ -789,7 +814,10 @@ fn changes_kept_from_a_failed_commit_merge_with_the_next_one_later_wins() {
         alerts: vec![alert("17-1", 1), alert("18-1", 1), alert("19-1", 1)],
         removed_alerts: vec!["20-1".into()],
         devices: vec![device(17, 1), device(18, 1)],
-        meta: Some(MetaRecord { test_count: 1 }),
+        meta: Some(MetaRecord {
+            test_count: 1,
+            ..MetaRecord::default()
+        }),
     };
     let next = Changes {
         alerts: vec![alert("17-1", 2), alert("20-1", 1)],

@@ -277,6 +277,8 @@ pub struct GatewayStatus {
     pub frames_accepted: u64,
     /// Telemetry adverts dropped since start because the loop fell behind.
     pub telemetry_dropped: u64,
+    /// The durable store is failing or was lost (`state: degraded`; see `gateway_fault`).
+    pub degraded: bool,
 }
 
 #[derive(Serialize)]
@@ -293,6 +295,7 @@ struct StatusDoc<'a> {
     outbox_len: usize,
     frames_accepted: u64,
     telemetry_dropped: u64,
+    state: &'static str,
 }
 
 /// The retained "online" status document.
@@ -312,6 +315,7 @@ pub fn status(topics: &Topics, s: &GatewayStatus) -> Publish {
             outbox_len: s.outbox_len,
             frames_accepted: s.frames_accepted,
             telemetry_dropped: s.telemetry_dropped,
+            state: if s.degraded { "degraded" } else { "ok" },
         }),
         qos: 1,
         retain: true,

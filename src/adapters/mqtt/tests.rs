@@ -101,6 +101,7 @@ fn sos() -> Alert {
         battery_pct: Some(80),
         rssi: Some(-67),
         seqs: vec![42],
+        detail: None,
     }
 }
 
@@ -225,6 +226,61 @@ fn test_alert_has_no_resident_and_no_device() {
 }
 
 #[test]
+fn a_degraded_gateway_says_so_in_its_status() {
+    let healthy = GatewayStatus {
+        gateway_id: "gw-1".into(),
+        started_at: ts("2026-11-23T03:00:00Z"),
+        adapter: "hci0".into(),
+        adapter_ok: true,
+        devices_enrolled: 1,
+        devices_heard_15m: 1,
+        open_alerts: 0,
+        outbox_len: 0,
+        frames_accepted: 0,
+        telemetry_dropped: 0,
+        degraded: false,
+    };
+    let state = |s: &GatewayStatus| {
+        let v: serde_json::Value = serde_json::from_slice(&status(&topics(), s).payload).unwrap();
+        v["state"].clone()
+    };
+    assert_eq!(state(&healthy), "ok");
+    let degraded = GatewayStatus {
+        degraded: true,
+        ..healthy
+    };
+    assert_eq!(state(&degraded), "degraded");
+}
+
+#[test]
+fn gateway_fault_has_no_resident_and_says_what_to_check() {
+    let mut a = sos();
+    a.id = "gateway-gw-guanghuiyuan-1-fault-2".into();
+    a.kind = Kind::GatewayFault;
+    a.device_id = None;
+    a.battery_pct = None;
+    a.rssi = None;
+    a.detail = Some("the state database was moved aside".into());
+    let p = render_one(&Output::AlertChanged(Box::new(a.clone())));
+    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+    assert_eq!(v["kind"], "gateway_fault");
+    assert_eq!(v["alert_id"], "gateway-gw-guanghuiyuan-1-fault-2");
+    assert!(v["resident"].is_null(), "{v}");
+    assert!(v["device_id"].is_null());
+    expect![[r#"【网关故障】网关 gw-guanghuiyuan-1 的报警记录已丢失或无法保存，未处理的报警可能已丢失：请电话确认各位老人是否安好，并检查网关的存储（state_dir 所在磁盘）和日志（journalctl -u bandgate）。详情：the state database was moved aside"#]]
+    .assert_eq(v["text"].as_str().unwrap());
+    let en = render(
+        &Output::AlertChanged(Box::new(a)),
+        &setup(Locale::En),
+        &topics(),
+        false,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&en.payload).unwrap();
+    expect![[r#"[Gateway fault] gateway gw-guanghuiyuan-1 lost its alert records or cannot keep them, so open alerts may have been lost: check on the residents by phone, and check the gateway's storage (the disk of state_dir) and its log (journalctl -u bandgate). Detail: the state database was moved aside"#]]
+    .assert_eq(v["text"].as_str().unwrap());
+}
+
+#[test]
 fn notification_wraps_the_document_with_a_reason() {
     let out = Output::Notify {
         staff_id: "li".into(),
@@ -324,6 +380,7 @@ fn status_and_last_will() {
             outbox_len: 0,
             frames_accepted: 1200,
             telemetry_dropped: 3,
+            degraded: false,
         },
     );
     assert_eq!(
@@ -334,7 +391,7 @@ fn status_and_last_will() {
     assert_eq!(
         p.payload_str(),
         format!(
-            r#"{{"online":true,"gateway_id":"gw-guanghuiyuan-1","version":"{}","started_at":"2026-11-23T03:00:00.000Z","adapter":"hci0","adapter_ok":true,"devices_enrolled":30,"devices_heard_15m":28,"open_alerts":0,"outbox_len":0,"frames_accepted":1200,"telemetry_dropped":3}}"#,
+            r#"{{"online":true,"gateway_id":"gw-guanghuiyuan-1","version":"{}","started_at":"2026-11-23T03:00:00.000Z","adapter":"hci0","adapter_ok":true,"devices_enrolled":30,"devices_heard_15m":28,"open_alerts":0,"outbox_len":0,"frames_accepted":1200,"telemetry_dropped":3,"state":"ok"}}"#,
             env!("CARGO_PKG_VERSION")
         )
     );

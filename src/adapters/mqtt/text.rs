@@ -51,6 +51,13 @@ fn zh(alert: &Alert, setup: &Setup) -> String {
             None => format!("【电量低】{who}手环电量低"),
         },
         Kind::Test => "【测试】这是一条测试报警，请点确认".to_owned(),
+        Kind::GatewayFault => format!(
+            "【网关故障】网关 {} 的报警记录已丢失或无法保存，未处理的报警可能已丢失：\
+             请电话确认各位老人是否安好，并检查网关的存储（state_dir 所在磁盘）和日志\
+             （journalctl -u bandgate）。详情：{}",
+            setup.gateway_id,
+            alert.detail.as_deref().unwrap_or("-")
+        ),
     };
     let by = |id: &Option<String>| setup.staff_name(id.as_deref().unwrap_or("?")).to_owned();
     match alert.state {
@@ -95,6 +102,14 @@ fn en(alert: &Alert, setup: &Setup) -> String {
             None => format!("[Low battery] band of {who} is low"),
         },
         Kind::Test => "[Test] This is a test alert, please acknowledge".to_owned(),
+        Kind::GatewayFault => format!(
+            "[Gateway fault] gateway {} lost its alert records or cannot keep them, so open \
+             alerts may have been lost: check on the residents by phone, and check the \
+             gateway's storage (the disk of state_dir) and its log (journalctl -u bandgate). \
+             Detail: {}",
+            setup.gateway_id,
+            alert.detail.as_deref().unwrap_or("-")
+        ),
     };
     let by = |id: &Option<String>| setup.staff_name(id.as_deref().unwrap_or("?")).to_owned();
     match alert.state {

@@ -1,0 +1,68 @@
+//! The gateway's own alarm: `gateway_fault`, raised when its durable state was lost or cannot
+//! be kept (the store's losses at start, a store failing at run time). It pages the
+//! supervisors (whoever is on duty when there are none) and repeats every `repeat_every`
+//! like any alert at its last tier, until a person acknowledges or resolves it.
+
+use std::time::Instant;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::alert::{Alert, Kind, State};
+use super::Engine;
+
+impl Engine {
+    /// Raises a `gateway_fault` alert saying `detail` (what was lost, why); returns its id,
+    /// `gateway-{gateway_id}-fault-{n}`. Its document has no resident and no band.
+    pub fn raise_gateway_fault(&mut self, now: Instant, wall: Timestamp, detail: &str) -> String {
+        self.meta.fault_count = self.meta.fault_count.saturating_add(1);
+        self.meta_dirty = true;
+        let mut id = self.fault_id();
+        // A state that lost its counter may still hold an alert of that id.
+        while self.alerts.contains_key(&id) {
+            self.meta.fault_count = self.meta.fault_count.saturating_add(1);
+            id = self.fault_id();
+        }
+        tracing::error!(
+            alert_id = id,
+            detail,
+            "gateway fault: paging the supervisors"
+        );
+        let alert = Alert {
+            id: id.clone(),
+            kind: Kind::GatewayFault,
+            state: State::Open {
+                remind_at: now,
+                escalate_at: None,
+            },
+            cancel_requested: false,
+            verify_until: None,
+            tier: 0,
+            device_id: None,
+            raised_at: wall,
+            updated_at: wall - SignedDuration::from_millis(1),
+            notified: Vec::new(),
+            paged: Vec::new(),
+            delivered_to: Vec::new(),
+            declined: Vec::new(),
+            acked_by: None,
+            acked_at: None,
+            on_scene_at: None,
+            resolved_by: None,
+            resolved_at: None,
+            resolution: None,
+            battery_pct: None,
+            rssi: None,
+            seqs: Vec::new(),
+            detail: Some(detail.to_string()),
+        };
+        self.open(now, wall, alert);
+        id
+    }
+
+    fn fault_id(&self) -> String {
+        format!(
+            "gateway-{}-fault-{}",
+            self.setup.gateway_id, self.meta.fault_count
+        )
+    }
+}
