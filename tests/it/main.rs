@@ -11,6 +11,7 @@ mod demo;
 mod engine_props;
 mod engine_scenarios;
 mod engine_sim;
+mod engine_who_may_act;
 mod frame_props;
 mod gateway;
 mod keys_file;
