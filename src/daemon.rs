@@ -72,6 +72,10 @@ struct Daemon {
     dropped_reported: u64,
     /// State changes and outbox messages whose commit failed, retried with the next one.
     unsaved: Option<(crate::engine::Changes, Vec<OutboxMessage>)>,
+    /// LOOP(17): per-person rate limit on phone messages (the contract's 20/s).
+    phone_rate: mqtt::guard::RateLimit,
+    /// LOOP(17): refusal logs, one line per reason per interval; ticked with the telemetry tick.
+    refusals: mqtt::guard::RefusalLog,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -122,7 +126,11 @@ pub async fn run(
         keep_alive: Duration::from_secs(30),
         last_will: mqtt::last_will(&topics, &cfg.gateway_id),
     };
-    let (link, mut link_events) = mqtt::connect(settings, vec![topics.ack_filter()])?;
+    // LOOP(17): every person's ack topic, for the link to subscribe one by one after a packet
+    // it cannot read (so it can name the topic and keep the others).
+    let ack_topics = cfg.setup.staff.keys().map(|s| topics.ack(s)).collect();
+    let (link, mut link_events) =
+        mqtt::connect_with(settings, vec![topics.ack_filter()], ack_topics)?;
 
     let keys = Arc::new(cfg.keys.clone());
     let (ble_status_tx, mut ble_status) = watch::channel(ble::BleStatus::default());
@@ -200,6 +208,9 @@ pub async fn run(
         telemetry_dropped: 0,
         dropped_reported: 0,
         unsaved: None,
+        // LOOP(17)
+        phone_rate: mqtt::guard::RateLimit::new(mqtt::guard::DEFAULT_RATE),
+        refusals: mqtt::guard::RefusalLog::default(),
     };
     d.flush();
 
@@ -264,7 +275,12 @@ pub async fn run(
                     d.publish_status();
                 }
             }
-            _ = telemetry_tick.tick() => d.flush_telemetry(&rx),
+            _ = telemetry_tick.tick() => {
+                d.flush_telemetry(&rx);
+                // LOOP(17): the refusal log's summaries (due every LOG_INTERVAL); any tick of
+                // a second or so will do.
+                d.log_refusals();
+            }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 notify_systemd(&[sd_notify::NotifyState::Watchdog]);
             }
@@ -383,40 +399,113 @@ impl Daemon {
                     self.pump();
                 }
             }
-            LinkEvent::Message { topic, payload } => {
-                match mqtt::parse_ack(&self.topics, &topic, &payload) {
-                    Ok(ack) => {
-                        let (now, wall) = clock();
-                        match self.engine.handle_action(
-                            now,
-                            wall,
-                            &ack.staff_id,
-                            &ack.alert_id,
-                            ack.action,
-                        ) {
-                            Ok(()) => tracing::info!(
-                                staff_id = ack.staff_id,
-                                alert_id = ack.alert_id,
-                                action = ack.action.name(),
-                                note = ack.note,
-                                "phone action"
-                            ),
-                            Err(r) => tracing::warn!(
+            // LOOP(17): retained, over-rate, unreadable and refused messages are counted and
+            // logged through `refusals`; only an applied action runs `flush` (a refusal costs
+            // no disk work).
+            LinkEvent::Message {
+                topic,
+                payload,
+                retain,
+            } => self.phone_message(topic, payload, retain),
+        }
+    }
+
+    /// LOOP(17): one message on a phone's ack topic, checked cheapest first.
+    fn phone_message(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
+        let (now, wall) = clock();
+        if payload.is_empty() {
+            // A deletion of a retained message (ours, echoed back, or an installer's `-r -n`).
+            tracing::debug!(topic, "empty phone message (a retained message deleted)");
+            return;
+        }
+        if retain {
+            self.ignore_message(now, "retained", || {
+                format!("{topic} ({} bytes)", payload.len())
+            });
+            // Never acted on, and deleted, so that no reconnect replays it.
+            let clear = mqtt::Publish {
+                topic,
+                payload: Vec::new(),
+                qos: 1,
+                retain: true,
+            };
+            self.publish_volatile(&clear);
+            return;
+        }
+        if let Some(staff) = self.topics.ack_staff(&topic) {
+            if !self.phone_rate.admit(now, staff) {
+                let staff = staff.to_owned();
+                self.ignore_message(now, "rate_limited", || staff);
+                return;
+            }
+        }
+        match mqtt::parse_ack(&self.topics, &topic, &payload) {
+            Ok(ack) => {
+                match self
+                    .engine
+                    .handle_action(now, wall, &ack.staff_id, &ack.alert_id, ack.action)
+                {
+                    Ok(()) => {
+                        tracing::info!(
+                            staff_id = ack.staff_id,
+                            alert_id = ack.alert_id,
+                            action = ack.action.name(),
+                            note = ack.note,
+                            "phone action"
+                        );
+                        self.flush();
+                    }
+                    Err(r) => {
+                        let example =
+                            || format!("{} {} {}", ack.staff_id, ack.action.name(), ack.alert_id);
+                        if self.refusals.note(now, r.as_str(), example) {
+                            tracing::warn!(
                                 staff_id = ack.staff_id,
                                 alert_id = ack.alert_id,
                                 action = ack.action.name(),
                                 reason = r.as_str(),
-                                "phone action ignored"
-                            ),
+                                "phone action ignored (more of this reason are summed up, one line per interval)"
+                            );
                         }
-                        self.flush();
-                    }
-                    Err(e) => {
-                        *self.ack_errors.entry(e.as_str()).or_default() += 1;
-                        tracing::warn!(topic, bytes = payload.len(), reason = e.as_str(), error = %e, "phone message ignored");
                     }
                 }
             }
+            Err(e) => {
+                let reason = e.as_str();
+                *self.ack_errors.entry(reason).or_default() += 1;
+                if self.refusals.note(now, reason, || topic.clone()) {
+                    tracing::warn!(topic, bytes = payload.len(), reason, error = %e, "phone message ignored (more of this reason are summed up, one line per interval)");
+                }
+            }
+        }
+    }
+
+    /// LOOP(17): a phone message dropped before it was read: counted, logged aggregated.
+    fn ignore_message(
+        &mut self,
+        now: std::time::Instant,
+        reason: &'static str,
+        example: impl FnOnce() -> String,
+    ) {
+        *self.ack_errors.entry(reason).or_default() += 1;
+        let mut example = Some(example);
+        let log_now = self.refusals.note(now, reason, || {
+            example.take().map(|f| f()).unwrap_or_default()
+        });
+        if let Some(example) = example.filter(|_| log_now) {
+            tracing::warn!(
+                reason,
+                example = example(),
+                "phone message ignored (more of this reason are summed up, one line per interval)"
+            );
+        }
+    }
+
+    /// LOOP(17): the refusal log's summaries that are due, one line each.
+    fn log_refusals(&mut self) {
+        let (now, _) = clock();
+        for summary in self.refusals.tick(now) {
+            summary.log();
         }
     }
 
