@@ -20,6 +20,7 @@ mod mqtt;
 mod mqtt_tls;
 mod ops;
 mod package;
+mod phones;
 mod store;
 mod support;
 mod vectors;

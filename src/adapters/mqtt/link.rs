@@ -707,6 +707,17 @@ async fn run(
                     // Deliver what rumqttc read before the error, then drop everything it
                     // would re-send by itself: the caller re-publishes on `Connected`.
                     for event in eventloop.state.events.drain(..).collect::<Vec<_>>() {
+                        // rumqttc reads packets in batches: the SUBACK just before the
+                        // unreadable packet may be among them, not yet handed out by `poll`.
+                        if matches!(event, Event::Incoming(Incoming::SubAck(_))) && subs.awaiting {
+                            subs.awaiting = false;
+                            subs.last_subacked = subs.subscribing.take();
+                        }
+                        if matches!(event, Event::Incoming(Incoming::UnsubAck(_))) && subs.awaiting
+                        {
+                            subs.awaiting = false;
+                            subs.last_subacked = None;
+                        }
                         handle(event, &mut t, &mut out);
                     }
                     eventloop.clean();
@@ -731,12 +742,17 @@ async fn run(
                             topic,
                             "the unreadable message is still there; subscribing it again later"
                         ),
+                        // Before the careful pass, the pass itself will name the topic.
+                        None if !subs.careful => warn!(
+                            limit = MAX_INCOMING_PACKET,
+                            "the broker sent a packet larger than the gateway reads and the connection dropped; dropping this gateway's queued messages with a clean session and subscribing topic by topic to find it"
+                        ),
                         None if !unknown_reported => {
                             unknown_reported = true;
                             error!(
                                 limit = MAX_INCOMING_PACKET,
                                 fix = "set max_packet_size in the broker's config as config/mosquitto.conf does",
-                                "the broker sent a packet larger than the gateway reads and the connection dropped; dropping this gateway's queued messages with a clean session and subscribing topic by topic to find it"
+                                "the broker keeps sending a packet larger than the gateway reads, on no topic the gateway can tell, and the connection drops; reconnecting with back-off"
                             );
                         }
                         None => debug!(error = %e, "oversized packet from the broker again"),
