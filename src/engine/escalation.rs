@@ -666,7 +666,7 @@ impl Engine {
                         };
                         ctx.touch(a);
                         if flapping.is_some() {
-                            tracing::info!(
+                            tracing::debug!(
                                 alert_id = a.id,
                                 acked_by = staff,
                                 "alert acknowledged again by the claimer who just declined it; nobody paged, no deadline moved"
@@ -703,7 +703,8 @@ impl Engine {
                         (Some(open), true) => {
                             a.acked_by = None;
                             a.acked_at = None;
-                            tracing::warn!(
+                            // debug: a looping phone would otherwise fill the log.
+                            tracing::debug!(
                                 alert_id = a.id,
                                 staff,
                                 "claimer declined again: claim released; not escalated twice in a row, paging goes on as planned"

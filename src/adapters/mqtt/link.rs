@@ -860,6 +860,34 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_topic_is_named_by_the_last_suback_and_retried_with_growing_waits() {
+        let t0 = Instant::now();
+        let mut subs = Subscriptions::new(
+            vec!["p/ack/+".into()],
+            vec!["p/ack/li".into(), "p/ack/zhang".into()],
+        );
+        // Dropped before any SUBACK on this connection: no topic can be named.
+        assert_eq!(subs.blame(t0), None);
+        // Dropped after zhang's SUBACK: zhang, the first time (log the error), retried at once.
+        subs.last_subacked = Some("p/ack/zhang".into());
+        assert_eq!(subs.blame(t0), Some(("p/ack/zhang".into(), true)));
+        assert_eq!(subs.quarantine["p/ack/zhang"].retry_at, t0);
+        // It fails again after its clear: a minute, then two, ... at most an hour; no error.
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            subs.last_subacked = Some("p/ack/zhang".into());
+            assert_eq!(subs.blame(t0), Some(("p/ack/zhang".into(), false)));
+            waits.push(subs.quarantine["p/ack/zhang"].retry_at - t0);
+        }
+        let mins: Vec<u64> = waits.iter().map(|d| d.as_secs() / 60).collect();
+        assert_eq!(mins, [1, 2, 4, 8, 16, 32, 60, 60]);
+        // A connection that subscribed it again and read past it: readable again.
+        subs.retrying.push("p/ack/zhang".into());
+        subs.done();
+        assert!(subs.quarantine.is_empty());
+    }
+
+    #[test]
     fn ids_follow_packet_ids_in_request_order() {
         let mut t = Tracker::default();
         t.queued.extend([10, 11, 12, 13]);
