@@ -229,7 +229,7 @@ fn act(
     alert_id: &str,
     action: Action,
 ) -> Response {
-    match engine.handle_action(now, wall, staff_id, alert_id, action) {
+    match engine.handle_operator_action(now, wall, staff_id, alert_id, action) {
         Ok(()) => {
             tracing::info!(
                 staff_id,
@@ -266,6 +266,10 @@ fn refused(r: Refusal, staff_id: &str, alert_id: &str) -> Response {
             "unknown alert {alert_id:?}: no such alert (bandgate alerts lists the open ones)"
         ),
         Refusal::AlreadyResolved => format!("alert {alert_id} is already resolved"),
+        // The operator acts `--as` anyone; kept for completeness of the match.
+        Refusal::NotPermitted => {
+            format!("{staff_id} may not act on alert {alert_id}: not paged about it, not its claimer, not a supervisor")
+        }
     };
     Response::Refused {
         reason: r.as_str().into(),

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::adapters::ble::BleStatus;
 use crate::adapters::lanes::{Advert, AdvertRx};
+use crate::adapters::mqtt::guard::{RateLimit, RefusalLog, DEFAULT_RATE};
 use crate::adapters::mqtt::{self, GatewayStatus, LinkEvent, MqttLink, Topics};
 use crate::adapters::store::{OutboxMessage, Store};
 use crate::control;
@@ -168,6 +169,10 @@ pub struct Daemon<S, P> {
     source_done: bool,
     /// What was lost at start and whether the store fails: `degraded` and gateway_fault pages.
     health: StoreHealth,
+    /// Per-person rate limit on phone messages (the contract's 20/s).
+    phone_rate: RateLimit,
+    /// Refusals logged as one line per reason per interval.
+    refusals: RefusalLog,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -188,6 +193,8 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             broker_streak: 0,
             source_done: false,
             health: StoreHealth::default(),
+            phone_rate: RateLimit::new(DEFAULT_RATE),
+            refusals: RefusalLog::default(),
         }
     }
 
@@ -333,7 +340,10 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
                 self.dropped.0 = adverts.dropped();
                 self.publish_status();
             }
-            Event::TelemetryTick => self.flush_telemetry(adverts.dropped()),
+            Event::TelemetryTick => {
+                self.flush_telemetry(adverts.dropped());
+                self.log_refusals();
+            }
             Event::WatchdogTick => notify_systemd(&[sd_notify::NotifyState::Watchdog]),
         }
         ControlFlow::Continue(())
@@ -432,42 +442,112 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
                 self.delivery.disconnected();
             }
             LinkEvent::PubAcked(id) => self.delivery.pub_acked(id),
-            LinkEvent::Message { topic, payload } => self.phone_message(&topic, &payload),
+            LinkEvent::Message {
+                topic,
+                payload,
+                retain,
+            } => self.phone_message(topic, payload, retain),
         }
         self.drive();
     }
 
-    /// A phone's message. A refused one changes nothing in the engine, so it costs no disk
-    /// work: `flush` commits only when the engine has something to say.
-    fn phone_message(&mut self, topic: &str, payload: &[u8]) {
-        match mqtt::parse_ack(&self.site.topics, topic, payload) {
-            Ok(ack) => {
-                let (now, wall) = clock();
-                match self
-                    .engine
-                    .handle_action(now, wall, &ack.staff_id, &ack.alert_id, ack.action)
-                {
-                    Ok(()) => tracing::info!(
-                        staff_id = ack.staff_id,
-                        alert_id = ack.alert_id,
-                        action = ack.action.name(),
-                        note = ack.note,
-                        "phone action"
-                    ),
-                    Err(r) => tracing::warn!(
+    /// A phone's message, checked cheapest first. Retained, over-rate, unreadable and refused
+    /// messages are counted and logged through `refusals`; only an applied action runs
+    /// `flush`, so a refusal costs no disk work.
+    fn phone_message(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
+        let (now, wall) = clock();
+        if payload.is_empty() {
+            // A deletion of a retained message (ours, echoed back, or an installer's `-r -n`).
+            tracing::debug!(topic, "empty phone message (a retained message deleted)");
+            return;
+        }
+        if retain {
+            self.ignore_message(now, "retained", || {
+                format!("{topic} ({} bytes)", payload.len())
+            });
+            // Never acted on, and deleted, so that no reconnect replays it.
+            let clear = mqtt::Publish {
+                topic,
+                payload: Vec::new(),
+                qos: 1,
+                retain: true,
+            };
+            self.delivery.volatile(clear);
+            return;
+        }
+        if let Some(staff) = self.site.topics.ack_staff(&topic) {
+            if !self.phone_rate.admit(now, staff) {
+                let staff = staff.to_owned();
+                self.ignore_message(now, "rate_limited", || staff);
+                return;
+            }
+        }
+        let ack = match mqtt::parse_ack(&self.site.topics, &topic, &payload) {
+            Ok(ack) => ack,
+            Err(e) => {
+                let reason = e.as_str();
+                *self.ignored.entry(reason).or_default() += 1;
+                if self.refusals.note(now, reason, || topic.clone()) {
+                    tracing::warn!(topic, bytes = payload.len(), reason, error = %e, "phone message ignored (more of this reason are summed up, one line per interval)");
+                }
+                return;
+            }
+        };
+        match self
+            .engine
+            .handle_action(now, wall, &ack.staff_id, &ack.alert_id, ack.action)
+        {
+            Ok(()) => {
+                tracing::info!(
+                    staff_id = ack.staff_id,
+                    alert_id = ack.alert_id,
+                    action = ack.action.name(),
+                    note = ack.note,
+                    "phone action"
+                );
+                self.flush();
+            }
+            Err(r) => {
+                let example = || format!("{} {} {}", ack.staff_id, ack.action.name(), ack.alert_id);
+                if self.refusals.note(now, r.as_str(), example) {
+                    tracing::warn!(
                         staff_id = ack.staff_id,
                         alert_id = ack.alert_id,
                         action = ack.action.name(),
                         reason = r.as_str(),
-                        "phone action ignored"
-                    ),
+                        "phone action ignored (more of this reason are summed up, one line per interval)"
+                    );
                 }
-                self.flush();
             }
-            Err(e) => {
-                *self.ignored.entry(e.as_str()).or_default() += 1;
-                tracing::warn!(topic, bytes = payload.len(), reason = e.as_str(), error = %e, "phone message ignored");
-            }
+        }
+    }
+
+    /// A phone message dropped before it was read: counted, logged aggregated.
+    fn ignore_message(
+        &mut self,
+        now: std::time::Instant,
+        reason: &'static str,
+        example: impl FnOnce() -> String,
+    ) {
+        *self.ignored.entry(reason).or_default() += 1;
+        let mut example = Some(example);
+        let log_now = self.refusals.note(now, reason, || {
+            example.take().map(|f| f()).unwrap_or_default()
+        });
+        if let Some(example) = example.filter(|_| log_now) {
+            tracing::warn!(
+                reason,
+                example = example(),
+                "phone message ignored (more of this reason are summed up, one line per interval)"
+            );
+        }
+    }
+
+    /// The refusal log's summaries that are due, one line each.
+    fn log_refusals(&mut self) {
+        let (now, _) = clock();
+        for summary in self.refusals.tick(now) {
+            summary.log();
         }
     }
 

@@ -421,7 +421,11 @@ async fn a_flood_of_phone_messages_starves_neither_escalation_nor_the_operator()
         let payload = format!(r#"{{"alert_id": "99-{i}", "action": "ack"}}"#).into_bytes();
         let topic = "bandgate/test/ack/zhang".to_owned();
         rig.link
-            .try_send(LinkEvent::Message { topic, payload })
+            .try_send(LinkEvent::Message {
+                topic,
+                payload,
+                retain: false,
+            })
             .unwrap();
     }
     tokio::time::advance(Duration::from_secs(21)).await;

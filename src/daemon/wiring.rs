@@ -73,7 +73,10 @@ pub async fn run(
         keep_alive: Duration::from_secs(30),
         last_will: mqtt::last_will(&topics, &cfg.gateway_id),
     };
-    let (link, link_events) = mqtt::connect(settings, vec![topics.ack_filter()])?;
+    // Every person's ack topic too: after a packet it cannot read, the link subscribes them one
+    // by one, so it can name the bad topic and keep the others.
+    let ack_topics = cfg.setup.staff.keys().map(|s| topics.ack(s)).collect();
+    let (link, link_events) = mqtt::connect_with(settings, vec![topics.ack_filter()], ack_topics)?;
 
     let keys = Arc::new(cfg.keys.clone());
     let (radio_tx, radio) = watch::channel(ble::BleStatus::default());

@@ -95,16 +95,23 @@ fn mosquitto_path() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The largest packet the demo's broker takes from any client: the shipped Mosquitto
+/// config's `max_packet_size`, well under what the gateway reads.
+const MAX_PACKET: usize = 256 * 1024;
+const _: () = assert!(MAX_PACKET <= crate::adapters::mqtt::MAX_INCOMING_PACKET);
+
 fn mosquitto(path: &Path, dir: &Path) -> anyhow::Result<Broker> {
     let port = free_port()?;
     let conf = dir.join("mosquitto.conf");
     let log = dir.join("mosquitto.log");
     // `user root` keeps a root-run mosquitto from switching to the mosquitto user, who could
     // not write the log in our directory; it is ignored when not run as root.
+    // `max_packet_size`: as in config/mosquitto.conf, no client may publish what the
+    // gateway cannot read (mqtt::MAX_INCOMING_PACKET is larger).
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nlog_dest stderr\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size {MAX_PACKET}\nuser root\nlog_dest stderr\n"
         ),
     )
     .with_context(|| format!("writing {}", conf.display()))?;
@@ -149,7 +156,10 @@ fn embedded() -> anyhow::Result<Broker> {
     let port = free_port()?;
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 60_000,
-        max_payload_size: 256 * 1024,
+        // rumqttd reads no packet larger than this: like `max_packet_size` in
+        // config/mosquitto.conf, so that no phone can publish what the gateway cannot read
+        // (a packet over mqtt::MAX_INCOMING_PACKET drops the gateway's connection).
+        max_payload_size: MAX_PACKET,
         max_inflight_count: 100,
         auth: None,
         external_auth: None,

@@ -239,6 +239,10 @@ pub enum Refusal {
     UnknownAlert,
     #[error("alert already resolved")]
     AlreadyResolved,
+    /// The contract's "who may act": this person was not paged about the alert (or, for
+    /// `on_scene` and `resolve`, does not hold its claim) and is not a supervisor.
+    #[error("not permitted: not paged about this alert, not its claimer, not a supervisor")]
+    NotPermitted,
 }
 
 impl Refusal {
@@ -247,6 +251,7 @@ impl Refusal {
             Refusal::UnknownStaff => "unknown_staff",
             Refusal::UnknownAlert => "unknown_alert",
             Refusal::AlreadyResolved => "already_resolved",
+            Refusal::NotPermitted => "not_permitted",
         }
     }
 }

@@ -20,6 +20,25 @@ use super::setup::{Setup, WearerCancel};
 use super::snapshot::AlertRecord;
 use super::{Counters, Engine};
 
+/// What a phone action does to the engine's memory of a claimer flapping (see `flapping`).
+enum Flap {
+    /// The claimer declined and that escalated: remember them with the open state it set.
+    Start(State),
+    Keep,
+    Clear,
+}
+
+/// The next deadline of an `Open` state.
+fn open_deadline(s: &State) -> Option<Instant> {
+    match s {
+        State::Open {
+            remind_at,
+            escalate_at,
+        } => Some(escalate_at.map_or(*remind_at, |e| e.min(*remind_at))),
+        _ => None,
+    }
+}
+
 /// Reminder period of a `low_battery` notice that nobody closed.
 const LOW_BATTERY_REMINDER: Duration = Duration::from_secs(24 * 3600);
 
@@ -431,6 +450,7 @@ impl Engine {
             );
             return id;
         };
+        self.flapping.remove(&id);
         self.with_alert(now, wall, &id, |ctx, a| {
             if a.is_resolved() {
                 return;
@@ -532,7 +552,9 @@ impl Engine {
         Some(id)
     }
 
-    /// A duty phone's action on an alert. Refusals change nothing; the caller logs and counts.
+    /// A duty phone's action on an alert, checked against the contract's "who may act".
+    /// Refusals change nothing (no state, no output, nothing to store); they are counted by
+    /// reason and the caller logs them.
     pub fn handle_action(
         &mut self,
         now: Instant,
@@ -540,6 +562,51 @@ impl Engine {
         staff_id: &str,
         alert_id: &str,
         action: Action,
+    ) -> Result<(), Refusal> {
+        self.act(now, wall, staff_id, alert_id, action, true)
+    }
+
+    /// An operator's action from the control socket, taken `--as` a person: the operator is
+    /// trusted to act for anyone, so "who may act" is not checked (everything else is).
+    pub fn handle_operator_action(
+        &mut self,
+        now: Instant,
+        wall: Timestamp,
+        staff_id: &str,
+        alert_id: &str,
+        action: Action,
+    ) -> Result<(), Refusal> {
+        self.act(now, wall, staff_id, alert_id, action, false)
+    }
+
+    /// Whether `staff_id` may take `action` on `a` (the contract's "who may act").
+    fn permitted(&self, a: &Alert, staff_id: &str, action: Action) -> bool {
+        if self
+            .setup
+            .escalation
+            .supervisors
+            .iter()
+            .any(|s| s == staff_id)
+        {
+            return true;
+        }
+        let paged = a.notified.iter().any(|p| p == staff_id);
+        let claimer = a.acked_by.as_deref() == Some(staff_id);
+        match action {
+            Action::Delivered | Action::Ack | Action::Decline => paged,
+            Action::OnScene => claimer,
+            Action::Resolve(_) => claimer || (paged && a.acked_by.is_none()),
+        }
+    }
+
+    fn act(
+        &mut self,
+        now: Instant,
+        wall: Timestamp,
+        staff_id: &str,
+        alert_id: &str,
+        action: Action,
+        check: bool,
     ) -> Result<(), Refusal> {
         let refused = |engine: &mut Engine, r: Refusal| {
             *engine
@@ -555,38 +622,76 @@ impl Engine {
         match self.alerts.get(alert_id) {
             None => return refused(self, Refusal::UnknownAlert),
             Some(a) if a.is_resolved() => return refused(self, Refusal::AlreadyResolved),
+            Some(a) if check && !self.permitted(a, staff_id, action) => {
+                return refused(self, Refusal::NotPermitted)
+            }
             Some(_) => {}
         }
         let claim_timeout = self.setup.escalation.claim_timeout;
         let staff = staff_id.to_string();
-        self.with_alert(now, wall, alert_id, |ctx, a| {
+        // A claimer who declined (after acking) has escalated once already; until something
+        // else happens to the alert, their further acks and declines change the claim and
+        // the document but page nobody (a looping phone must not page everyone each time),
+        // and move no deadline: the alert stays on the clocks that escalation set.
+        let flapping = self
+            .flapping
+            .get(alert_id)
+            .filter(|(p, _)| p == staff_id)
+            .map(|(_, open)| open.clone());
+        let told_late = self
+            .late_told
+            .contains(&(alert_id.to_string(), staff.clone()));
+        let claimer_before = self.alerts.get(alert_id).and_then(|a| a.acked_by.clone());
+        let flap = self.with_alert(now, wall, alert_id, |ctx, a| {
             let mine = a.acked_by.as_deref() == Some(staff_id);
+            let keep = if flapping.is_some() {
+                Flap::Keep
+            } else {
+                Flap::Clear
+            };
             match action {
                 Action::Delivered => {
                     if !a.delivered_to.contains(&staff) {
                         a.delivered_to.push(staff.clone());
                         ctx.touch(a);
                     }
+                    keep
                 }
                 Action::Ack => match (&a.state, &a.acked_by) {
                     (State::Open { .. }, _) => {
                         if a.kind == Kind::Test {
                             ctx.resolve(a, &staff, Resolution::Test, true);
-                            return;
+                            return Flap::Clear;
                         }
                         a.acked_by = Some(staff.clone());
                         a.acked_at = Some(wall);
                         a.verify_until = None;
                         a.declined.retain(|p| p != &staff);
+                        let lapse_at = now + claim_timeout;
                         a.state = State::Acknowledged {
-                            lapse_at: now + claim_timeout,
+                            lapse_at: match &flapping {
+                                // The claim lapses when the alert would next have paged.
+                                Some(open) => lapse_at.min(open_deadline(open).unwrap_or(lapse_at)),
+                                None => lapse_at,
+                            },
                         };
                         ctx.touch(a);
-                        tracing::info!(alert_id = a.id, acked_by = staff, "alert acknowledged");
-                        let everyone = a.notified.clone();
-                        ctx.notify(a, &everyone, NotifyReason::Acknowledged);
+                        if flapping.is_some() {
+                            tracing::debug!(
+                                alert_id = a.id,
+                                acked_by = staff,
+                                "alert acknowledged again by the claimer who just declined it; nobody paged, no deadline moved"
+                            );
+                        } else {
+                            tracing::info!(alert_id = a.id, acked_by = staff, "alert acknowledged");
+                            let everyone = a.notified.clone();
+                            ctx.notify(a, &everyone, NotifyReason::Acknowledged);
+                        }
+                        keep
                     }
-                    _ if mine => {}
+                    _ if mine => keep,
+                    // Told once per claim: a phone repeating its late ack pages nobody again.
+                    _ if told_late => Flap::Clear,
                     _ => {
                         tracing::info!(
                             alert_id = a.id,
@@ -595,31 +700,56 @@ impl Engine {
                             "late ack: already claimed; telling the late acker who has it"
                         );
                         ctx.notify(a, std::slice::from_ref(&staff), NotifyReason::Acknowledged);
+                        Flap::Clear
                     }
                 },
                 Action::Decline => {
                     if a.declined.contains(&staff) {
-                        return;
+                        return keep;
                     }
                     a.declined.push(staff.clone());
                     a.paged.retain(|p| p != &staff);
                     tracing::info!(alert_id = a.id, staff, "declined");
-                    if mine {
-                        a.acked_by = None;
-                        a.acked_at = None;
-                        tracing::info!(alert_id = a.id, "claimer declined: claim released");
-                        ctx.escalate(a, NotifyReason::ClaimLapsed);
-                    } else if matches!(a.state, State::Open { .. }) && a.paged.is_empty() {
-                        tracing::info!(alert_id = a.id, "everyone paged declined: escalating now");
-                        a.verify_until = None;
-                        ctx.escalate(a, NotifyReason::Escalated);
-                    } else {
-                        ctx.touch(a);
+                    match (&flapping, mine) {
+                        (Some(open), true) => {
+                            a.acked_by = None;
+                            a.acked_at = None;
+                            // debug: a looping phone would otherwise fill the log.
+                            tracing::debug!(
+                                alert_id = a.id,
+                                staff,
+                                "claimer declined again: claim released; not escalated twice in a row, paging goes on as planned"
+                            );
+                            a.paged = ctx.people_at(a, a.tier);
+                            a.state = open.clone();
+                            ctx.touch(a);
+                            keep
+                        }
+                        (None, true) => {
+                            a.acked_by = None;
+                            a.acked_at = None;
+                            tracing::info!(alert_id = a.id, "claimer declined: claim released");
+                            ctx.escalate(a, NotifyReason::ClaimLapsed);
+                            Flap::Start(a.state.clone())
+                        }
+                        _ if matches!(a.state, State::Open { .. }) && a.paged.is_empty() => {
+                            tracing::info!(
+                                alert_id = a.id,
+                                "everyone paged declined: escalating now"
+                            );
+                            a.verify_until = None;
+                            ctx.escalate(a, NotifyReason::Escalated);
+                            Flap::Clear
+                        }
+                        _ => {
+                            ctx.touch(a);
+                            Flap::Clear
+                        }
                     }
                 }
                 Action::OnScene => {
                     if matches!(a.state, State::OnScene { .. }) {
-                        return;
+                        return Flap::Clear;
                     }
                     if a.acked_by.is_none() {
                         a.acked_by = Some(staff.clone());
@@ -632,11 +762,45 @@ impl Engine {
                     };
                     ctx.touch(a);
                     tracing::info!(alert_id = a.id, staff, "on scene");
+                    Flap::Clear
                 }
-                Action::Resolve(resolution) => ctx.resolve(a, &staff, resolution, true),
+                Action::Resolve(resolution) => {
+                    ctx.resolve(a, &staff, resolution, true);
+                    Flap::Clear
+                }
             }
         });
+        let claimer_after = self.alerts.get(alert_id).and_then(|a| a.acked_by.clone());
+        if claimer_after != claimer_before {
+            self.forget_late_acks(alert_id);
+        } else if action == Action::Ack && claimer_after.as_deref() != Some(staff_id) {
+            self.late_told.insert((alert_id.to_string(), staff.clone()));
+        }
+        match flap {
+            Some(Flap::Start(open)) => {
+                self.flapping.insert(alert_id.to_string(), (staff, open));
+            }
+            Some(Flap::Keep) => {}
+            Some(Flap::Clear) | None => {
+                self.flapping.remove(alert_id);
+            }
+        }
         Ok(())
+    }
+
+    /// The claim of `alert_id` changed hands (or the alert is gone): late ackers may be
+    /// told again who has it.
+    fn forget_late_acks(&mut self, alert_id: &str) {
+        let from = (alert_id.to_string(), String::new());
+        let told: Vec<(String, String)> = self
+            .late_told
+            .range(from..)
+            .take_while(|(a, _)| a == alert_id)
+            .cloned()
+            .collect();
+        for k in told {
+            self.late_told.remove(&k);
+        }
     }
 
     /// A `test` alert through the real pipeline, to `staff_id` or whoever is on duty;
@@ -691,6 +855,9 @@ impl Engine {
             .map(|a| a.id.clone())
             .collect();
         for id in due {
+            // A deadline is "something else happening": a claimer's decline may escalate again.
+            self.flapping.remove(&id);
+            self.forget_late_acks(&id);
             // Each step moves the deadline past `now` (durations are positive), so this ends.
             while self.alerts.get(&id).is_some_and(|a| a.deadline() <= now) {
                 let keep = self.with_alert(now, wall, &id, |ctx, a| ctx.fire(a));

@@ -144,6 +144,13 @@ pub struct Engine {
     counters: Counters,
     /// `now` of the last `handle_timeout`, so `poll_timeout` can be checked for progress.
     last_timeout: Option<Instant>,
+    /// Alerts whose last claim change was their claimer's decline (which escalated), by
+    /// alert id, with that person and the open state the escalation set: their next acks and
+    /// declines page nobody and keep to those clocks. Cleared by any other event on the
+    /// alert (a deadline, a band press, anyone else's action). At most one entry per alert.
+    flapping: BTreeMap<String, (String, State)>,
+    /// (alert id, person) told by a late ack who holds the claim: told once per claim.
+    late_told: BTreeSet<(String, String)>,
 }
 
 impl Engine {
@@ -198,6 +205,8 @@ impl Engine {
             meta_dirty: false,
             counters: Counters::default(),
             last_timeout: None,
+            flapping: BTreeMap::new(),
+            late_told: BTreeSet::new(),
         };
         engine.start_supervision(now);
         engine

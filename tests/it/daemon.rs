@@ -588,18 +588,19 @@ fn kill_9_after_raise_after_tier_2_and_after_ack_the_alert_goes_on_where_it_was(
     assert_eq!(acked["notified"], json!(["zhang", "li", "wang"]));
     gw.kill9();
 
-    // 4: the claim survives: zhang resolving it does not take li's claim.
+    // 4: the claim survives: the supervisor resolving it does not take li's claim (zhang,
+    // paged but not the claimer, may not resolve a claimed alert: "who may act").
     let gw = Gateway::start(&site, "gateway-4.log", &[]);
     gw.wait_log("bandgate running");
     phone.act(
         &p,
-        "zhang",
+        "chen",
         json!({"alert_id": "17-101", "action": "resolve", "resolution": "false_alarm"}),
     );
     for who in ["zhang", "li", "wang"] {
         let doc = phone.wait_page(&p, who, "resolved", "17-101");
         assert_eq!(doc["acked_by"], "li");
-        assert_eq!(doc["resolved_by"], "zhang");
+        assert_eq!(doc["resolved_by"], "chen");
         assert_eq!(doc["acked_at"], acked["acked_at"]);
         assert_eq!(doc["raised_at"], new["raised_at"]);
     }

@@ -304,6 +304,11 @@ impl Gateway {
         }
     }
 
+    /// The daemon's process id (for `taskset` and the like).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("gateway running").id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => c.try_wait().unwrap().is_none(),

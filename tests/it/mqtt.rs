@@ -302,7 +302,7 @@ async fn phone_acks_arrive_and_parse() {
         )
         .await;
     let (topic, payload) = next(&mut rx, |e| match e {
-        LinkEvent::Message { topic, payload } => Some((topic, payload)),
+        LinkEvent::Message { topic, payload, .. } => Some((topic, payload)),
         _ => None,
     })
     .await;
@@ -319,7 +319,7 @@ async fn phone_acks_arrive_and_parse() {
 
 async fn next_message(rx: &mut mpsc::Receiver<LinkEvent>) -> (String, Vec<u8>) {
     next(rx, |e| match e {
-        LinkEvent::Message { topic, payload } => Some((topic, payload)),
+        LinkEvent::Message { topic, payload, .. } => Some((topic, payload)),
         LinkEvent::Disconnected(why) => panic!("link dropped: {why}"),
         _ => None,
     })
@@ -410,7 +410,7 @@ async fn a_packet_over_the_limit_is_dropped_and_the_link_recovers() {
         .send_ack("zhang", r#"{"alert_id":"17-42","action":"ack"}"#)
         .await;
     let (topic, payload) = next(&mut rx, |e| match e {
-        LinkEvent::Message { topic, payload } => Some((topic, payload)),
+        LinkEvent::Message { topic, payload, .. } => Some((topic, payload)),
         _ => None,
     })
     .await;

@@ -131,7 +131,7 @@ fn phone_tls(ca: &Path) -> Transport {
 
 // ---- the shipped broker config ----
 
-fn shipped(name: &str) -> String {
+pub(crate) fn shipped(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("config")
         .join(name);
@@ -139,7 +139,7 @@ fn shipped(name: &str) -> String {
 }
 
 /// The gateway's MQTT user as the shipped ACL names it (its `user` line).
-fn acl_gateway_user() -> String {
+pub(crate) fn acl_gateway_user() -> String {
     shipped("mosquitto.acl")
         .lines()
         .find_map(|l| l.strip_prefix("user "))
@@ -149,7 +149,7 @@ fn acl_gateway_user() -> String {
 }
 
 /// Replaces the one directive line starting with `key ` in a Mosquitto config.
-fn set_directive(conf: &str, key: &str, value: &str) -> String {
+pub(crate) fn set_directive(conf: &str, key: &str, value: &str) -> String {
     let prefix = format!("{key} ");
     let hits = conf.lines().filter(|l| l.starts_with(&prefix)).count();
     assert_eq!(hits, 1, "config/mosquitto.conf: expected one `{key}` line");
@@ -169,7 +169,15 @@ fn set_directive(conf: &str, key: &str, value: &str) -> String {
 /// only where the paths and the port must be, installed as the conf's comments say: the conf
 /// in `conf.d/` under a main config like Debian's (`persistence_location`, `include_dir`);
 /// the password file made with `mosquitto_passwd -b` (the first user with `-c`).
-fn shipped_broker(users: &[(&str, &str)]) -> Broker {
+pub(crate) fn shipped_broker(users: &[(&str, &str)]) -> Broker {
+    shipped_broker_edited(users, |conf| conf)
+}
+
+/// `shipped_broker` with `edit` applied to the shipped `mosquitto.conf` (after the paths).
+pub(crate) fn shipped_broker_edited(
+    users: &[(&str, &str)],
+    edit: impl FnOnce(String) -> String,
+) -> Broker {
     Broker::start_config(|dir, port| {
         let passwd = dir.join("bandgate.passwd");
         for (i, (user, password)) in users.iter().enumerate() {
@@ -195,6 +203,7 @@ fn shipped_broker(users: &[(&str, &str)]) -> Broker {
         let conf = set_directive(&conf, "listener", &format!("{port} 127.0.0.1"));
         let conf = set_directive(&conf, "password_file", &passwd.display().to_string());
         let conf = set_directive(&conf, "acl_file", &acl.display().to_string());
+        let conf = edit(conf);
         let conf_d = dir.join("conf.d");
         std::fs::create_dir(&conf_d).unwrap();
         std::fs::write(conf_d.join("bandgate.conf"), conf).unwrap();
@@ -285,7 +294,7 @@ async fn the_link_refuses_a_broker_its_ca_did_not_sign_and_keeps_trying() {
 // ---- the built binary ----
 
 /// Points the site's gateway at `url` with extra `[mqtt]` lines.
-fn set_mqtt(site: &Site, url: &str, extra: &str) {
+pub(crate) fn set_mqtt(site: &Site, url: &str, extra: &str) {
     let text = std::fs::read_to_string(&site.config).unwrap();
     let old = format!("url = \"mqtt://127.0.0.1:{}\"\n", site.broker_port);
     assert!(text.contains(&old));
@@ -293,12 +302,12 @@ fn set_mqtt(site: &Site, url: &str, extra: &str) {
     std::fs::write(&site.config, text).unwrap();
 }
 
-fn toml_path(p: &Path) -> String {
+pub(crate) fn toml_path(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
 }
 
 /// `bandgate alerts --json` through the running daemon's control socket.
-fn open_alerts(site: &Site) -> Vec<Value> {
+pub(crate) fn open_alerts(site: &Site) -> Vec<Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_bandgate"))
         .args(["alerts", "--json", "--socket"])
         .arg(site.path().join("control.sock"))
@@ -442,7 +451,7 @@ fn an_untrusted_broker_certificate_is_logged_retried_and_escalation_goes_on() {
     assert!(gw.is_running(), "{}", gw.log());
 }
 
-fn with_password(port: u16, client_id: &str, user: &str, password: &str) -> MqttOptions {
+pub(crate) fn with_password(port: u16, client_id: &str, user: &str, password: &str) -> MqttOptions {
     let mut o = Phone::options(port, client_id);
     o.set_credentials(user, password);
     o

@@ -34,16 +34,29 @@
 //!
 //! Packets up to `MAX_INCOMING_PACKET` are read and handed on (a phone's oversized ack is
 //! then refused by `parse_ack` and counted). rumqttc refuses a larger one by dropping the
-//! connection before reading it; with a persistent session the broker would deliver it again
-//! on every reconnect. So after such an error the link connects once with a clean session
-//! (which discards the broker's queue for this gateway, poison included), then disconnects
-//! and resumes its persistent session. The broker's own `max_packet_size` should keep such
-//! packets away in the first place.
+//! connection before reading it, and the broker would send it again and again: queued for
+//! the persistent session, or retained and re-sent on every SUBSCRIBE. The shipped broker
+//! config (`max_packet_size` in `config/mosquitto.conf`) keeps such packets out in the first
+//! place; for a broker without that limit the link defends itself:
+//!
+//! - back-off grows across reconnects and is reset only by a connection that stayed up
+//!   `STABLE` (a connection killed at every SUBSCRIBE never counts as a success);
+//! - after the first oversized packet it connects once with a clean session (which drops the
+//!   broker's queue for this gateway, poison and subscriptions included) and from then on
+//!   subscribes *carefully*: one topic per SUBSCRIBE (each person's ack topic, given to
+//!   `connect_with`), the next only after the previous SUBACK, closed by an UNSUBSCRIBE of
+//!   the wildcard whose UNSUBACK marks the end. A broker sends a topic's retained messages
+//!   right after that topic's SUBACK, so a drop between two acks names the topic;
+//! - that topic is held back (quarantined): the link logs one `error` naming it and the
+//!   command that deletes the message, tries that itself (an empty retained message, which
+//!   the shipped ACL lets the gateway write), and subscribes it again after the clear, and
+//!   later with a growing period while it still fails. Every other topic keeps working and
+//!   pages keep going out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rumqttc::{
@@ -51,7 +64,7 @@ use rumqttc::{
     StateError, TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Publish;
 
@@ -59,12 +72,22 @@ use super::Publish;
 pub const PUBLISH_QUEUE: usize = 256;
 /// Room in rumqttc's request queue for our own subscribe and disconnect requests.
 const CONTROL_ROOM: usize = 16;
-/// Largest packet read from the broker (a 1 MB phone message is read, then refused).
+/// Largest packet read from the broker, chosen: the largest thing the gateway must read is a
+/// phone's ack (`MAX_ACK_PAYLOAD`, 4 KiB), but a phone message up to this size is still
+/// read and refused (counted as `too_large`) rather than costing the connection. It must be
+/// at least the broker's `max_packet_size` (256 KiB in the shipped `config/mosquitto.conf`),
+/// so that anything the broker accepts can be read; a larger packet can come only from a
+/// broker without that limit (see "Oversized packets" above). Memory: one packet at a time.
 pub const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
 const MAX_OUTGOING_PACKET: usize = 256 * 1024;
 const EVENT_QUEUE: usize = 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A connection up this long resets the back-off: shorter ones count as failures.
+const STABLE: Duration = Duration::from_secs(5);
+/// A quarantined topic that failed again after its clear waits this long, doubling.
+const QUARANTINE_MIN: Duration = Duration::from_secs(60);
+const QUARANTINE_MAX: Duration = Duration::from_secs(3600);
 
 /// How to reach the broker.
 #[derive(Debug, Clone)]
@@ -92,8 +115,13 @@ pub enum LinkEvent {
     Disconnected(String),
     /// The broker has the message the caller published with this id.
     PubAcked(u64),
-    /// A message on a subscribed topic.
-    Message { topic: String, payload: Vec<u8> },
+    /// A message on a subscribed topic. `retain`: the broker sent it because it is retained
+    /// (on our SUBSCRIBE), not because someone published it just now.
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    },
 }
 
 /// The caller's ids between `publish` and the broker's PUBACK.
@@ -311,6 +339,17 @@ pub fn connect(
     settings: MqttSettings,
     subscribe: Vec<String>,
 ) -> anyhow::Result<(MqttLink, mpsc::Receiver<LinkEvent>)> {
+    connect_with(settings, subscribe, Vec::new())
+}
+
+/// `connect`, with the topics the filters stand for (every person's ack topic), subscribed
+/// one by one instead of the filters once the broker has sent a packet too large to read
+/// (see "Oversized packets"). Empty: the filters themselves, one by one.
+pub fn connect_with(
+    settings: MqttSettings,
+    subscribe: Vec<String>,
+    one_by_one: Vec<String>,
+) -> anyhow::Result<(MqttLink, mpsc::Receiver<LinkEvent>)> {
     let options =
         mqtt_options(&settings).with_context(|| format!("MQTT settings for {}", settings.url))?;
     let runtime = tokio::runtime::Handle::try_current()
@@ -327,7 +366,13 @@ pub fn connect(
         client: client.clone(),
         tracker: tracker.clone(),
     };
-    runtime.spawn(run(eventloop, client, tracker, subscribe, tx, settings.url));
+    let careful = if one_by_one.is_empty() {
+        subscribe.clone()
+    } else {
+        one_by_one
+    };
+    let subs = Subscriptions::new(subscribe, careful);
+    runtime.spawn(run(eventloop, client, tracker, subs, tx, settings.url));
     Ok((link, rx))
 }
 
@@ -343,6 +388,7 @@ fn handle(event: Event, t: &mut Tracker, out: &mut Vec<LinkEvent>) {
         Event::Incoming(Incoming::Publish(p)) => out.push(LinkEvent::Message {
             topic: p.topic,
             payload: p.payload.to_vec(),
+            retain: p.retain,
         }),
         Event::Incoming(Incoming::SubAck(s)) => check_suback(&s),
         Event::Outgoing(Outgoing::Publish(pkid)) => {
@@ -401,11 +447,166 @@ fn is_oversize(e: &ConnectionError) -> bool {
     )
 }
 
+/// A topic held back after an unreadable packet was sent on it.
+#[derive(Debug, Clone)]
+struct Quarantined {
+    /// When to clear it and subscribe it again.
+    retry_at: Instant,
+    /// The wait after the next failure.
+    period: Duration,
+}
+
+/// What to subscribe on each connection, and what an unreadable packet taught the link.
+#[derive(Debug)]
+struct Subscriptions {
+    /// The filters, in one SUBSCRIBE (until the first unreadable packet).
+    filters: Vec<String>,
+    /// The topics subscribed one by one once `careful`.
+    topics: Vec<String>,
+    careful: bool,
+    quarantine: BTreeMap<String, Quarantined>,
+    /// This connection's careful subscriptions still to send.
+    queue: VecDeque<String>,
+    /// The topic whose SUBACK was read last on this connection and whose retained messages
+    /// may still be arriving (until the next SUBACK or the closing UNSUBACK).
+    last_subacked: Option<String>,
+    /// Quarantined topics subscribed again on this connection (after their clear).
+    retrying: Vec<String>,
+    /// The SUBSCRIBE (or the closing UNSUBSCRIBE) awaiting its ack.
+    awaiting: bool,
+    /// The topic of that SUBSCRIBE.
+    subscribing: Option<String>,
+}
+
+impl Subscriptions {
+    fn new(filters: Vec<String>, topics: Vec<String>) -> Subscriptions {
+        Subscriptions {
+            filters,
+            topics,
+            careful: false,
+            quarantine: BTreeMap::new(),
+            queue: VecDeque::new(),
+            last_subacked: None,
+            retrying: Vec::new(),
+            awaiting: false,
+            subscribing: None,
+        }
+    }
+
+    /// A new connection: forget this connection's progress.
+    fn reset(&mut self) {
+        self.queue.clear();
+        self.last_subacked = None;
+        self.retrying.clear();
+        self.awaiting = false;
+        self.subscribing = None;
+    }
+
+    /// Careful mode, at CONNACK: clear the quarantined topics that are due (an empty retained
+    /// message; the broker handles it before the SUBSCRIBE that follows) and queue every
+    /// topic but those still waiting.
+    fn plan(&mut self, client: &AsyncClient, now: Instant) {
+        self.reset();
+        for topic in &self.topics {
+            match self.quarantine.get(topic) {
+                Some(q) if q.retry_at > now => continue,
+                Some(_) => {
+                    if let Err(e) =
+                        client.try_publish(topic.as_str(), QoS::AtLeastOnce, true, Vec::new())
+                    {
+                        debug!(topic, error = %e, "clear not queued");
+                    }
+                    self.retrying.push(topic.clone());
+                }
+                None => {}
+            }
+            self.queue.push_back(topic.clone());
+        }
+        // Quarantined ones last: if one fails again, the others were tried first.
+        let retrying = self.retrying.clone();
+        self.queue.retain(|t| !retrying.contains(t));
+        self.queue.extend(retrying);
+    }
+
+    /// Sends the next careful SUBSCRIBE, or the closing UNSUBSCRIBE; `true` once that is done
+    /// too (nothing more to send).
+    fn next(&mut self, client: &AsyncClient) -> bool {
+        let sent = match self.queue.pop_front() {
+            Some(topic) => {
+                self.subscribing = Some(topic.clone());
+                client.try_subscribe(topic, QoS::AtLeastOnce)
+            }
+            // Also drops a wildcard left in the persistent session from before.
+            None => match self.filters.first() {
+                Some(f) if !self.topics.iter().eq(self.filters.iter()) => {
+                    client.try_unsubscribe(f.clone())
+                }
+                _ => return true,
+            },
+        };
+        if let Err(e) = sent {
+            warn!(error = %e, "could not queue a subscription");
+        }
+        self.awaiting = true;
+        false
+    }
+
+    /// An unreadable packet arrived: which topic it was on, if this connection's order of
+    /// acks tells. Quarantines that topic; `true` if it is the first time (log the error).
+    fn blame(&mut self, now: Instant) -> Option<(String, bool)> {
+        let topic = self.last_subacked.take()?;
+        let first = match self.quarantine.get_mut(&topic) {
+            Some(q) => {
+                // Failed again after its clear: wait, longer each time.
+                q.retry_at = now + q.period;
+                q.period = (q.period * 2).min(QUARANTINE_MAX);
+                false
+            }
+            None => {
+                // Cleared and retried on the next connection at once.
+                self.quarantine.insert(
+                    topic.clone(),
+                    Quarantined {
+                        retry_at: now,
+                        period: QUARANTINE_MIN,
+                    },
+                );
+                true
+            }
+        };
+        Some((topic, first))
+    }
+
+    /// The careful subscriptions are all made and their retained messages read: the topics
+    /// retried on this connection are readable again.
+    fn done(&mut self) {
+        self.last_subacked = None;
+        for topic in self.retrying.drain(..) {
+            if self.quarantine.remove(&topic).is_some() {
+                info!(
+                    topic,
+                    "the unreadable message is gone: phone actions on this topic are read again"
+                );
+            }
+        }
+    }
+}
+
+/// What an installer must do about an unreadable retained message, as one line.
+fn fix_for(topic: &str, url: &str) -> String {
+    let (host, port) = parse_url(url)
+        .map(|(h, p, _)| (h, p))
+        .unwrap_or_else(|_| ("127.0.0.1".into(), 1883));
+    format!(
+        "delete the retained message (the gateway tries this itself): mosquitto_pub -h {host} -p {port} -u <gateway user> -P <password> -r -n -t '{topic}'; and set max_packet_size in the broker's config as config/mosquitto.conf does"
+    )
+}
+
 async fn run(
     mut eventloop: EventLoop,
     client: AsyncClient,
     tracker: Arc<Mutex<Tracker>>,
-    subscribe: Vec<String>,
+    mut subs: Subscriptions,
     tx: mpsc::Sender<LinkEvent>,
     url: String,
 ) {
@@ -414,7 +615,11 @@ async fn run(
     // Set after an oversized packet: this connection is the clean one that drops the
     // broker's queue for us; leave it at once and resume the persistent session.
     let mut dropping_session = false;
+    // Set once the clean session is made and left: that drop is the plan, not a failure.
+    let mut leaving_clean = false;
     let mut awaiting_suback = false;
+    let mut connack_at: Option<Instant> = None;
+    let mut unknown_reported = false;
     let mut out = Vec::new();
     loop {
         if tx.is_closed() {
@@ -428,26 +633,35 @@ async fn run(
                     "clean session made; resuming the persistent one"
                 );
                 dropping_session = false;
+                leaving_clean = true;
                 eventloop.mqtt_options.set_clean_session(false);
                 if let Err(e) = client.try_disconnect() {
                     warn!(error = %e, "could not leave the clean session");
                 }
             }
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                backoff = BACKOFF_MIN;
-                info!(%url, session_present = ack.session_present, "MQTT connected");
-                let filters = subscribe
-                    .iter()
-                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                if subscribe.is_empty() {
+                connack_at = Some(Instant::now());
+                info!(%url, session_present = ack.session_present, careful = subs.careful, "MQTT connected");
+                if subs.careful {
+                    subs.plan(&client, Instant::now());
+                    if subs.next(&client) {
+                        out.push(ready(&tracker, &mut connected));
+                    }
+                } else if subs.filters.is_empty() {
                     out.push(ready(&tracker, &mut connected));
-                } else if let Err(e) = client.try_subscribe_many(filters) {
-                    // Cannot happen (the request queue keeps room for it); retry afresh.
-                    warn!(error = %e, "could not queue the subscriptions; reconnecting");
-                    eventloop.clean();
-                    eventloop.network = None;
                 } else {
-                    awaiting_suback = true;
+                    let filters = subs
+                        .filters
+                        .iter()
+                        .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                    if let Err(e) = client.try_subscribe_many(filters) {
+                        // Cannot happen (the request queue keeps room for it); retry afresh.
+                        warn!(error = %e, "could not queue the subscriptions; reconnecting");
+                        eventloop.clean();
+                        eventloop.network = None;
+                    } else {
+                        awaiting_suback = true;
+                    }
                 }
             }
             // `Connected` waits for the subscriptions, so that whatever the caller does next
@@ -455,6 +669,21 @@ async fn run(
             Ok(Event::Incoming(Incoming::SubAck(s))) if awaiting_suback => {
                 awaiting_suback = false;
                 check_suback(&s);
+                out.push(ready(&tracker, &mut connected));
+            }
+            Ok(Event::Incoming(Incoming::SubAck(s))) if subs.awaiting => {
+                check_suback(&s);
+                subs.awaiting = false;
+                // The topic just subscribed: its retained messages come next.
+                subs.last_subacked = subs.subscribing.take();
+                if subs.next(&client) {
+                    subs.done();
+                    out.push(ready(&tracker, &mut connected));
+                }
+            }
+            Ok(Event::Incoming(Incoming::UnsubAck(_))) if subs.awaiting => {
+                subs.awaiting = false;
+                subs.done();
                 out.push(ready(&tracker, &mut connected));
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) if lock(&tracker).shutdown => {
@@ -478,6 +707,17 @@ async fn run(
                     // Deliver what rumqttc read before the error, then drop everything it
                     // would re-send by itself: the caller re-publishes on `Connected`.
                     for event in eventloop.state.events.drain(..).collect::<Vec<_>>() {
+                        // rumqttc reads packets in batches: the SUBACK just before the
+                        // unreadable packet may be among them, not yet handed out by `poll`.
+                        if matches!(event, Event::Incoming(Incoming::SubAck(_))) && subs.awaiting {
+                            subs.awaiting = false;
+                            subs.last_subacked = subs.subscribing.take();
+                        }
+                        if matches!(event, Event::Incoming(Incoming::UnsubAck(_))) && subs.awaiting
+                        {
+                            subs.awaiting = false;
+                            subs.last_subacked = None;
+                        }
                         handle(event, &mut t, &mut out);
                     }
                     eventloop.clean();
@@ -486,34 +726,73 @@ async fn run(
                     t.forget();
                     t.connected = false;
                 }
+                let now = Instant::now();
+                if connack_at.take().is_some_and(|t| now - t >= STABLE) {
+                    backoff = BACKOFF_MIN;
+                }
                 if oversize {
-                    warn!(error = %e, limit = MAX_INCOMING_PACKET, "oversized packet from the broker: dropping this gateway's queued messages with a clean session");
+                    match subs.blame(now) {
+                        Some((topic, true)) => error!(
+                            topic,
+                            limit = MAX_INCOMING_PACKET,
+                            fix = fix_for(&topic, &url),
+                            "a retained message on this topic is larger than the gateway reads, so the broker connection dropped; phone actions on it are not read until it is deleted, paging and every other topic go on"
+                        ),
+                        Some((topic, false)) => warn!(
+                            topic,
+                            "the unreadable message is still there; subscribing it again later"
+                        ),
+                        // Before the careful pass, the pass itself will name the topic.
+                        None if !subs.careful => warn!(
+                            limit = MAX_INCOMING_PACKET,
+                            "the broker sent a packet larger than the gateway reads and the connection dropped; dropping this gateway's queued messages with a clean session and subscribing topic by topic to find it"
+                        ),
+                        None if !unknown_reported => {
+                            unknown_reported = true;
+                            error!(
+                                limit = MAX_INCOMING_PACKET,
+                                fix = "set max_packet_size in the broker's config as config/mosquitto.conf does",
+                                "the broker keeps sending a packet larger than the gateway reads, on no topic the gateway can tell, and the connection drops; reconnecting with back-off"
+                            );
+                        }
+                        None => debug!(error = %e, "oversized packet from the broker again"),
+                    }
+                    subs.careful = true;
                     eventloop.mqtt_options.set_clean_session(true);
                     dropping_session = true;
                 }
+                subs.reset();
                 if connected {
                     out.push(LinkEvent::Disconnected(e.to_string()));
                     connected = false;
                 }
-                if dropping_session && oversize {
-                    // Reconnect at once: the clean session is only a step.
-                } else {
-                    match hint(&e) {
-                        Some(hint) => {
-                            warn!(%url, error = %e, hint, retry_in = ?backoff, "MQTT connection failed")
-                        }
-                        None => {
-                            warn!(%url, error = %e, retry_in = ?backoff, "MQTT connection failed")
-                        }
-                    }
+                if std::mem::take(&mut leaving_clean) && !oversize {
+                    debug!("left the clean session; reconnecting with the persistent one");
                     for ev in out.drain(..) {
                         if tx.send(ev).await.is_err() {
                             return;
                         }
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
                 }
+                match hint(&e) {
+                    Some(hint) => {
+                        warn!(%url, error = %e, hint, retry_in = ?backoff, "MQTT connection failed")
+                    }
+                    None if oversize => {
+                        debug!(%url, error = %e, retry_in = ?backoff, "MQTT connection dropped (oversized packet)")
+                    }
+                    None => {
+                        warn!(%url, error = %e, retry_in = ?backoff, "MQTT connection failed")
+                    }
+                }
+                for ev in out.drain(..) {
+                    if tx.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
         for ev in out.drain(..) {
@@ -578,6 +857,34 @@ mod tests {
         let o = mqtt_options(&plain).unwrap();
         assert!(!o.clean_session());
         assert_eq!(o.max_packet_size(), MAX_INCOMING_PACKET);
+    }
+
+    #[test]
+    fn an_unreadable_topic_is_named_by_the_last_suback_and_retried_with_growing_waits() {
+        let t0 = Instant::now();
+        let mut subs = Subscriptions::new(
+            vec!["p/ack/+".into()],
+            vec!["p/ack/li".into(), "p/ack/zhang".into()],
+        );
+        // Dropped before any SUBACK on this connection: no topic can be named.
+        assert_eq!(subs.blame(t0), None);
+        // Dropped after zhang's SUBACK: zhang, the first time (log the error), retried at once.
+        subs.last_subacked = Some("p/ack/zhang".into());
+        assert_eq!(subs.blame(t0), Some(("p/ack/zhang".into(), true)));
+        assert_eq!(subs.quarantine["p/ack/zhang"].retry_at, t0);
+        // It fails again after its clear: a minute, then two, ... at most an hour; no error.
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            subs.last_subacked = Some("p/ack/zhang".into());
+            assert_eq!(subs.blame(t0), Some(("p/ack/zhang".into(), false)));
+            waits.push(subs.quarantine["p/ack/zhang"].retry_at - t0);
+        }
+        let mins: Vec<u64> = waits.iter().map(|d| d.as_secs() / 60).collect();
+        assert_eq!(mins, [1, 2, 4, 8, 16, 32, 60, 60]);
+        // A connection that subscribed it again and read past it: readable again.
+        subs.retrying.push("p/ack/zhang".into());
+        subs.done();
+        assert!(subs.quarantine.is_empty());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - the human one-line `text` of an alert (`text`),
 //! - the broker connection with reconnects and PUBACK tracking (`link`).
 
+pub mod guard;
 mod link;
 pub mod text;
 
@@ -13,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Action, Alert, DeviceState, Output, Resolution, Setup};
 
-pub use link::{connect, LinkEvent, MqttLink, MqttSettings, MAX_INCOMING_PACKET, PUBLISH_QUEUE};
+pub use link::{
+    connect, connect_with, LinkEvent, MqttLink, MqttSettings, MAX_INCOMING_PACKET, PUBLISH_QUEUE,
+};
 
 /// Largest phone message parsed; anything longer is refused unread.
 pub const MAX_ACK_PAYLOAD: usize = 4 * 1024;
