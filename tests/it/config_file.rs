@@ -866,3 +866,43 @@ fn values_outside_the_recommended_range_are_listed_as_warnings_and_exit_0() {
     assert_eq!(text(&out.stderr), "");
     assert!(file::load(&path).unwrap().warnings.is_empty());
 }
+
+#[test]
+fn check_config_with_a_named_pipe_as_keys_file_answers_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| {
+        t.replace("keys_file = \"keys.toml\"", "keys_file = \"keys.fifo\"")
+    });
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("keys_file = \"keys.fifo\""));
+    let fifo = dir.path().join("keys.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("check-config blocked on a named pipe given as keys_file");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = stderr_in(&out, dir.path());
+    assert!(
+        stderr.contains(
+            "$DIR/keys.fifo: the key file is a named pipe (FIFO), not a regular file; fix: "
+        ),
+        "{stderr}"
+    );
+}
