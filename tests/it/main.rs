@@ -8,6 +8,7 @@ mod cli_decode;
 mod config_file;
 mod daemon;
 mod demo;
+mod engine_bounds_props;
 mod engine_clock;
 mod engine_props;
 mod engine_scenarios;
