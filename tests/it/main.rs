@@ -5,6 +5,7 @@ mod ble;
 mod ble_daemon;
 mod broker;
 mod cli_decode;
+mod clock_behind;
 mod config_file;
 mod daemon;
 mod demo;
