@@ -53,12 +53,16 @@ pub enum Ending {
 
 /// The demo's directory: config, keys, state and logs, kept after the run for reading.
 pub fn prepare_dir() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("bandgate-demo-{}", std::process::id()));
     if dir.exists() {
         // A directory of an earlier process with the same pid: its state is not ours.
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // The key file's directory must not be group-writable (a umask of 002 would make it so).
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))?;
     Ok(dir)
 }
 

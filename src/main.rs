@@ -472,6 +472,9 @@ fn run(path: &std::path::Path, fast: bool) -> ExitCode {
         }
     };
     init_logs();
+    for w in &cfg.warnings {
+        tracing::warn!(key = w.key, "configuration: {w}");
+    }
     release_freed_memory();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -534,6 +537,10 @@ async fn shutdown_signal() {
 fn check_config(path: &std::path::Path) -> ExitCode {
     match config::file::load(path) {
         Ok(config) => {
+            // Allowed values outside their recommended range: listed, not refused (exit 0).
+            for w in &config.warnings {
+                eprintln!("warning: {w}");
+            }
             let now = jiff::Timestamp::now();
             println!("{}", config::summary::summary(&config, now));
             ExitCode::SUCCESS

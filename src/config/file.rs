@@ -16,7 +16,7 @@ use jiff::tz::TimeZone;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::{cut, keys, Problem, Problems};
+use super::{bounds, cut, keys, Problem, Problems};
 use crate::engine::{
     Escalation, Keyring, Locale, Resident, Rota, Setup, Shift, Staff, Supervision, WearerCancel,
 };
@@ -44,6 +44,9 @@ pub struct Config {
     pub ble: BleConfig,
     pub mqtt: MqttConfig,
     pub publish_vitals: bool,
+    /// Values that are allowed but outside their recommended range (see `bounds`):
+    /// `check-config` lists them, the daemon logs them at start.
+    pub warnings: Vec<Problem>,
 }
 
 /// Where advertisements come from.
@@ -212,6 +215,7 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
             .unwrap_or_else(|| PathBuf::from(".")),
         from_env: BTreeSet::new(),
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let text = read_text(path).map_err(|p| Problems(vec![p]))?;
     // A long list of residents is read one entry at a time (see `cut`); the rest as a tree.
@@ -424,16 +428,26 @@ struct Check {
     /// Keys (`mqtt.url`, `residents[2].team`) whose value came from the environment.
     from_env: BTreeSet<String>,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Check {
     fn problem(&mut self, key: &str, problem: impl Into<String>, fix: impl Into<String>) {
-        let mut problem = problem.into();
+        let p = self.named(key, problem.into(), fix.into());
+        self.problems.push(p);
+    }
+
+    /// Allowed, but not what a real site should run with (see `bounds`).
+    fn warning(&mut self, key: &str, problem: impl Into<String>, fix: impl Into<String>) {
+        let p = self.named(key, problem.into(), fix.into());
+        self.warnings.push(p);
+    }
+
+    fn named(&self, key: &str, mut problem: String, fix: String) -> Problem {
         if let Some(var) = self.env_var_for(key) {
             problem.push_str(&format!(" (set by the environment variable {var})"));
         }
-        self.problems
-            .push(Problem::new(&self.file, key, problem, fix.into()));
+        Problem::new(&self.file, key, problem, fix)
     }
 
     /// `BANDGATE__MQTT__URL` if the value at `key` (or the entry holding it) came from there.
@@ -635,7 +649,10 @@ impl Check {
     fn duration(&mut self, key: &str, raw: Option<&str>, default: &str) -> Duration {
         let text = raw.unwrap_or(default);
         match humantime::parse_duration(text.trim()) {
-            Ok(d) if d > Duration::ZERO => d,
+            Ok(d) if d > Duration::ZERO => {
+                self.check_bounds(key, text, d);
+                d
+            }
             Ok(_) => {
                 self.problem(
                     key,
@@ -652,6 +669,71 @@ impl Check {
                 );
                 humantime::parse_duration(default).unwrap_or(Duration::from_secs(60))
             }
+        }
+    }
+
+    /// The hard limits every duration must keep (an error) and the recommended range of its
+    /// key (a warning).
+    fn check_bounds(&mut self, key: &str, text: &str, d: Duration) {
+        let range = bounds::range(key);
+        let advice = range
+            .map(|r| {
+                format!(
+                    "; for a real site {} to {} is recommended (default {:?})",
+                    bounds::show(r.low),
+                    bounds::show(r.high),
+                    r.default
+                )
+            })
+            .unwrap_or_default();
+        if d < bounds::MIN_DELAY {
+            self.problem(
+                key,
+                format!("{text:?} is shorter than 1 second, the shortest wait bandgate accepts: a timer this short would page or check in a storm"),
+                format!("give at least \"1s\"{advice}"),
+            );
+            return;
+        }
+        if d > bounds::MAX_DELAY {
+            self.problem(
+                key,
+                format!("{text:?} is longer than 30 days, the longest wait bandgate accepts: a timer this long would in effect never fire"),
+                format!("give at most \"30d\"{advice}"),
+            );
+            return;
+        }
+        let Some(r) = range else { return };
+        let shown = bounds::show(d);
+        if d < r.low {
+            self.warning(
+                key,
+                format!(
+                    "{shown} is below the recommended {} to {}: on a real site {}",
+                    bounds::show(r.low),
+                    bounds::show(r.high),
+                    r.too_short
+                ),
+                format!(
+                    "fine for a test or a demo; otherwise give at least {:?} (default {:?})",
+                    bounds::show(r.low),
+                    r.default
+                ),
+            );
+        } else if d > r.high {
+            self.warning(
+                key,
+                format!(
+                    "{shown} is above the recommended {} to {}: on a real site {}",
+                    bounds::show(r.low),
+                    bounds::show(r.high),
+                    r.too_long
+                ),
+                format!(
+                    "give at most {:?} (default {:?}) unless you mean it",
+                    bounds::show(r.high),
+                    r.default
+                ),
+            );
         }
     }
 
@@ -806,6 +888,7 @@ impl Check {
             ble: ble?,
             mqtt: mqtt?,
             publish_vitals: privacy.publish_vitals.unwrap_or(false),
+            warnings: std::mem::take(&mut self.warnings),
         })
     }
 
@@ -1008,13 +1091,43 @@ impl Check {
                 );
                 Vec::new()
             }
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .map(|(i, d)| {
-                    self.duration(&format!("escalation.ack_timeouts[{i}]"), Some(d), "60s")
-                })
-                .collect(),
+            Some(list) if list.len() > bounds::MAX_ACK_TIMEOUTS => {
+                self.problem(
+                    "escalation.ack_timeouts",
+                    format!(
+                        "{} waits, so {} tiers; at most {} waits are accepted",
+                        list.len(),
+                        list.len() + 1,
+                        bounds::MAX_ACK_TIMEOUTS
+                    ),
+                    "give one wait per tier before the supervisors: tier 1 is who is on duty, tier 2 adds the resident's team, e.g. ack_timeouts = [\"60s\", \"60s\"]",
+                );
+                Vec::new()
+            }
+            Some(list) => {
+                if list.len() > bounds::RECOMMENDED_ACK_TIMEOUTS {
+                    self.warning(
+                        "escalation.ack_timeouts",
+                        format!(
+                            "{} waits, but only tier 1 (who is on duty) and tier 2 (adds the resident's team) page different people before the supervisors: {} nobody new and {} skipped at once",
+                            list.len(),
+                            if list.len() == 3 {
+                                "tier 3 pages".to_string()
+                            } else {
+                                format!("tiers 3 to {} page", list.len())
+                            },
+                            if list.len() == 3 { "is" } else { "are" }
+                        ),
+                        "give two waits, e.g. ack_timeouts = [\"60s\", \"60s\"]",
+                    );
+                }
+                list.iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        self.duration(&format!("escalation.ack_timeouts[{i}]"), Some(d), "60s")
+                    })
+                    .collect()
+            }
         };
         let wearer_cancel = match raw.wearer_cancel.as_deref().unwrap_or("verify") {
             "verify" => WearerCancel::Verify,
@@ -1059,9 +1172,30 @@ impl Check {
     }
 
     fn supervision(&mut self, raw: RawSupervision) -> Supervision {
+        let (low, high) = bounds::LOW_BATTERY_PCT;
         let low_battery_pct = match raw.low_battery_pct {
             None => 20,
             Some(n) => match u8::try_from(n) {
+                Ok(0) => {
+                    self.warning(
+                        "supervision.low_battery_pct",
+                        "0 means no band ever raises a low_battery notice: a band runs flat unnoticed until it is reported silent",
+                        format!("use {low} to {high}, e.g. low_battery_pct = 20"),
+                    );
+                    0
+                }
+                Ok(n) if n < low || (high < n && n <= 100) => {
+                    self.warning(
+                        "supervision.low_battery_pct",
+                        if n < low {
+                            format!("{n}% is below the recommended {low} to {high}: a band may run flat within a day of its notice")
+                        } else {
+                            format!("{n}% is above the recommended {low} to {high}: bands raise a low_battery notice every day while still well charged")
+                        },
+                        format!("use {low} to {high}, e.g. low_battery_pct = 20"),
+                    );
+                    n
+                }
                 Ok(n) if n <= 100 => n,
                 _ => {
                     self.problem(

@@ -4,6 +4,7 @@
 //! and all of them are reported at once: an installer on site should not have to restart
 //! ten times to find ten typos.
 
+pub mod bounds;
 mod cut;
 pub mod file;
 pub mod keys;

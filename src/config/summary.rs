@@ -60,6 +60,13 @@ pub fn summary(config: &Config, now: Timestamp) -> String {
     let _ = writeln!(out, "source: {}", config.ble.source.name());
     let _ = writeln!(out, "tiers: {}", setup.escalation.tiers());
     let _ = writeln!(out, "supervisors: {supervisors}");
+    if !config.warnings.is_empty() {
+        let _ = writeln!(
+            out,
+            "warnings: {} (values outside their recommended range, listed on stderr; fine for a test or a demo)",
+            config.warnings.len()
+        );
+    }
     let _ = write!(
         out,
         "on duty now ({} {tz_name}): {duty}",

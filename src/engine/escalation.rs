@@ -18,6 +18,7 @@ use super::alert::{Action, Alert, Kind, NotifyReason, Output, Refusal, Resolutio
 use super::frame::Frame;
 use super::setup::{Setup, WearerCancel};
 use super::snapshot::AlertRecord;
+use super::time::{later, wall_plus, LOW_BATTERY_REMINDER};
 use super::{Counters, Engine};
 
 /// What a phone action does to the engine's memory of a claimer flapping (see `flapping`).
@@ -39,9 +40,6 @@ fn open_deadline(s: &State) -> Option<Instant> {
     }
 }
 
-/// Reminder period of a `low_battery` notice that nobody closed.
-const LOW_BATTERY_REMINDER: Duration = Duration::from_secs(24 * 3600);
-
 /// Everything a rule needs besides the alert it works on.
 struct Ctx<'a> {
     setup: &'a Setup,
@@ -57,11 +55,11 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// The deadline `d` after what is being done was due, or after now if that is already past.
     fn after(&self, d: Duration) -> Instant {
-        let planned = self.due + d;
+        let planned = later(self.due, d);
         if planned > self.now {
             planned
         } else {
-            self.now + d
+            later(self.now, d)
         }
     }
 
@@ -160,7 +158,7 @@ impl Ctx<'_> {
     /// milliseconds, so `updated_at` is kept in whole milliseconds: two changes within one
     /// millisecond must still print as two different times.
     fn touch(&mut self, a: &mut Alert) {
-        let next = a.updated_at + SignedDuration::from_millis(1);
+        let next = wall_plus(a.updated_at, SignedDuration::from_millis(1));
         let wall = Timestamp::from_millisecond(self.wall.as_millisecond()).unwrap_or(self.wall);
         a.updated_at = if wall > a.updated_at { wall } else { next };
         self.out
@@ -255,7 +253,7 @@ impl Ctx<'_> {
         a.resolution = Some(resolution);
         a.verify_until = None;
         a.state = State::Resolved {
-            clear_at: self.now + self.setup.resolved_retention,
+            clear_at: later(self.now, self.setup.resolved_retention),
         };
         self.touch(a);
         tracing::info!(
@@ -385,7 +383,7 @@ impl Engine {
             tier: 0,
             device_id,
             raised_at: wall,
-            updated_at: wall - SignedDuration::from_millis(1),
+            updated_at: wall_plus(wall, SignedDuration::from_millis(-1)),
             notified: only.into_iter().collect(),
             paged: Vec::new(),
             delivered_to: Vec::new(),
@@ -529,7 +527,7 @@ impl Engine {
                 }
                 a.cancel_requested = true;
                 if let State::Open { remind_at, .. } = a.state {
-                    a.verify_until = Some(now + verify);
+                    a.verify_until = Some(later(now, verify));
                     a.state = State::Open {
                         remind_at,
                         escalate_at: None,
@@ -667,7 +665,7 @@ impl Engine {
                         a.acked_at = Some(wall);
                         a.verify_until = None;
                         a.declined.retain(|p| p != &staff);
-                        let lapse_at = now + claim_timeout;
+                        let lapse_at = later(now, claim_timeout);
                         a.state = State::Acknowledged {
                             lapse_at: match &flapping {
                                 // The claim lapses when the alert would next have paged.
@@ -758,7 +756,7 @@ impl Engine {
                     a.on_scene_at = Some(wall);
                     a.verify_until = None;
                     a.state = State::OnScene {
-                        remind_at: now + claim_timeout,
+                        remind_at: later(now, claim_timeout),
                     };
                     ctx.touch(a);
                     tracing::info!(alert_id = a.id, staff, "on scene");
@@ -877,15 +875,18 @@ fn to_wall(t: Instant, now: Instant, wall: Timestamp) -> Timestamp {
     } else {
         -SignedDuration::try_from(now - t).unwrap_or(SignedDuration::MAX)
     };
-    wall.saturating_add(d).unwrap_or(wall)
+    wall_plus(wall, d)
 }
 
+/// A stored wall-clock deadline as an `Instant`: one in the past is due now; one too far
+/// ahead to be an `Instant` is held to the engine's longest wait (and then to what its state
+/// allows, by `time::Limits::clamp` in `Engine::restore`).
 fn to_instant(t: Timestamp, now: Instant, wall: Timestamp) -> Instant {
     let d = t.duration_since(wall);
     if d.is_negative() {
         now
     } else {
-        now + Duration::try_from(d).unwrap_or(Duration::ZERO)
+        later(now, Duration::try_from(d).unwrap_or(Duration::MAX))
     }
 }
 

@@ -12,6 +12,7 @@ pub mod replay;
 pub mod setup;
 pub mod snapshot;
 mod supervision;
+pub mod time;
 
 use device_map::DeviceMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -167,7 +168,8 @@ impl Engine {
     }
 
     /// An engine continuing from a stored snapshot (see `snapshot`): deadlines that passed
-    /// while it was down are due at once.
+    /// while it was down are due at once, and so is one further ahead than its state allows
+    /// (the wall clock went back while it was down: see `time::Limits`), with a warning.
     pub fn restore(
         setup: Setup,
         mut intake: Intake,
@@ -183,11 +185,24 @@ impl Engine {
             );
             devices.insert(d.device_id, supervision::Band::from_record(d));
         }
+        let limits = time::Limits::new(&setup);
         let alerts = snapshot
             .alerts
             .iter()
             .filter_map(|r| escalation::alert_from_record(r, now, wall))
-            .map(|a| (a.id.clone(), a))
+            .map(|mut a| {
+                for c in limits.clamp(&mut a, now) {
+                    tracing::warn!(
+                        alert_id = a.id,
+                        state = a.state.name(),
+                        deadline = c.which,
+                        ahead_s = c.ahead.as_secs(),
+                        allowed_s = c.allowed.as_secs(),
+                        "stored deadline is further ahead than its state allows (the clock went back while the gateway was down, or the setting was shortened): due now"
+                    );
+                }
+                (a.id.clone(), a)
+            })
             .collect();
         let mut engine = Engine {
             setup,

@@ -13,6 +13,7 @@ use super::alert::{DeviceState, Kind, Output, Resolution};
 use super::frame::{BandEvent, Frame};
 use super::replay::ReplayWindow;
 use super::snapshot::DeviceRecord;
+use super::time::later;
 use super::Engine;
 
 /// A band's battery must fall this many points before its state is re-published early.
@@ -72,7 +73,7 @@ impl Engine {
                 .open_alert_of(id, |k| k == Kind::DeviceSilent)
                 .is_none()
             {
-                self.arm_silence(id, now + self.setup.supervision.silent_after);
+                self.arm_silence(id, later(now, self.setup.supervision.silent_after));
             }
         }
     }
@@ -140,7 +141,7 @@ impl Engine {
             }));
         }
         if self.setup.residents.contains_key(&id) {
-            self.arm_silence(id, now + self.setup.supervision.silent_after);
+            self.arm_silence(id, later(now, self.setup.supervision.silent_after));
         }
         if let Some(alert_id) = self.open_alert_of(id, |k| k == Kind::DeviceSilent) {
             tracing::info!(

@@ -688,3 +688,221 @@ fn ten_thousand_residents_load_one_entry_at_a_time() {
         );
     }
 }
+
+// ---- bounds: hard limits (errors, exit 78) and recommended ranges (warnings, exit 0) ----
+
+/// Every duration key of bandgate.toml, as its environment variable.
+const DURATION_VARS: [(&str, &str); 10] = [
+    ("ble.silence_restart", "BANDGATE__BLE__SILENCE_RESTART"),
+    ("mqtt.status_interval", "BANDGATE__MQTT__STATUS_INTERVAL"),
+    (
+        "mqtt.device_state_interval",
+        "BANDGATE__MQTT__DEVICE_STATE_INTERVAL",
+    ),
+    (
+        "alerts.resolved_retention",
+        "BANDGATE__ALERTS__RESOLVED_RETENTION",
+    ),
+    (
+        "escalation.ack_timeouts[0]",
+        "BANDGATE__ESCALATION__ACK_TIMEOUTS",
+    ),
+    (
+        "escalation.renotify_every",
+        "BANDGATE__ESCALATION__RENOTIFY_EVERY",
+    ),
+    (
+        "escalation.repeat_every",
+        "BANDGATE__ESCALATION__REPEAT_EVERY",
+    ),
+    (
+        "escalation.claim_timeout",
+        "BANDGATE__ESCALATION__CLAIM_TIMEOUT",
+    ),
+    (
+        "escalation.cancel_verify_timeout",
+        "BANDGATE__ESCALATION__CANCEL_VERIFY_TIMEOUT",
+    ),
+    (
+        "supervision.silent_after",
+        "BANDGATE__SUPERVISION__SILENT_AFTER",
+    ),
+];
+
+/// `check-config`'s stderr with the temp dir written as `$DIR`.
+fn stderr_in(out: &Output, dir: &Path) -> String {
+    text(&out.stderr).replace(&dir.display().to_string(), "$DIR")
+}
+
+#[test]
+fn every_duration_is_refused_below_one_second_and_above_thirty_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| t);
+    for (key, var) in DURATION_VARS {
+        for (value, limit) in [
+            ("1ns", "shorter than 1 second"),
+            ("999ms", "shorter than 1 second"),
+            ("30days 1s", "longer than 30 days"),
+            ("300000000000y", "longer than 30 days"),
+        ] {
+            let out = check_config(&path, &[(var, value)]);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{var}={value}: {stderr}");
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert_eq!(lines.len(), 1, "{var}={value}: {stderr}");
+            assert!(
+                lines[0].contains(&format!(": {key}: {value:?} is {limit}")),
+                "{var}={value}: {stderr}"
+            );
+            assert!(lines[0].contains(var), "{stderr}");
+            assert!(lines[0].contains("; fix: give at "), "{stderr}");
+        }
+        // The limits themselves are allowed.
+        for value in ["1s", "30d"] {
+            let out = check_config(&path, &[(var, value)]);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{var}={value}: {}",
+                text(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn out_of_limit_durations_name_the_key_the_limit_and_the_recommended_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| {
+        t.replace("silent_after = \"30m\"", "silent_after = \"300000000000y\"")
+            .replace("renotify_every = \"20s\"", "renotify_every = \"1ns\"")
+            .replace(
+                "ack_timeouts = [\"60s\", \"60s\"]",
+                "ack_timeouts = [\"60s\", \"31d\"]",
+            )
+    });
+    let out = check_config(&path, &[]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(out.stdout.is_empty());
+    expect_test::expect![[r#"
+        $DIR/bandgate.toml: escalation.ack_timeouts[1]: "31d" is longer than 30 days, the longest wait bandgate accepts: a timer this long would in effect never fire; fix: give at most "30d"; for a real site 30s to 10m is recommended (default "60s")
+        $DIR/bandgate.toml: escalation.renotify_every: "1ns" is shorter than 1 second, the shortest wait bandgate accepts: a timer this short would page or check in a storm; fix: give at least "1s"; for a real site 10s to 5m is recommended (default "20s")
+        $DIR/bandgate.toml: supervision.silent_after: "300000000000y" is longer than 30 days, the longest wait bandgate accepts: a timer this long would in effect never fire; fix: give at most "30d"; for a real site 15m to 24h is recommended (default "30m")
+    "#]]
+    .assert_eq(&stderr_in(&out, dir.path()));
+}
+
+#[test]
+fn too_many_tiers_is_one_error_and_three_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| t);
+    let many = vec!["60s"; 300].join(",");
+    let out = check_config(&path, &[("BANDGATE__ESCALATION__ACK_TIMEOUTS", &many)]);
+    assert_eq!(out.status.code(), Some(78));
+    expect_test::expect![[r#"
+        $DIR/bandgate.toml: escalation.ack_timeouts: 300 waits, so 301 tiers; at most 5 waits are accepted (set by the environment variable BANDGATE__ESCALATION__ACK_TIMEOUTS); fix: give one wait per tier before the supervisors: tier 1 is who is on duty, tier 2 adds the resident's team, e.g. ack_timeouts = ["60s", "60s"]
+    "#]]
+    .assert_eq(&stderr_in(&out, dir.path()));
+
+    let out = check_config(
+        &path,
+        &[("BANDGATE__ESCALATION__ACK_TIMEOUTS", "60s,60s,60s")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    expect_test::expect![[r#"
+        warning: $DIR/bandgate.toml: escalation.ack_timeouts: 3 waits, but only tier 1 (who is on duty) and tier 2 (adds the resident's team) page different people before the supervisors: tier 3 pages nobody new and is skipped at once (set by the environment variable BANDGATE__ESCALATION__ACK_TIMEOUTS); fix: give two waits, e.g. ack_timeouts = ["60s", "60s"]
+    "#]]
+    .assert_eq(&stderr_in(&out, dir.path()));
+    assert!(text(&out.stdout).contains("tiers: 4"));
+}
+
+#[test]
+fn values_outside_the_recommended_range_are_listed_as_warnings_and_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    // A demo's or a test's timers, and two values a real site should not run with.
+    let path = example_in(dir.path(), |t| {
+        t.replace("renotify_every = \"20s\"", "renotify_every = \"3s\"")
+            .replace(
+                "ack_timeouts = [\"60s\", \"60s\"]",
+                "ack_timeouts = [\"6s\", \"20m\"]",
+            )
+            .replace("silent_after = \"30m\"", "silent_after = \"3d\"")
+            .replace("low_battery_pct = 20", "low_battery_pct = 0")
+    });
+    let out = check_config(&path, &[("BANDGATE__ALERTS__RESOLVED_RETENTION", "5s")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    expect_test::expect![[r#"
+        warning: $DIR/bandgate.toml: alerts.resolved_retention: 5s is below the recommended 1m to 24h: on a real site a resolved alert leaves the phones' board before everyone saw how it ended (set by the environment variable BANDGATE__ALERTS__RESOLVED_RETENTION); fix: fine for a test or a demo; otherwise give at least "1m" (default "10m")
+        warning: $DIR/bandgate.toml: escalation.ack_timeouts[0]: 6s is below the recommended 30s to 10m: on a real site the next tier is paged before the people on this one could answer; fix: fine for a test or a demo; otherwise give at least "30s" (default "60s")
+        warning: $DIR/bandgate.toml: escalation.ack_timeouts[1]: 20m is above the recommended 30s to 10m: on a real site an emergency nobody answers waits this long before more people are paged; fix: give at most "10m" (default "60s") unless you mean it
+        warning: $DIR/bandgate.toml: escalation.renotify_every: 3s is below the recommended 10s to 5m: on a real site the phones on duty are paged every few seconds; fix: fine for a test or a demo; otherwise give at least "10s" (default "20s")
+        warning: $DIR/bandgate.toml: supervision.low_battery_pct: 0 means no band ever raises a low_battery notice: a band runs flat unnoticed until it is reported silent; fix: use 10 to 50, e.g. low_battery_pct = 20
+        warning: $DIR/bandgate.toml: supervision.silent_after: 3d is above the recommended 15m to 24h: on a real site a dead, removed or broken band goes unnoticed this long; fix: give at most "24h" (default "30m") unless you mean it
+    "#]]
+    .assert_eq(&stderr_in(&out, dir.path()));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(": configuration is valid"), "{stdout}");
+    assert!(stdout.contains("\nwarnings: 6 ("), "{stdout}");
+
+    // The same list through the public API, for the daemon's start-up log.
+    let cfg = file::load(&path).unwrap_or_else(|p| panic!("{p}"));
+    let keys: Vec<&str> = cfg.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "escalation.ack_timeouts[0]",
+            "escalation.ack_timeouts[1]",
+            "escalation.renotify_every",
+            "supervision.low_battery_pct",
+            "supervision.silent_after"
+        ]
+    );
+
+    // The example itself is a real site's: no warning.
+    let clean = tempfile::tempdir().unwrap();
+    let path = example_in(clean.path(), |t| t);
+    let out = check_config(&path, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stderr), "");
+    assert!(file::load(&path).unwrap().warnings.is_empty());
+}
+
+#[test]
+fn check_config_with_a_named_pipe_as_keys_file_answers_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| {
+        t.replace("keys_file = \"keys.toml\"", "keys_file = \"keys.fifo\"")
+    });
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("keys_file = \"keys.fifo\""));
+    let fifo = dir.path().join("keys.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("check-config blocked on a named pipe given as keys_file");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = stderr_in(&out, dir.path());
+    assert!(
+        stderr.contains(
+            "$DIR/keys.fifo: the key file is a named pipe (FIFO), not a regular file; fix: "
+        ),
+        "{stderr}"
+    );
+}

@@ -270,8 +270,17 @@ impl Sim {
     /// Replaces the engine by one restored from its snapshot, as after `kill -9` and restart
     /// `down_secs` later.
     pub fn restart(&mut self, down_secs: f64) {
+        self.restart_with_clock(down_secs, 0.0);
+    }
+
+    /// `restart`, with the wall clock moved by `clock_secs` while the gateway was down
+    /// (negative: the clock is behind, as on a Raspberry Pi without RTC after a power cut);
+    /// it stays moved afterwards.
+    pub fn restart_with_clock(&mut self, down_secs: f64, clock_secs: f64) {
         let snap = self.engine.snapshot(self.now, self.wall());
         self.now += Duration::from_secs_f64(down_secs);
+        let shift = jiff::SignedDuration::try_from_secs_f64(clock_secs).unwrap();
+        self.wall0 = self.wall0.checked_add(shift).unwrap();
         let wall = self.wall();
         self.engine = Engine::restore(
             self.setup.clone(),
@@ -282,8 +291,13 @@ impl Sim {
         );
         let _ = writeln!(
             self.log,
-            "{} -- restart after {down_secs}s down --",
-            self.stamp()
+            "{} -- restart after {down_secs}s down{} --",
+            self.stamp(),
+            if clock_secs == 0.0 {
+                String::new()
+            } else {
+                format!(", clock moved {clock_secs}s")
+            }
         );
         // What start-up does: fire what is overdue at once.
         if self.engine.poll_timeout().is_some_and(|d| d <= self.now) {

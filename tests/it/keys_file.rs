@@ -82,3 +82,135 @@ fn a_missing_file_names_the_path() {
         "{err}"
     );
 }
+
+// ---- who may change the file, what kind of file it is, placeholder keys ----
+
+const GOOD: &str = "[devices]\n17 = \"eea7171f8b19f17864f43aa4d1cfbdd6\"\n";
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The problems of loading `path`, with the temp dir written as `$DIR`.
+fn refusal(path: &std::path::Path, dir: &std::path::Path) -> String {
+    keys::load(path)
+        .unwrap_err()
+        .to_string()
+        .replace(&dir.display().to_string(), "$DIR")
+}
+
+#[test]
+fn a_key_file_others_may_change_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_private(dir.path(), "keys.toml", GOOD);
+    chmod(&path, 0o602);
+    expect_test::expect![[r#"$DIR/keys.toml: the key file can be changed by every user on this machine (mode 0602); whoever changes it can swap a band's key, and that band's SOS then fails as auth; fix: run: chmod go-w $DIR/keys.toml (the Debian package's setting: chown root:bandgate $DIR/keys.toml && chmod 640 $DIR/keys.toml)"#]]
+        .assert_eq(&refusal(&path, dir.path()));
+    chmod(&path, 0o620);
+    expect_test::expect![[r#"$DIR/keys.toml: the key file can be changed by every member of its group (mode 0620); whoever changes it can swap a band's key, and that band's SOS then fails as auth; fix: run: chmod go-w $DIR/keys.toml (the Debian package's setting: chown root:bandgate $DIR/keys.toml && chmod 640 $DIR/keys.toml)"#]]
+        .assert_eq(&refusal(&path, dir.path()));
+    // 0622: both the group and everyone; and 0646 is also readable by everyone: both named.
+    chmod(&path, 0o622);
+    assert!(refusal(&path, dir.path()).contains("every user on this machine (mode 0622)"));
+    chmod(&path, 0o646);
+    let err = refusal(&path, dir.path());
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(err.contains("readable by every user"), "{err}");
+    assert!(err.contains("can be changed by every user"), "{err}");
+    // The package's own setting, and the owner's alone, load.
+    for mode in [0o640, 0o600, 0o400] {
+        chmod(&path, mode);
+        assert_eq!(keys::load(&path).map(|k| k.len()), Ok(1), "mode {mode:o}");
+    }
+}
+
+#[test]
+fn a_key_file_in_a_directory_others_may_change_is_refused_unless_it_is_sticky() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("etc");
+    std::fs::create_dir(&sub).unwrap();
+    let path = write_private(&sub, "keys.toml", GOOD);
+    chmod(&sub, 0o777);
+    expect_test::expect![[r#"$DIR/etc/keys.toml: the key file's directory $DIR/etc can be changed by every user on this machine (mode 0777, no sticky bit); whoever can write there can replace the key file; fix: run: chmod go-w $DIR/etc, or keep the key file in a directory only root may change, such as /etc/bandgate"#]]
+        .assert_eq(&refusal(&path, dir.path()));
+    chmod(&sub, 0o770);
+    assert!(refusal(&path, dir.path()).contains("every member of its group (mode 0770"));
+    // Sticky, like /tmp: only a file's owner may replace it there.
+    chmod(&sub, 0o1777);
+    assert_eq!(keys::load(&path).map(|k| k.len()), Ok(1));
+    chmod(&sub, 0o755);
+    assert_eq!(keys::load(&path).map(|k| k.len()), Ok(1));
+
+    // A symbolic link from a safe directory to a key file in an unsafe one: the file's real
+    // directory counts too.
+    let open_dir = dir.path().join("open");
+    std::fs::create_dir(&open_dir).unwrap();
+    let real = write_private(&open_dir, "keys.toml", GOOD);
+    chmod(&open_dir, 0o777);
+    let link = dir.path().join("etc/link.toml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let err = refusal(&link, dir.path());
+    assert!(err.contains("directory $DIR/open can be changed"), "{err}");
+    chmod(&open_dir, 0o700);
+    assert_eq!(keys::load(&link).map(|k| k.len()), Ok(1));
+}
+
+#[test]
+fn a_named_pipe_is_refused_at_once_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg("-m")
+        .arg("600")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // In a thread, so that a regression fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(keys::load(&p).map(|k| k.len()));
+    });
+    let result = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("loading a named pipe as the key file blocked");
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("the key file is a named pipe (FIFO), not a regular file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("fix: keys_file must name the key file itself"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_directory_or_a_device_is_not_a_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = keys::load(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("is a directory, not a regular file"), "{err}");
+    let err = keys::load(std::path::Path::new("/dev/null"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is a character device, not a regular file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn all_zero_and_repeated_byte_keys_are_refused_as_placeholders() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_private(
+        dir.path(),
+        "keys.toml",
+        "[devices]\n17 = \"00000000000000000000000000000000\"\n18 = \"FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF\"\n19 = \"a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5\"\n20 = \"00000000000000000000000000000001\"\n",
+    );
+    expect_test::expect![[r#"
+        $DIR/keys.toml: devices.17: the key is the byte 00 sixteen times, a placeholder and not a secret: anyone can forge this band's frames, its SOS and its cancel; fix: run bandgate enrol for this band to make a random key and program the band with it, or copy the band's real key from its enrolment record
+        $DIR/keys.toml: devices.18: the key is the byte ff sixteen times, a placeholder and not a secret: anyone can forge this band's frames, its SOS and its cancel; fix: run bandgate enrol for this band to make a random key and program the band with it, or copy the band's real key from its enrolment record
+        $DIR/keys.toml: devices.19: the key is the byte a5 sixteen times, a placeholder and not a secret: anyone can forge this band's frames, its SOS and its cancel; fix: run bandgate enrol for this band to make a random key and program the band with it, or copy the band's real key from its enrolment record"#]]
+    .assert_eq(&refusal(&path, dir.path()));
+}

@@ -19,7 +19,8 @@ use crate::broker::Broker;
 use crate::support::write_private;
 
 const WAIT: Duration = Duration::from_secs(15);
-const KEY_17: [u8; 16] = [0x17; 16];
+/// Not one byte repeated: the key file refuses such placeholder keys.
+const KEY_17: [u8; 16] = *b"\x17ops-test-key-17";
 const PREFIX: &str = "bandgate/ops";
 
 fn bandgate(args: &[&str]) -> Output {
