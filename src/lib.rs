@@ -5,19 +5,12 @@
 //!   the anti-replay window, `engine::Intake` the two in the spec's order.
 //! - `config`: files an installer writes (`keys.toml`, `bandgate.toml`), checked with errors
 //!   that name the file, the entry and the fix.
-//! - `cli`: output formats of the command line (`decode`'s JSON lines).
-//! - `control`: the operator's control socket (wire types, the accept task, the answers the
-//!   daemon loop gives, the client and its text); `enrol`: adding a band's key to keys.toml.
-//! - `demo`: `bandgate demo`, the daemon in-process with simulated bands, a loopback broker
-//!   and the duty phones' view.
+//! - `daemon`: the loop that owns the engine (events in, delivery out).
+//! - `adapters`: the only code that touches the world (radio, broker, store, control socket).
+//! - `cmd`: the commands' bodies and the one mapping of their results to exit codes.
 
 pub mod adapters;
-pub mod cli;
+pub mod cmd;
 pub mod config;
-pub mod control;
 pub mod daemon;
-pub mod demo;
 pub mod engine;
-pub mod enrol;
-pub mod health;
-pub mod scan;

@@ -1,23 +1,17 @@
 //! The `bandgate` command: the daemon and the tools installers and operators use.
 
-use std::io::Write;
+//!
+//! This file is the command line (clap) and its dispatch; each command's body is in
+//! `bandgate::cmd`, and `cmd::exit` is the one place a result becomes an exit status.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use bandgate::adapters::ble::BleSettings;
-use bandgate::cli;
+use bandgate::adapters::control::Request;
+use bandgate::cmd::{self, cli, operate, Done, Failure};
 use bandgate::config;
-use bandgate::control::{self, Request, Response};
-use bandgate::engine::{frame, Intake};
-use bandgate::enrol;
-use bandgate::scan;
-
-/// Exit code for a configuration error (sysexits EX_CONFIG); systemd does not restart on it.
-const EX_CONFIG: u8 = 78;
-/// Exit code for bad command-line use (sysexits EX_USAGE).
-const EX_USAGE: u8 = 64;
 
 #[derive(Parser)]
 #[command(
@@ -180,7 +174,7 @@ enum Command {
     Demo {
         /// Which broker to use.
         #[arg(long, value_enum, default_value = "auto")]
-        broker: bandgate::demo::BrokerChoice,
+        broker: bandgate::cmd::demo::BrokerChoice,
         /// Language of the pages' text: zh-CN (the example community's) or en.
         #[arg(long)]
         locale: Option<String>,
@@ -197,14 +191,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
+    cmd::exit(dispatch(Cli::parse().command))
+}
+
+fn dispatch(command: Command) -> Result<Done, Failure> {
+    match command {
         Command::Decode {
             keys,
             company_id,
             window,
             hex,
-        } => decode(&keys, company_id, window, &hex),
+        } => cmd::decode::decode(&keys, company_id, window, &hex),
         Command::Scan {
             seconds,
             record,
@@ -213,414 +210,56 @@ fn main() -> ExitCode {
             adapter,
             company_id,
             silence_restart,
-        } => {
-            // bandgate.toml first (the daemon's view of the site), then the options on top.
-            let site = match config.map(|c| config::file::load(&c)).transpose() {
-                Ok(site) => site,
-                Err(problems) => {
-                    eprintln!("{problems}");
-                    return ExitCode::from(EX_CONFIG);
-                }
-            };
-            let keys = match keys.map(|k| config::keys::load(&k)).transpose() {
-                Ok(Some(k)) => k,
-                Ok(None) => site.as_ref().map(|s| s.keys.clone()).unwrap_or_default(),
-                Err(problems) => {
-                    eprintln!("{problems}");
-                    return ExitCode::from(EX_CONFIG);
-                }
-            };
-            let defaults = BleSettings::default();
-            let ble = match &site {
-                Some(s) => BleSettings {
-                    adapter: adapter.or_else(|| s.ble.adapter.clone()),
-                    company_id: company_id.unwrap_or(s.ble.company_id),
-                    silence_restart: silence_restart.unwrap_or(s.ble.silence_restart),
-                },
-                None => BleSettings {
-                    adapter,
-                    company_id: company_id.unwrap_or(defaults.company_id),
-                    silence_restart: silence_restart.unwrap_or(defaults.silence_restart),
-                },
-            };
-            let names = site
-                .map(|s| {
-                    s.setup
-                        .residents
-                        .into_iter()
-                        .map(|(device_id, r)| (device_id, r.name))
-                        .collect()
-                })
-                .unwrap_or_default();
-            init_logs();
-            let args = scan::ScanArgs {
-                duration: seconds.map(std::time::Duration::from_secs),
-                record,
-                keys,
-                ble,
-                names,
-            };
-            match scan::run(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("bandgate scan: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::CheckConfig { config } => check_config(&config),
-        Command::Run { config, fast } => run(&config, fast),
-        Command::Status { control } => operate(&control, Request::Status),
-        Command::Alerts { all, control } => operate(
-            &control,
-            Request::Alerts {
-                include_resolved: all,
-            },
-        ),
+        } => cmd::scan::scan_command(cmd::scan::ScanOptions {
+            seconds,
+            record,
+            config,
+            keys,
+            adapter,
+            company_id,
+            silence_restart,
+        }),
+        Command::CheckConfig { config } => cmd::check_config::check_config(&config),
+        Command::Run { config, fast } => cmd::run::run(&config, fast),
+        Command::Status { control } => control.ask(Request::Status),
+        Command::Alerts { all, control } => control.ask(Request::Alerts {
+            include_resolved: all,
+        }),
         Command::Ack {
             alert_id,
             staff,
             control,
-        } => operate(
-            &control,
-            Request::Ack {
-                alert_id,
-                staff_id: staff,
-            },
-        ),
+        } => control.ask(Request::Ack {
+            alert_id,
+            staff_id: staff,
+        }),
         Command::Resolve {
             alert_id,
             staff,
             resolution,
             control,
-        } => operate(
-            &control,
-            Request::Resolve {
-                alert_id,
-                staff_id: staff,
-                resolution,
-            },
-        ),
+        } => control.ask(Request::Resolve {
+            alert_id,
+            staff_id: staff,
+            resolution,
+        }),
         Command::TestAlarm { staff, control } => {
-            operate(&control, Request::TestAlarm { staff_id: staff })
+            control.ask(Request::TestAlarm { staff_id: staff })
         }
         Command::Enrol {
             device_id,
             resident,
             keys,
             config,
-        } => enrol(device_id, &resident, keys, config),
-        Command::Demo { broker, locale } => demo(bandgate::demo::DemoArgs { broker, locale }),
+        } => cmd::enrol::enrol(device_id, &resident, keys, config),
+        Command::Demo { broker, locale } => cmd::demo::demo(cmd::demo::DemoArgs { broker, locale }),
     }
 }
 
-/// An operator command: one request to the daemon's control socket. Exit 0 when done, 1 when
-/// the daemon refused (the reason on stderr), 69/75/77 when it could not be asked.
-fn operate(control: &Control, request: Request) -> ExitCode {
-    let socket = match (&control.socket, &control.config) {
-        (Some(s), _) => s.clone(),
-        (None, Some(c)) => match config::file::control_socket(c) {
-            Ok(s) => s,
-            Err(problem) => {
-                eprintln!("{problem}");
-                return ExitCode::from(EX_CONFIG);
-            }
-        },
-        (None, None) => PathBuf::from(control::DEFAULT_SOCKET),
-    };
-    let response = match control::request(&socket, &request) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("bandgate: {e}");
-            return ExitCode::from(e.exit_code());
-        }
-    };
-    let ok = !matches!(response, Response::Refused { .. } | Response::Error { .. });
-    if control.json {
-        println!("{}", serde_json::to_string(&response).unwrap_or_default());
-    } else {
-        match &response {
-            Response::Status(s) => print!("{}", control::status_text(s)),
-            Response::Alerts { alerts } => print!("{}", control::alerts_text(alerts)),
-            Response::Alert(a) => match &request {
-                Request::TestAlarm { .. } => println!(
-                    "{}: test alarm paging {} (tier {}); an ack from the phone resolves it as test",
-                    a.alert_id,
-                    if a.notified.is_empty() {
-                        "nobody".to_string()
-                    } else {
-                        a.notified.join(", ")
-                    },
-                    a.tier
-                ),
-                _ => println!("{}", control::action_text(a)),
-            },
-            Response::Refused { .. } | Response::Error { .. } => {}
-        }
-    }
-    match response {
-        Response::Refused { message, .. } => eprintln!("bandgate: refused: {message}"),
-        Response::Error { message } => {
-            eprintln!("bandgate: the daemon could not answer: {message}")
-        }
-        _ => {}
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// `bandgate enrol`: exit 0 when the key was added, 1 when refused, 78 for a key file the
-/// daemon would refuse as it stands.
-fn enrol(
-    device_id: u32,
-    resident: &str,
-    keys: Option<PathBuf>,
-    config: Option<PathBuf>,
-) -> ExitCode {
-    let site = match &config {
-        Some(c) => match enrol::read_site(c, resident, device_id) {
-            Ok(s) => Some(s),
-            Err(e) => return enrol_failed(e),
-        },
-        None => None,
-    };
-    let keys = keys
-        .or_else(|| site.as_ref().map(|s| s.keys_file.clone()))
-        .unwrap_or_else(|| PathBuf::from("/etc/bandgate/keys.toml"));
-    let note = format!(
-        "resident {resident}, enrolled {}",
-        jiff::Zoned::now().date()
-    );
-    match enrol::add_key(&keys, device_id, enrol::fresh_key(), &note) {
-        Ok(hex) => {
-            let company_id = site.as_ref().map_or(0xFFFF, |s| s.company_id);
-            print!(
-                "{}",
-                enrol::report(
-                    &keys,
-                    device_id,
-                    resident,
-                    &hex,
-                    company_id,
-                    config.as_deref().zip(site.as_ref())
-                )
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => enrol_failed(e),
-    }
-}
-
-fn enrol_failed(e: enrol::EnrolError) -> ExitCode {
-    eprintln!("bandgate enrol: {e}");
-    match e {
-        enrol::EnrolError::Config(_) => ExitCode::from(EX_CONFIG),
-        _ => ExitCode::FAILURE,
-    }
-}
-
-/// `bandgate demo`: 0 once the alert went through every state, 130 on Ctrl-C, 1 otherwise.
-fn demo(args: bandgate::demo::DemoArgs) -> ExitCode {
-    let dir = match bandgate::demo::prepare_dir() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("bandgate demo: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // The terminal is the phones' view; the gateway logs to a file.
-    let log = bandgate::demo::log_path(&dir);
-    match std::fs::File::create(&log) {
-        Ok(file) => {
-            // rumqttd logs every ordinary disconnect at error: off unless RUST_LOG asks.
-            let filter =
-                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("warn,bandgate=info,rumqttd=off")
-                });
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
-        }
-        Err(e) => eprintln!(
-            "bandgate demo: cannot write {} ({e}); no logs",
-            log.display()
-        ),
-    }
-    match bandgate::demo::run(args, &dir) {
-        Ok(bandgate::demo::Ending::Complete) => ExitCode::SUCCESS,
-        Ok(bandgate::demo::Ending::Interrupted) => ExitCode::from(130),
-        Err(e) => {
-            eprintln!("bandgate demo: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The daemon: exit 78 on a bad configuration (systemd does not restart), 1 on a runtime
-/// failure (systemd restarts), 0 after SIGTERM/SIGINT.
-fn run(path: &std::path::Path, fast: bool) -> ExitCode {
-    let cfg = match config::file::load(path) {
-        Ok(c) => c,
-        Err(problems) => {
-            eprintln!("{problems}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    init_logs();
-    for w in &cfg.warnings {
-        tracing::warn!(key = w.key, "configuration: {w}");
-    }
-    release_freed_memory();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    let opts = bandgate::daemon::RunOptions {
-        fast_replay: fast,
-        ..Default::default()
-    };
-    let result = runtime.block_on(bandgate::daemon::run(cfg, opts, shutdown_signal()));
-    // Everything is committed once `run` returns. A blocking call may still be running (the
-    // replay source opening a named pipe nobody writes to): it must not hold up the exit.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "bandgate stopped on an error");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Loading a large configuration leaves freed heap behind (10,000 residents: the key file's
-/// parse alone is ~7 MB, freed once `Config` is built); glibc keeps such memory mapped unless
-/// asked, so the daemon would sit at its start-up peak for ever.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is touched.
-        unsafe { malloc_trim(0) };
-    }
-}
-
-/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-    }
-}
-
-fn check_config(path: &std::path::Path) -> ExitCode {
-    match config::file::load(path) {
-        Ok(config) => {
-            // Allowed values outside their recommended range: listed, not refused (exit 0).
-            for w in &config.warnings {
-                eprintln!("warning: {w}");
-            }
-            let now = jiff::Timestamp::now();
-            println!("{}", config::summary::summary(&config, now));
-            ExitCode::SUCCESS
-        }
-        Err(problems) => {
-            eprintln!("{problems}");
-            ExitCode::from(EX_CONFIG)
-        }
-    }
-}
-
-/// Logs: `RUST_LOG` overrides the default (warnings, and bandgate's info). Under systemd
-/// (`JOURNAL_STREAM` set) they go to journald natively: the level becomes the entry's
-/// priority (`journalctl -p warning` works) and structured fields become journal fields
-/// (`journalctl -u bandgate ALERT_ID=17-42`). Elsewhere, to stderr.
-fn init_logs() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,bandgate=info"))
-    };
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        match tracing_journald::layer() {
-            Ok(journal) => {
-                tracing_subscriber::registry()
-                    .with(filter())
-                    .with(journal.with_field_prefix(None))
-                    .init();
-                return;
-            }
-            Err(e) => eprintln!("journald not reachable ({e}); logging to stderr"),
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter())
-        .with_writer(std::io::stderr);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        // stderr still ends in the journal: no timestamps or colours of our own.
-        builder.without_time().with_ansi(false).init();
-    } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
-}
-
-fn decode(keys: &std::path::Path, company_id: u16, window: bool, frames: &[String]) -> ExitCode {
-    let keyring = match config::keys::load(keys) {
-        Ok(k) => k,
-        Err(problems) => {
-            eprintln!("{problems}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    let mut intake = Intake::new(company_id, keyring.clone());
-    let mut out = std::io::stdout().lock();
-    let mut bad_hex = false;
-    for h in frames {
-        let line = match cli::parse_hex(h) {
-            Ok(bytes) if window => match intake.accept(&bytes) {
-                Ok(frame) => cli::frame_json(&frame),
-                Err(reason) => cli::reject_json(reason),
-            },
-            Ok(bytes) => match frame::open(&bytes, company_id, &keyring) {
-                Ok(frame) => cli::frame_json(&frame),
-                Err(reason) => cli::reject_json(reason),
-            },
-            Err(msg) => {
-                bad_hex = true;
-                serde_json::json!({ "error": "not_hex", "detail": msg })
-            }
-        };
-        if writeln!(out, "{line}").is_err() {
-            return ExitCode::FAILURE;
-        }
-    }
-    if bad_hex {
-        ExitCode::from(EX_USAGE)
-    } else {
-        ExitCode::SUCCESS
+impl Control {
+    /// An operator command: one request to the daemon's control socket.
+    fn ask(self, request: Request) -> Result<Done, Failure> {
+        let socket = operate::socket(self.socket, self.config.as_deref())?;
+        operate::operate(&socket, self.json, request)
     }
 }

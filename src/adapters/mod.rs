@@ -9,6 +9,7 @@
 //! knows SQL.
 
 pub mod ble;
+pub mod control;
 pub mod lanes;
 pub mod mqtt;
 pub mod replay;

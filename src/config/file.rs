@@ -263,7 +263,7 @@ pub fn control_socket(path: &Path) -> Result<PathBuf, Problem> {
                 )
             })?;
             match table.get("control_socket") {
-                None => crate::control::DEFAULT_SOCKET.to_string(),
+                None => crate::adapters::control::DEFAULT_SOCKET.to_string(),
                 Some(toml::Value::String(s)) => s.clone(),
                 Some(other) => {
                     return Err(Problem::new(
@@ -818,7 +818,7 @@ impl Check {
         let control_socket = self.path(
             top.control_socket
                 .as_deref()
-                .unwrap_or(crate::control::DEFAULT_SOCKET),
+                .unwrap_or(crate::adapters::control::DEFAULT_SOCKET),
         );
 
         let ble: RawBle = self.section("ble", top.ble);

@@ -8,6 +8,7 @@
 //! so an alert raised is delivered at least once across broker outages and power cuts.
 
 mod delivery;
+pub mod health;
 mod wiring;
 
 use std::collections::BTreeMap;
@@ -21,13 +22,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::adapters::ble::BleStatus;
+use crate::adapters::control;
 use crate::adapters::lanes::{Advert, AdvertRx};
 use crate::adapters::mqtt::guard::{RateLimit, RefusalLog, DEFAULT_RATE};
 use crate::adapters::mqtt::{self, GatewayStatus, LinkEvent, MqttLink, Topics};
 use crate::adapters::store::{OutboxMessage, Store};
-use crate::control;
+use crate::daemon::health::StoreHealth;
 use crate::engine::{Changes, DeviceRecord, Engine, Heard, NotifyReason, Output};
-use crate::health::StoreHealth;
 
 pub use delivery::{Class, Delivery, Io, Message};
 pub use wiring::{run, RunOptions};

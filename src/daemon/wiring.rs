@@ -10,14 +10,14 @@ use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 
 use super::{clock, Daemon, Inputs, Site, CONTROL_QUEUE};
+use crate::adapters::control;
 use crate::adapters::lanes::{advert_lanes, AdvertTx};
-use crate::adapters::mqtt::{self, MqttSettings, Topics};
+use crate::adapters::mqtt::{self, LinkEvent, MqttLink, MqttSettings, Topics};
 use crate::adapters::store::{Recovered, Store};
 use crate::adapters::{ble, replay, simulate};
 use crate::config::file::{Config, SourceKind};
-use crate::control;
+use crate::daemon::health::StoreHealth;
 use crate::engine::{Engine, Intake, Setup};
-use crate::health::StoreHealth;
 
 /// How `run` was asked to start, beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -36,47 +36,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started_at = Timestamp::now();
-    // Whatever the disk holds, the gateway starts; what was lost is paged (`health`).
-    let Recovered {
-        store,
-        snapshot,
-        losses,
-    } = Store::recover(&cfg.state_dir)?;
-    for loss in &losses {
-        tracing::error!(state_dir = %cfg.state_dir.display(), lost = loss.short(), "{loss}");
-    }
-    let health = StoreHealth::at_start(&losses);
-    let (now, wall) = clock();
-    let restored = snapshot.alerts.len();
-    let intake = Intake::new(cfg.ble.company_id, cfg.keys.clone());
-    // The residents move into the engine (one copy of 10,000 of them is megabytes).
-    let residents = std::mem::take(&mut cfg.setup.residents);
-    let setup = Setup {
-        residents,
-        ..cfg.setup.clone()
-    };
-    let engine = Engine::restore(setup, intake, now, wall, snapshot);
-    tracing::info!(
-        state_dir = %cfg.state_dir.display(),
-        alerts = restored,
-        outbox = store.outbox_len().unwrap_or(0),
-        "state restored"
-    );
-
+    let (store, engine, health) = restore(&mut cfg)?;
     let topics = Topics::new(cfg.mqtt.topic_prefix.clone());
-    let settings = MqttSettings {
-        url: cfg.mqtt.url.clone(),
-        client_id: cfg.gateway_id.clone(),
-        username: cfg.mqtt.username.clone(),
-        password: cfg.mqtt.password.clone(),
-        ca_file: cfg.mqtt.ca_file.clone(),
-        keep_alive: Duration::from_secs(30),
-        last_will: mqtt::last_will(&topics, &cfg.gateway_id),
-    };
-    // Every person's ack topic too: after a packet it cannot read, the link subscribes them one
-    // by one, so it can name the bad topic and keep the others.
-    let ack_topics = cfg.setup.staff.keys().map(|s| topics.ack(s)).collect();
-    let (link, link_events) = mqtt::connect_with(settings, vec![topics.ack_filter()], ack_topics)?;
+    let (link, link_events) = connect_broker(&cfg, &topics)?;
 
     let keys = Arc::new(cfg.keys.clone());
     let (radio_tx, radio) = watch::channel(ble::BleStatus::default());
@@ -136,6 +98,57 @@ pub async fn run(
         .await;
     drop(control_socket);
     result
+}
+
+/// Opens the durable state whatever the disk holds (what was lost is logged and paged:
+/// `health`) and restores the engine from it. The residents move into the engine.
+fn restore(cfg: &mut Config) -> anyhow::Result<(Store, Engine, StoreHealth)> {
+    let Recovered {
+        store,
+        snapshot,
+        losses,
+    } = Store::recover(&cfg.state_dir)?;
+    for loss in &losses {
+        tracing::error!(state_dir = %cfg.state_dir.display(), lost = loss.short(), "{loss}");
+    }
+    let health = StoreHealth::at_start(&losses);
+    let (now, wall) = clock();
+    let restored = snapshot.alerts.len();
+    let intake = Intake::new(cfg.ble.company_id, cfg.keys.clone());
+    // The residents move into the engine (one copy of 10,000 of them is megabytes).
+    let residents = std::mem::take(&mut cfg.setup.residents);
+    let setup = Setup {
+        residents,
+        ..cfg.setup.clone()
+    };
+    let engine = Engine::restore(setup, intake, now, wall, snapshot);
+    tracing::info!(
+        state_dir = %cfg.state_dir.display(),
+        alerts = restored,
+        outbox = store.outbox_len().unwrap_or(0),
+        "state restored"
+    );
+    Ok((store, engine, health))
+}
+
+/// The broker link, subscribed to the phones' ack topics.
+fn connect_broker(
+    cfg: &Config,
+    topics: &Topics,
+) -> anyhow::Result<(MqttLink, mpsc::Receiver<LinkEvent>)> {
+    let settings = MqttSettings {
+        url: cfg.mqtt.url.clone(),
+        client_id: cfg.gateway_id.clone(),
+        username: cfg.mqtt.username.clone(),
+        password: cfg.mqtt.password.clone(),
+        ca_file: cfg.mqtt.ca_file.clone(),
+        keep_alive: Duration::from_secs(30),
+        last_will: mqtt::last_will(topics, &cfg.gateway_id),
+    };
+    // Every person's ack topic too: after a packet it cannot read, the link subscribes them one
+    // by one, so it can name the bad topic and keep the others.
+    let ack_topics = cfg.setup.staff.keys().map(|s| topics.ack(s)).collect();
+    mqtt::connect_with(settings, vec![topics.ack_filter()], ack_topics)
 }
 
 fn spawn_source(

@@ -9,8 +9,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bandgate::adapters::control::{Request, Response};
 use bandgate::adapters::replay::CaptureLine;
-use bandgate::control::{self, Request, Response};
+use bandgate::cmd::operate as control;
 use bandgate::engine::{frame, BandEvent, DeviceKey, Frame};
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;

@@ -1,6 +1,6 @@
 //! `shared/spec/test-vectors.json`, frames from an independent encoder, through the public API.
 
-use bandgate::cli::{frame_json, parse_hex};
+use bandgate::cmd::cli::{frame_json, parse_hex};
 use bandgate::engine::{frame, Intake, Reject};
 
 use crate::support::*;

@@ -420,3 +420,65 @@ mod tests {
         );
     }
 }
+
+/// What `bandgate scan` was given on the command line.
+#[derive(Debug, Default)]
+pub struct ScanOptions {
+    pub seconds: Option<u64>,
+    pub record: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub keys: Option<PathBuf>,
+    pub adapter: Option<String>,
+    pub company_id: Option<u16>,
+    pub silence_restart: Option<Duration>,
+}
+
+/// `bandgate scan`: bandgate.toml first (the daemon's view of the site), then the options on
+/// top. Exit 78 for a bad configuration or key file, 1 when the watchdog gives up.
+pub fn scan_command(o: ScanOptions) -> Result<super::Done, super::Failure> {
+    use super::Failure;
+    let config_problem = |p: &dyn std::fmt::Display| Failure::Config(p.to_string());
+    let site = o
+        .config
+        .map(|c| crate::config::file::load(&c))
+        .transpose()
+        .map_err(|p| config_problem(&p))?;
+    let keys = match o.keys.map(|k| crate::config::keys::load(&k)).transpose() {
+        Ok(Some(k)) => k,
+        Ok(None) => site.as_ref().map(|s| s.keys.clone()).unwrap_or_default(),
+        Err(problems) => return Err(config_problem(&problems)),
+    };
+    let defaults = BleSettings::default();
+    let ble = match &site {
+        Some(s) => BleSettings {
+            adapter: o.adapter.or_else(|| s.ble.adapter.clone()),
+            company_id: o.company_id.unwrap_or(s.ble.company_id),
+            silence_restart: o.silence_restart.unwrap_or(s.ble.silence_restart),
+        },
+        None => BleSettings {
+            adapter: o.adapter,
+            company_id: o.company_id.unwrap_or(defaults.company_id),
+            silence_restart: o.silence_restart.unwrap_or(defaults.silence_restart),
+        },
+    };
+    let names = site
+        .map(|s| {
+            s.setup
+                .residents
+                .into_iter()
+                .map(|(device_id, r)| (device_id, r.name))
+                .collect()
+        })
+        .unwrap_or_default();
+    super::run::init_logs();
+    let args = ScanArgs {
+        duration: o.seconds.map(Duration::from_secs),
+        record: o.record,
+        keys,
+        ble,
+        names,
+    };
+    run(args)
+        .map(|()| super::Done::Ok)
+        .map_err(|e| Failure::Failed(format!("bandgate scan: {e:#}")))
+}

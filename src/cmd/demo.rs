@@ -22,8 +22,8 @@ use crate::adapters::simulate::SimulateSettings;
 use crate::config::file::Config;
 use crate::engine::BandEvent;
 
-const EXAMPLE_CONFIG: &str = include_str!("../config/bandgate.toml");
-const EXAMPLE_KEYS: &str = include_str!("../config/keys.toml");
+const EXAMPLE_CONFIG: &str = include_str!("../../config/bandgate.toml");
+const EXAMPLE_KEYS: &str = include_str!("../../config/keys.toml");
 
 /// The demo's timers: the whole alert fits in well under a minute.
 pub const ACK_TIMEOUT: &str = "6s";
@@ -255,4 +255,34 @@ fn write_community(dir: &Path, port: u16, locale: Option<&str>) -> anyhow::Resul
             path.display()
         )
     })
+}
+
+/// `bandgate demo`: 0 once the alert went through every state, 130 on Ctrl-C, 1 otherwise.
+pub fn demo(args: DemoArgs) -> Result<super::Done, super::Failure> {
+    let failed = |e: anyhow::Error| super::Failure::Failed(format!("bandgate demo: {e:#}"));
+    let dir = prepare_dir().map_err(failed)?;
+    // The terminal is the phones' view; the gateway logs to a file.
+    let log = log_path(&dir);
+    match std::fs::File::create(&log) {
+        Ok(file) => {
+            // rumqttd logs every ordinary disconnect at error: off unless RUST_LOG asks.
+            let filter =
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,bandgate=info,rumqttd=off")
+                });
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        Err(e) => eprintln!(
+            "bandgate demo: cannot write {} ({e}); no logs",
+            log.display()
+        ),
+    }
+    match run(args, &dir).map_err(failed)? {
+        Ending::Complete => Ok(super::Done::Ok),
+        Ending::Interrupted => Ok(super::Done::Interrupted),
+    }
 }

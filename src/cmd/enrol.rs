@@ -287,3 +287,42 @@ pub fn report(
     }
     out
 }
+
+/// `bandgate enrol`: exit 0 when the key was added, 1 when refused, 78 for a key file the
+/// daemon would refuse as it stands.
+pub fn enrol(
+    device_id: u32,
+    resident: &str,
+    keys: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> Result<super::Done, super::Failure> {
+    let failed = |e: EnrolError| match e {
+        EnrolError::Config(_) => super::Failure::Config(format!("bandgate enrol: {e}")),
+        _ => super::Failure::Failed(format!("bandgate enrol: {e}")),
+    };
+    let site = match &config {
+        Some(c) => Some(read_site(c, resident, device_id).map_err(failed)?),
+        None => None,
+    };
+    let keys = keys
+        .or_else(|| site.as_ref().map(|s| s.keys_file.clone()))
+        .unwrap_or_else(|| PathBuf::from("/etc/bandgate/keys.toml"));
+    let note = format!(
+        "resident {resident}, enrolled {}",
+        jiff::Zoned::now().date()
+    );
+    let hex = add_key(&keys, device_id, fresh_key(), &note).map_err(failed)?;
+    let company_id = site.as_ref().map_or(0xFFFF, |s| s.company_id);
+    print!(
+        "{}",
+        report(
+            &keys,
+            device_id,
+            resident,
+            &hex,
+            company_id,
+            config.as_deref().zip(site.as_ref())
+        )
+    );
+    Ok(super::Done::Ok)
+}
