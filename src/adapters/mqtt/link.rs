@@ -602,203 +602,258 @@ fn fix_for(topic: &str, url: &str) -> String {
     )
 }
 
+/// What the connection task keeps between rumqttc events.
+struct Session {
+    client: AsyncClient,
+    tracker: Arc<Mutex<Tracker>>,
+    subs: Subscriptions,
+    url: String,
+    backoff: Duration,
+    connected: bool,
+    /// Set after an oversized packet: this connection is the clean one that drops the
+    /// broker's queue for us; leave it at once and resume the persistent session.
+    dropping_session: bool,
+    /// Set once the clean session is made and left: that drop is the plan, not a failure.
+    leaving_clean: bool,
+    awaiting_suback: bool,
+    connack_at: Option<Instant>,
+    unknown_reported: bool,
+    /// Events for the caller, sent after each step.
+    out: Vec<LinkEvent>,
+}
+
+/// What the task does after an event.
+enum Next {
+    Go,
+    /// Wait this long before reconnecting.
+    Wait(Duration),
+    Stop,
+}
+
 async fn run(
     mut eventloop: EventLoop,
     client: AsyncClient,
     tracker: Arc<Mutex<Tracker>>,
-    mut subs: Subscriptions,
+    subs: Subscriptions,
     tx: mpsc::Sender<LinkEvent>,
     url: String,
 ) {
-    let mut backoff = BACKOFF_MIN;
-    let mut connected = false;
-    // Set after an oversized packet: this connection is the clean one that drops the
-    // broker's queue for us; leave it at once and resume the persistent session.
-    let mut dropping_session = false;
-    // Set once the clean session is made and left: that drop is the plan, not a failure.
-    let mut leaving_clean = false;
-    let mut awaiting_suback = false;
-    let mut connack_at: Option<Instant> = None;
-    let mut unknown_reported = false;
-    let mut out = Vec::new();
+    let mut session = Session {
+        client,
+        tracker,
+        subs,
+        url,
+        backoff: BACKOFF_MIN,
+        connected: false,
+        dropping_session: false,
+        leaving_clean: false,
+        awaiting_suback: false,
+        connack_at: None,
+        unknown_reported: false,
+        out: Vec::new(),
+    };
     loop {
         if tx.is_closed() {
             debug!("MQTT link: nobody listens any more, stopping");
             return;
         }
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Incoming::ConnAck(ack))) if dropping_session => {
+        let next = match eventloop.poll().await {
+            Ok(event) => session.on_event(&mut eventloop, event),
+            Err(e) => session.on_error(&mut eventloop, &e),
+        };
+        for ev in session.out.drain(..) {
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+        match next {
+            Next::Go => {}
+            Next::Wait(backoff) => tokio::time::sleep(backoff).await,
+            Next::Stop => return,
+        }
+    }
+}
+
+impl Session {
+    fn on_event(&mut self, eventloop: &mut EventLoop, event: Event) -> Next {
+        let ready = |s: &mut Session| {
+            let ev = ready(&s.tracker, &mut s.connected);
+            s.out.push(ev);
+        };
+        match event {
+            Event::Incoming(Incoming::ConnAck(ack)) if self.dropping_session => {
                 info!(
                     session_present = ack.session_present,
                     "clean session made; resuming the persistent one"
                 );
-                dropping_session = false;
-                leaving_clean = true;
+                self.dropping_session = false;
+                self.leaving_clean = true;
                 eventloop.mqtt_options.set_clean_session(false);
-                if let Err(e) = client.try_disconnect() {
+                if let Err(e) = self.client.try_disconnect() {
                     warn!(error = %e, "could not leave the clean session");
                 }
             }
-            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                connack_at = Some(Instant::now());
-                info!(%url, session_present = ack.session_present, careful = subs.careful, "MQTT connected");
-                if subs.careful {
-                    subs.plan(&client, Instant::now());
-                    if subs.next(&client) {
-                        out.push(ready(&tracker, &mut connected));
-                    }
-                } else if subs.filters.is_empty() {
-                    out.push(ready(&tracker, &mut connected));
-                } else {
-                    let filters = subs
-                        .filters
-                        .iter()
-                        .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                    if let Err(e) = client.try_subscribe_many(filters) {
-                        // Cannot happen (the request queue keeps room for it); retry afresh.
-                        warn!(error = %e, "could not queue the subscriptions; reconnecting");
-                        eventloop.clean();
-                        eventloop.network = None;
-                    } else {
-                        awaiting_suback = true;
-                    }
-                }
+            Event::Incoming(Incoming::ConnAck(ack)) => {
+                self.connack_at = Some(Instant::now());
+                info!(url = %self.url, session_present = ack.session_present, careful = self.subs.careful, "MQTT connected");
+                self.subscribe(eventloop);
             }
             // `Connected` waits for the subscriptions, so that whatever the caller does next
             // (a test's phone, a re-published alert someone answers) finds them in place.
-            Ok(Event::Incoming(Incoming::SubAck(s))) if awaiting_suback => {
-                awaiting_suback = false;
+            Event::Incoming(Incoming::SubAck(s)) if self.awaiting_suback => {
+                self.awaiting_suback = false;
                 check_suback(&s);
-                out.push(ready(&tracker, &mut connected));
+                ready(self);
             }
-            Ok(Event::Incoming(Incoming::SubAck(s))) if subs.awaiting => {
+            Event::Incoming(Incoming::SubAck(s)) if self.subs.awaiting => {
                 check_suback(&s);
-                subs.awaiting = false;
+                self.subs.awaiting = false;
                 // The topic just subscribed: its retained messages come next.
-                subs.last_subacked = subs.subscribing.take();
-                if subs.next(&client) {
-                    subs.done();
-                    out.push(ready(&tracker, &mut connected));
+                self.subs.last_subacked = self.subs.subscribing.take();
+                if self.subs.next(&self.client) {
+                    self.subs.done();
+                    ready(self);
                 }
             }
-            Ok(Event::Incoming(Incoming::UnsubAck(_))) if subs.awaiting => {
-                subs.awaiting = false;
-                subs.done();
-                out.push(ready(&tracker, &mut connected));
+            Event::Incoming(Incoming::UnsubAck(_)) if self.subs.awaiting => {
+                self.subs.awaiting = false;
+                self.subs.done();
+                ready(self);
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) if lock(&tracker).shutdown => {
+            Event::Outgoing(Outgoing::Disconnect) if lock(&self.tracker).shutdown => {
                 {
-                    let mut t = lock(&tracker);
+                    let mut t = lock(&self.tracker);
                     t.connected = false;
                     t.forget();
                 }
                 info!("MQTT disconnected on request");
-                let _ = tx
-                    .send(LinkEvent::Disconnected("disconnect requested".into()))
-                    .await;
-                return;
+                self.out
+                    .push(LinkEvent::Disconnected("disconnect requested".into()));
+                return Next::Stop;
             }
-            Ok(event) => handle(event, &mut lock(&tracker), &mut out),
-            Err(e) => {
-                let oversize = is_oversize(&e);
-                awaiting_suback = false;
-                {
-                    let mut t = lock(&tracker);
-                    // Deliver what rumqttc read before the error, then drop everything it
-                    // would re-send by itself: the caller re-publishes on `Connected`.
-                    for event in eventloop.state.events.drain(..).collect::<Vec<_>>() {
-                        // rumqttc reads packets in batches: the SUBACK just before the
-                        // unreadable packet may be among them, not yet handed out by `poll`.
-                        if matches!(event, Event::Incoming(Incoming::SubAck(_))) && subs.awaiting {
-                            subs.awaiting = false;
-                            subs.last_subacked = subs.subscribing.take();
-                        }
-                        if matches!(event, Event::Incoming(Incoming::UnsubAck(_))) && subs.awaiting
-                        {
-                            subs.awaiting = false;
-                            subs.last_subacked = None;
-                        }
-                        handle(event, &mut t, &mut out);
-                    }
-                    eventloop.clean();
-                    eventloop.pending.clear();
-                    eventloop.state.events.clear();
-                    t.forget();
-                    t.connected = false;
-                }
-                let now = Instant::now();
-                if connack_at.take().is_some_and(|t| now - t >= STABLE) {
-                    backoff = BACKOFF_MIN;
-                }
-                if oversize {
-                    match subs.blame(now) {
-                        Some((topic, true)) => error!(
-                            topic,
-                            limit = MAX_INCOMING_PACKET,
-                            fix = fix_for(&topic, &url),
-                            "a retained message on this topic is larger than the gateway reads, so the broker connection dropped; phone actions on it are not read until it is deleted, paging and every other topic go on"
-                        ),
-                        Some((topic, false)) => warn!(
-                            topic,
-                            "the unreadable message is still there; subscribing it again later"
-                        ),
-                        // Before the careful pass, the pass itself will name the topic.
-                        None if !subs.careful => warn!(
-                            limit = MAX_INCOMING_PACKET,
-                            "the broker sent a packet larger than the gateway reads and the connection dropped; dropping this gateway's queued messages with a clean session and subscribing topic by topic to find it"
-                        ),
-                        None if !unknown_reported => {
-                            unknown_reported = true;
-                            error!(
-                                limit = MAX_INCOMING_PACKET,
-                                fix = "set max_packet_size in the broker's config as config/mosquitto.conf does",
-                                "the broker keeps sending a packet larger than the gateway reads, on no topic the gateway can tell, and the connection drops; reconnecting with back-off"
-                            );
-                        }
-                        None => debug!(error = %e, "oversized packet from the broker again"),
-                    }
-                    subs.careful = true;
-                    eventloop.mqtt_options.set_clean_session(true);
-                    dropping_session = true;
-                }
-                subs.reset();
-                if connected {
-                    out.push(LinkEvent::Disconnected(e.to_string()));
-                    connected = false;
-                }
-                if std::mem::take(&mut leaving_clean) && !oversize {
-                    debug!("left the clean session; reconnecting with the persistent one");
-                    for ev in out.drain(..) {
-                        if tx.send(ev).await.is_err() {
-                            return;
-                        }
-                    }
-                    continue;
-                }
-                match hint(&e) {
-                    Some(hint) => {
-                        warn!(%url, error = %e, hint, retry_in = ?backoff, "MQTT connection failed")
-                    }
-                    None if oversize => {
-                        debug!(%url, error = %e, retry_in = ?backoff, "MQTT connection dropped (oversized packet)")
-                    }
-                    None => {
-                        warn!(%url, error = %e, retry_in = ?backoff, "MQTT connection failed")
-                    }
-                }
-                for ev in out.drain(..) {
-                    if tx.send(ev).await.is_err() {
-                        return;
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+            event => handle(event, &mut lock(&self.tracker), &mut self.out),
+        }
+        Next::Go
+    }
+
+    /// After CONNACK: the subscriptions, all at once or (careful) one topic at a time.
+    fn subscribe(&mut self, eventloop: &mut EventLoop) {
+        if self.subs.careful {
+            self.subs.plan(&self.client, Instant::now());
+            if self.subs.next(&self.client) {
+                let ev = ready(&self.tracker, &mut self.connected);
+                self.out.push(ev);
+            }
+        } else if self.subs.filters.is_empty() {
+            let ev = ready(&self.tracker, &mut self.connected);
+            self.out.push(ev);
+        } else {
+            let filters = self
+                .subs
+                .filters
+                .iter()
+                .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+            if let Err(e) = self.client.try_subscribe_many(filters) {
+                // Cannot happen (the request queue keeps room for it); retry afresh.
+                warn!(error = %e, "could not queue the subscriptions; reconnecting");
+                eventloop.clean();
+                eventloop.network = None;
+            } else {
+                self.awaiting_suback = true;
             }
         }
-        for ev in out.drain(..) {
-            if tx.send(ev).await.is_err() {
-                return;
+    }
+
+    /// The connection failed or dropped: hand on what was read, forget what was in flight,
+    /// name an unreadable topic, and say how long to wait.
+    fn on_error(&mut self, eventloop: &mut EventLoop, e: &ConnectionError) -> Next {
+        let oversize = is_oversize(e);
+        self.awaiting_suback = false;
+        self.drain_and_forget(eventloop);
+        let now = Instant::now();
+        if self.connack_at.take().is_some_and(|t| now - t >= STABLE) {
+            self.backoff = BACKOFF_MIN;
+        }
+        if oversize {
+            self.report_oversize(now, e);
+            self.subs.careful = true;
+            eventloop.mqtt_options.set_clean_session(true);
+            self.dropping_session = true;
+        }
+        self.subs.reset();
+        if self.connected {
+            self.out.push(LinkEvent::Disconnected(e.to_string()));
+            self.connected = false;
+        }
+        if std::mem::take(&mut self.leaving_clean) && !oversize {
+            debug!("left the clean session; reconnecting with the persistent one");
+            return Next::Go;
+        }
+        let (url, backoff) = (&self.url, self.backoff);
+        match hint(e) {
+            Some(hint) => {
+                warn!(%url, error = %e, hint, retry_in = ?backoff, "MQTT connection failed")
             }
+            None if oversize => {
+                debug!(%url, error = %e, retry_in = ?backoff, "MQTT connection dropped (oversized packet)")
+            }
+            None => warn!(%url, error = %e, retry_in = ?backoff, "MQTT connection failed"),
+        }
+        self.backoff = (backoff * 2).min(BACKOFF_MAX);
+        Next::Wait(backoff)
+    }
+
+    /// Delivers what rumqttc read before the error, then drops everything it would re-send by
+    /// itself: the caller re-publishes on `Connected`.
+    fn drain_and_forget(&mut self, eventloop: &mut EventLoop) {
+        let mut t = lock(&self.tracker);
+        for event in eventloop.state.events.drain(..).collect::<Vec<_>>() {
+            // rumqttc reads packets in batches: the SUBACK just before the unreadable packet
+            // may be among them, not yet handed out by `poll`.
+            if matches!(event, Event::Incoming(Incoming::SubAck(_))) && self.subs.awaiting {
+                self.subs.awaiting = false;
+                self.subs.last_subacked = self.subs.subscribing.take();
+            }
+            if matches!(event, Event::Incoming(Incoming::UnsubAck(_))) && self.subs.awaiting {
+                self.subs.awaiting = false;
+                self.subs.last_subacked = None;
+            }
+            handle(event, &mut t, &mut self.out);
+        }
+        eventloop.clean();
+        eventloop.pending.clear();
+        eventloop.state.events.clear();
+        t.forget();
+        t.connected = false;
+    }
+
+    /// One `error` naming the topic and the fix; quieter when it is known already.
+    fn report_oversize(&mut self, now: Instant, e: &ConnectionError) {
+        match self.subs.blame(now) {
+            Some((topic, true)) => error!(
+                topic,
+                limit = MAX_INCOMING_PACKET,
+                fix = fix_for(&topic, &self.url),
+                "a retained message on this topic is larger than the gateway reads, so the broker connection dropped; phone actions on it are not read until it is deleted, paging and every other topic go on"
+            ),
+            Some((topic, false)) => warn!(
+                topic,
+                "the unreadable message is still there; subscribing it again later"
+            ),
+            // Before the careful pass, the pass itself will name the topic.
+            None if !self.subs.careful => warn!(
+                limit = MAX_INCOMING_PACKET,
+                "the broker sent a packet larger than the gateway reads and the connection dropped; dropping this gateway's queued messages with a clean session and subscribing topic by topic to find it"
+            ),
+            None if !self.unknown_reported => {
+                self.unknown_reported = true;
+                error!(
+                    limit = MAX_INCOMING_PACKET,
+                    fix = "set max_packet_size in the broker's config as config/mosquitto.conf does",
+                    "the broker keeps sending a packet larger than the gateway reads, on no topic the gateway can tell, and the connection drops; reconnecting with back-off"
+                );
+            }
+            None => debug!(error = %e, "oversized packet from the broker again"),
         }
     }
 }
