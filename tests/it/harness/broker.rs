@@ -1,33 +1,20 @@
-//! A real Mosquitto for the tests: its own config in a temp dir, a free loopback port,
-//! killed on drop, and stoppable and restartable on the same port.
+//! A real Mosquitto for the tests (`bandgate::demo::mosquitto`, the demo's launcher): its own
+//! config in a temp dir, a free loopback port, killed on drop, stoppable and restartable on the
+//! same port; or run from the shipped `config/mosquitto.conf` + ACL + password file.
 
-use std::fs::File;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+
+use bandgate::demo::mosquitto::{self, Mosquitto};
 
 pub struct Broker {
+    // Dropped before the dir: the broker is killed before its files go.
+    mosquitto: Mosquitto,
     dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-fn mosquitto_path() -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join("mosquitto"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("mosquitto not found; the MQTT tests need it: install it: apt-get install -y mosquitto")
-        })
 }
 
 impl Broker {
-    /// Starts Mosquitto and returns once it accepts connections.
+    /// Starts Mosquitto (anonymous, no persistence) and returns once it accepts connections.
     pub fn start() -> Broker {
         Broker::start_with(false)
     }
@@ -50,31 +37,75 @@ impl Broker {
 
     /// Starts Mosquitto with the config `config(dir, port)` returns: `dir` is the broker's
     /// temp dir (for certificates, password and ACL files), `port` a free loopback port for
-    /// its one listener. The harness adds only logging to stderr (read by `log`) and
-    /// `user root` (so the broker can read files in the temp dir).
+    /// its one listener. The launcher adds `user root` and logging to stderr (read by `log`);
+    /// the harness asks for every log line.
+    ///
+    /// Fails the test, saying how to install it, where Mosquitto is missing.
     pub fn start_config(config: impl FnOnce(&Path, u16) -> String) -> Broker {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = format!(
-            "{}\nuser root\nlog_dest stderr\nlog_type all\n",
-            config(dir.path(), port)
-        );
-        std::fs::write(dir.path().join("mosquitto.conf"), config).unwrap();
-        let mut broker = Broker {
-            dir,
-            port,
-            child: None,
-        };
-        broker.restart();
-        broker
+        let started = Mosquitto::start(dir.path(), |port| {
+            format!("{}\nlog_type all\n", config(dir.path(), port))
+        });
+        let mosquitto = started.unwrap_or_else(|e| {
+            panic!(
+                "the MQTT tests need a real Mosquitto ({}): {e:#}\nits log:\n{}",
+                mosquitto::INSTALL,
+                std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap_or_default()
+            )
+        });
+        Broker { mosquitto, dir }
+    }
+
+    /// Mosquitto run from `config/mosquitto.conf` and `config/mosquitto.acl` as shipped, changed
+    /// only where the paths and the port must be, installed as the conf's comments say: the
+    /// conf in `conf.d/` under a main config like Debian's (`persistence_location`,
+    /// `include_dir`); the password file made with `mosquitto_passwd -b` (the first user with
+    /// `-c`).
+    pub fn shipped(users: &[(&str, &str)]) -> Broker {
+        Broker::shipped_edited(users, |conf| conf)
+    }
+
+    /// `shipped` with `edit` applied to the shipped `mosquitto.conf` (after the paths).
+    pub fn shipped_edited(users: &[(&str, &str)], edit: impl FnOnce(String) -> String) -> Broker {
+        Broker::start_config(|dir, port| {
+            let passwd = dir.join("bandgate.passwd");
+            for (i, (user, password)) in users.iter().enumerate() {
+                let mut cmd = Command::new("mosquitto_passwd");
+                cmd.arg("-b");
+                if i == 0 {
+                    cmd.arg("-c");
+                }
+                let out = cmd
+                    .arg(&passwd)
+                    .args([user, password])
+                    .output()
+                    .unwrap_or_else(|e| panic!("mosquitto_passwd: {e}; {}", mosquitto::INSTALL));
+                assert!(
+                    out.status.success(),
+                    "mosquitto_passwd: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let acl = dir.join("bandgate.acl");
+            std::fs::write(&acl, shipped("mosquitto.acl")).unwrap();
+            let conf = shipped("mosquitto.conf");
+            let conf = set_directive(&conf, "listener", &format!("{port} 127.0.0.1"));
+            let conf = set_directive(&conf, "password_file", &passwd.display().to_string());
+            let conf = set_directive(&conf, "acl_file", &acl.display().to_string());
+            let conf = edit(conf);
+            let conf_d = dir.join("conf.d");
+            std::fs::create_dir(&conf_d).unwrap();
+            std::fs::write(conf_d.join("bandgate.conf"), conf).unwrap();
+            // Debian's /etc/mosquitto/mosquitto.conf, less its pid file and log file.
+            format!(
+                "persistence true\npersistence_location {d}/\ninclude_dir {d}/conf.d\n",
+                d = dir.display()
+            )
+        })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.mosquitto.port()
     }
 
     pub fn dir(&self) -> &Path {
@@ -82,83 +113,65 @@ impl Broker {
     }
 
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        format!("mqtt://127.0.0.1:{}", self.port())
     }
 
     /// Kills the broker (like a crash or a power cut: no goodbye to clients).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.mosquitto.kill();
     }
 
-    /// Stops the broker with SIGTERM, so a persistent one saves its sessions first.
+    /// Stops the broker with SIGTERM, so a persistent one saves its sessions first; killed
+    /// after 10 s, it would not have: the test's premise fails.
     pub fn stop_gracefully(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let sent = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status()
-                .unwrap();
-            assert!(sent.success(), "could not SIGTERM mosquitto");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    // Killed, it would not have saved its sessions: the test's premise fails.
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "mosquitto did not stop within 10 s of SIGTERM; its log:\n{}",
-                        self.log()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        self.mosquitto
+            .terminate()
+            .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     /// Starts it again on the same port and waits until it accepts connections.
     pub fn restart(&mut self) {
-        self.stop();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("mosquitto.log"))
-            .unwrap();
-        let mut child = Command::new(mosquitto_path())
-            .arg("-c")
-            .arg(self.dir.path().join("mosquitto.conf"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("mosquitto did not start; install it: apt-get install -y mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("mosquitto exited with {status}; its log:\n{}", self.log());
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto does not accept connections; its log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child = Some(child);
+        self.mosquitto
+            .restart()
+            .unwrap_or_else(|e| panic!("mosquitto did not restart: {e:#}"));
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+        self.mosquitto.log()
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// A file of the shipped `config/` directory.
+pub fn shipped(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The gateway's MQTT user as the shipped ACL names it (its `user` line).
+pub fn acl_gateway_user() -> String {
+    shipped("mosquitto.acl")
+        .lines()
+        .find_map(|l| l.strip_prefix("user "))
+        .expect("the shipped ACL has a `user` line for the gateway")
+        .trim()
+        .to_owned()
+}
+
+/// Replaces the one directive line starting with `key ` in a Mosquitto config.
+pub fn set_directive(conf: &str, key: &str, value: &str) -> String {
+    let prefix = format!("{key} ");
+    let hits = conf.lines().filter(|l| l.starts_with(&prefix)).count();
+    assert_eq!(hits, 1, "config/mosquitto.conf: expected one `{key}` line");
+    conf.lines()
+        .map(|l| {
+            if l.starts_with(&prefix) {
+                format!("{key} {value}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
