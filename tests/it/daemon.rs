@@ -727,12 +727,7 @@ fn bad_phone_input_is_logged_and_ignored_and_a_valid_ack_still_works() {
         "reason=\"unknown_action\"",
     ] {
         gw.wait_log(reason);
-        let line = gw
-            .log()
-            .lines()
-            .find(|l| l.contains(reason))
-            .unwrap()
-            .to_owned();
+        let line = gw.log_line(reason);
         assert!(line.contains("WARN"), "not a warning: {line}");
     }
     assert!(gw.is_running(), "the gateway died: {}", gw.log());

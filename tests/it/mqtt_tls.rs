@@ -304,16 +304,13 @@ fn an_untrusted_broker_certificate_is_logged_retried_and_escalation_goes_on() {
     );
     let mut gw = Gateway::start(&site, "gateway.log", &[]);
     gw.wait_log_times("MQTT connection failed", 3);
-    let log = gw.log();
-    let warn = log
-        .lines()
-        .find(|l| l.contains("MQTT connection failed"))
-        .unwrap();
+    let warn = gw.log_line("MQTT connection failed");
     assert!(warn.contains("WARN"), "{warn}");
     assert!(
         warn.contains("invalid peer certificate: UnknownIssuer") && warn.contains("mqtt.ca_file"),
         "the warning does not name the TLS problem: {warn}"
     );
+    let log = gw.log();
     assert!(!log.contains("broker connected"), "{log}");
     // No broker, but the alert still climbs the tiers (pages wait in the outbox).
     wait_tier(&site, &gw, "17-101", 2);
@@ -434,11 +431,7 @@ fn a_wrong_gateway_password_is_logged_plainly_and_retried() {
     site.login(&gw_user, "not-the-secret\n");
     let mut gw = Gateway::start(&site, "gateway.log", &[]);
     gw.wait_log_times("MQTT connection failed", 3);
-    let log = gw.log();
-    let warn = log
-        .lines()
-        .find(|l| l.contains("MQTT connection failed"))
-        .unwrap();
+    let warn = gw.log_line("MQTT connection failed");
     assert!(warn.contains("WARN"), "{warn}");
     assert!(
         warn.contains("user name or password"),

@@ -78,6 +78,15 @@ impl Gateway {
         }
     }
 
+    /// The first line of the daemon's log that contains `needle`.
+    #[track_caller]
+    pub fn log_line(&self, needle: &str) -> String {
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains(needle));
+        line.unwrap_or_else(|| panic!("no {needle:?} in the gateway's log:\n{log}"))
+            .to_owned()
+    }
+
     /// Waits until `needle` is in the daemon's log `times` times (the link retried).
     pub fn wait_log_times(&self, needle: &str, times: usize) {
         let deadline = Instant::now() + WAIT;
