@@ -2,7 +2,7 @@
 //! message; the pages it received with their reason, alert id and time; actions it publishes;
 //! and what is retained.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -108,7 +108,7 @@ impl Phone {
         let connected = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let filters = filters.to_vec();
-        let subacks = AtomicUsize::new(0);
+        let mut subacks = 0;
         {
             let (client, msgs, connected, stop) = (
                 client.clone(),
@@ -126,14 +126,15 @@ impl Phone {
                             if filters.is_empty() || ack.session_present {
                                 connected.store(true, Ordering::SeqCst);
                             } else {
-                                subacks.store(0, Ordering::SeqCst);
+                                subacks = 0;
                                 for f in &filters {
                                     let _ = client.try_subscribe(f.clone(), QoS::AtLeastOnce);
                                 }
                             }
                         }
                         Ok(Event::Incoming(Packet::SubAck(_))) => {
-                            if subacks.fetch_add(1, Ordering::SeqCst) + 1 >= filters.len() {
+                            subacks += 1;
+                            if subacks >= filters.len() {
                                 connected.store(true, Ordering::SeqCst)
                             }
                         }
