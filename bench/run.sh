@@ -20,8 +20,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-mosquitto=$(command -v mosquitto || ls /usr/sbin/mosquitto 2>/dev/null || true)
-if [ -z "$mosquitto" ]; then
+# The broker: a private Mosquitto on a free loopback port, started by examples/e2e.rs through
+# bandgate::demo::mosquitto (the launcher the demo and the tests use).
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
     echo "bench/run.sh needs mosquitto: apt-get install -y mosquitto" >&2
     exit 1
 fi
@@ -32,38 +33,17 @@ cargo build --release --quiet --bin bandgate --example e2e
 work=target/bench-e2e
 mkdir -p "$work"
 tmpfs=/dev/shm/bandgate-bench-$$
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/mosquitto.conf" <<CONF
-listener $port 127.0.0.1
-allow_anonymous true
-persistence false
-user $(id -un)
-max_queued_messages 0
-max_inflight_messages 0
-log_dest file $PWD/$work/mosquitto.log
-log_type error
-log_type warning
-CONF
-
-"$mosquitto" -c "$work/mosquitto.conf" &
-broker=$!
 cleanup() {
-    kill "$broker" 2>/dev/null || true
-    wait "$broker" 2>/dev/null || true
     rm -rf "$tmpfs"
 }
 trap cleanup EXIT
-for _ in $(seq 100); do
-    if (echo > /dev/tcp/127.0.0.1/"$port") 2>/dev/null; then break; fi
-    sleep 0.1
-done
 
 echo "== machine" >&2
 model=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 echo "cpu: $model, $(nproc) cores; $(uptime | sed 's/.*load/load/')" >&2
 before=$(uptime | sed 's/.*load average: //')
 
-target/release/examples/e2e --bin target/release/bandgate --port "$port" --work "$work" \
+target/release/examples/e2e --bin target/release/bandgate --work "$work" \
     --tmpfs "$tmpfs" --out bench/results.json "${quick[@]}"
 
 after=$(uptime | sed 's/.*load average: //')

@@ -25,7 +25,9 @@ const COMPANY: u16 = 0xFFFF;
 
 struct Args {
     bin: PathBuf,
-    port: u16,
+    /// A broker already running on this loopback port; without `--port`, the harness starts
+    /// its own Mosquitto (`bandgate::cmd::demo::mosquitto`, as the demo and the tests do).
+    port: Option<u16>,
     work: PathBuf,
     tmpfs: PathBuf,
     out: PathBuf,
@@ -35,10 +37,17 @@ struct Args {
     only: Vec<String>,
 }
 
+impl Args {
+    fn port(&self) -> u16 {
+        // Invariant: main sets it (from --port or its own broker) before anything runs.
+        self.port.expect("the broker's port is known")
+    }
+}
+
 fn args() -> Args {
     let mut a = Args {
         bin: "target/release/bandgate".into(),
-        port: 1883,
+        port: None,
         work: "target/bench-e2e".into(),
         tmpfs: "/dev/shm/bandgate-bench".into(),
         out: "bench/results.json".into(),
@@ -51,7 +60,7 @@ fn args() -> Args {
         let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
         match k.as_str() {
             "--bin" => a.bin = v().into(),
-            "--port" => a.port = v().parse().expect("--port"),
+            "--port" => a.port = Some(v().parse().expect("--port")),
             "--work" => a.work = v().into(),
             "--tmpfs" => a.tmpfs = v().into(),
             "--out" => a.out = v().into(),
@@ -62,6 +71,19 @@ fn args() -> Args {
         }
     }
     a
+}
+
+/// A private Mosquitto on a free loopback port, logging only errors and warnings (to
+/// `mosquitto.log` in `work`), with no limit on queued or in-flight messages: the broker must
+/// not be what the figures measure.
+fn start_broker(work: &Path) -> bandgate::cmd::demo::mosquitto::Mosquitto {
+    bandgate::cmd::demo::mosquitto::Mosquitto::start(work, |port| {
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             max_queued_messages 0\nmax_inflight_messages 0\nlog_type error\nlog_type warning\n"
+        )
+    })
+    .unwrap_or_else(|e| panic!("bench: {e:#}"))
 }
 
 // ---------------------------------------------------------------- the site (config + keys)
@@ -211,7 +233,7 @@ fn spawn_daemon(a: &Args, site: &Site, pinned: bool, tag: &str) -> Daemon {
         .env("NOTIFY_SOCKET", &sock_path)
         .env(
             "BANDGATE__MQTT__URL",
-            format!("mqtt://127.0.0.1:{}", a.port),
+            format!("mqtt://127.0.0.1:{}", a.port()),
         )
         .env("RUST_LOG", "warn,bandgate=info")
         .stdin(Stdio::null())
@@ -622,7 +644,7 @@ fn latency(a: &Args, plan: &Plan, load: f64, pinned: bool, tmpfs: bool) -> Value
         a.work.join("state")
     };
     let site = make_site(&tag, &a.work, &state_root, a.bands, NO_ESCALATION);
-    let mut phone = phone(a.port, &site.prefix);
+    let mut phone = phone(a.port(), &site.prefix);
     let d = spawn_daemon(a, &site, pinned, "run");
     let mut feed = Feeder::open(&site);
     phone.wait_status("the gateway's status", Duration::from_secs(30), |_| true);
@@ -680,7 +702,7 @@ fn latency(a: &Args, plan: &Plan, load: f64, pinned: bool, tmpfs: bool) -> Value
 fn search(a: &Args, plan: &Plan, pinned: bool) -> Value {
     let tag = format!("search-{}", if pinned { "pin" } else { "free" });
     let site = make_site(&tag, &a.work, &a.work.join("state"), a.bands, NO_ESCALATION);
-    let mut phone = phone(a.port, &site.prefix);
+    let mut phone = phone(a.port(), &site.prefix);
     let d = spawn_daemon(a, &site, pinned, "run");
     let mut feed = Feeder::open(&site);
     phone.wait_status("the gateway's status", Duration::from_secs(30), |_| true);
@@ -774,7 +796,7 @@ fn steady_and_recovery(a: &Args, pinned: bool) -> Value {
             renotify_s: 36_000,
         },
     );
-    let mut phone = phone(a.port, &site.prefix);
+    let mut phone = phone(a.port(), &site.prefix);
     let mut d = spawn_daemon(a, &site, pinned, "run");
     let ready_ms = d.ready_after.as_millis() as u64;
     let mut feed = Feeder::open(&site);
@@ -863,7 +885,7 @@ fn timers(a: &Args, plan: &Plan, pinned: bool) -> Value {
             renotify_s: 2,
         },
     );
-    let mut phone = phone(a.port, &site.prefix);
+    let mut phone = phone(a.port(), &site.prefix);
     phone.keep_log = true;
     let d = spawn_daemon(a, &site, pinned, "run");
     let mut feed = Feeder::open(&site);
@@ -1156,6 +1178,15 @@ fn main() {
     // Absolute, so that state_dir in the generated configs is not taken from their directory.
     a.work = std::fs::canonicalize(&a.work).unwrap();
     a.tmpfs = std::fs::canonicalize(&a.tmpfs).unwrap();
+    // Killed on drop, at the end of main.
+    let _broker = match a.port {
+        Some(_) => None,
+        None => {
+            let broker = start_broker(&a.work);
+            a.port = Some(broker.port());
+            Some(broker)
+        }
+    };
     let plan = if a.quick {
         Plan {
             sos: 100,

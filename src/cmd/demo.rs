@@ -8,6 +8,7 @@
 //! receives and answers for the staff.
 
 mod broker;
+pub mod mosquitto;
 mod phones;
 
 use std::path::{Path, PathBuf};

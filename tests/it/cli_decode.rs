@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::*;
+use crate::harness::vectors::*;
 
 fn decode(keys: &std::path::Path, args: &[&str]) -> (i32, Vec<Value>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_bandgate"))

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use bandgate::engine::frame::BandEvent;
 
-use crate::broker::Broker;
-use crate::gateway::*;
+use crate::harness::*;
 
 /// libfaketime's preload library, wherever the architecture puts it.
 fn libfaketime() -> PathBuf {
@@ -24,14 +23,6 @@ fn libfaketime() -> PathBuf {
     found.unwrap_or_else(|| {
         panic!("libfaketime is not installed: sudo apt-get install faketime (.ci/run does this)")
     })
-}
-
-fn ms(v: &serde_json::Value) -> i64 {
-    v.as_str()
-        .unwrap()
-        .parse::<jiff::Timestamp>()
-        .unwrap()
-        .as_millisecond()
 }
 
 #[test]

@@ -7,19 +7,9 @@ use std::time::Duration;
 use bandgate::engine::frame::BandEvent;
 use serde_json::{json, Value};
 
-use crate::broker::Broker;
-use crate::gateway::*;
+use crate::harness::*;
 
 const SOS_TEXT: &str = "【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键";
-
-fn ms(t: &Value) -> i64 {
-    let s = t.as_str().unwrap_or_else(|| panic!("not a time: {t}"));
-    assert!(
-        s.len() == 24 && s.ends_with('Z') && s.as_bytes()[19] == b'.',
-        "not RFC 3339 UTC with milliseconds: {s}"
-    );
-    s.parse::<jiff::Timestamp>().unwrap().as_millisecond()
-}
 
 /// The fields every document of band 17's SOS carries, whatever its state.
 fn assert_sos_doc(doc: &Value, site: &Site) {
@@ -293,7 +283,7 @@ fn silent_band_pages_tier_1_and_clears_as_device_fault_low_battery_once() {
     let site = Site::new("bb3", broker.port(), &cfg, &capture);
     let p = site.prefix();
     let phone = Phone::connect(broker.port(), "phones-bb3", &p);
-    let _gw = Gateway::start(&site, "gateway.log", &[]);
+    let gw = Gateway::start(&site, "gateway.log", &[]);
 
     let battery = phone.wait_page(&p, "zhang", "new", "17-battery-1");
     assert_eq!(battery["kind"], "low_battery");
@@ -330,9 +320,7 @@ fn silent_band_pages_tier_1_and_clears_as_device_fault_low_battery_once() {
     assert_eq!(cleared["tier"], 1);
 
     // Every band-17 frame after the first was low too: still one low_battery alert.
-    let msgs = phone.wait_until("band 17's last frames", |_| {
-        heard(&gateway_log(&site), 17, 11)
-    });
+    let msgs = phone.wait_until("band 17's last frames", |_| heard(&gw.log(), 17, 11));
     let ids: std::collections::BTreeSet<String> = msgs
         .iter()
         .filter_map(|m| m.notification(&p))
@@ -359,10 +347,6 @@ fn silent_band_pages_tier_1_and_clears_as_device_fault_low_battery_once() {
     assert_ordered(&msgs, &p);
 }
 
-fn gateway_log(site: &Site) -> String {
-    std::fs::read_to_string(site.path().join("gateway.log")).unwrap_or_default()
-}
-
 /// Whether the gateway logged frame `seq` of band `device` as accepted.
 fn heard(log: &str, device: u32, seq: u32) -> bool {
     log.lines().any(|l| {
@@ -380,11 +364,7 @@ fn bad_config_exits_78_naming_file_and_key_per_problem() {
         .replace("renotify_every = \"1s\"", "renotify_every = \"soon\"")
         .replace("team = [\"li\", \"wang\"]", "team = [\"li\", \"wnag\"]");
     std::fs::write(&site.config, bad).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bandgate"))
-        .args(["run", "--config"])
-        .arg(&site.config)
-        .output()
-        .unwrap();
+    let out = bandgate(&["run", "--config", site.config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(78));
     let stderr = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -410,11 +390,7 @@ fn bad_config_exits_78_naming_file_and_key_per_problem() {
     let keys = site.path().join("keys.toml");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bandgate"))
-        .args(["run", "--config"])
-        .arg(&site.config)
-        .output()
-        .unwrap();
+    let out = bandgate(&["run", "--config", site.config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(78));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
@@ -751,25 +727,13 @@ fn bad_phone_input_is_logged_and_ignored_and_a_valid_ack_still_works() {
         "reason=\"unknown_action\"",
     ] {
         gw.wait_log(reason);
-        let line = gw
-            .log()
-            .lines()
-            .find(|l| l.contains(reason))
-            .unwrap()
-            .to_owned();
+        let line = gw.log_line(reason);
         assert!(line.contains("WARN"), "not a warning: {line}");
     }
     assert!(gw.is_running(), "the gateway died: {}", gw.log());
 
     // Every refusal is counted where an operator looks: `bandgate status`.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bandgate"))
-        .args(["status", "--json", "--config"])
-        .arg(&site.config)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(status["result"], "status", "{status}");
+    let status = site.status();
     for reason in ["malformed_json", "too_large", "unknown_action"] {
         assert_eq!(status["messages_ignored"][reason], 1, "{status}");
     }

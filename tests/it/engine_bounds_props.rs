@@ -13,7 +13,7 @@ use bandgate::config::file;
 use bandgate::engine::*;
 use proptest::prelude::*;
 
-use crate::engine_sim::*;
+use crate::harness::sim::*;
 use crate::support::write_private;
 
 /// A duration as a config string, around the limits.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bandgate::engine::*;
 use expect_test::expect;
 
-use crate::engine_sim::*;
+use crate::harness::sim::*;
 
 const HOUR: f64 = 3600.0;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bandgate::engine::*;
 use proptest::prelude::*;
 
-use crate::engine_sim::*;
+use crate::harness::sim::*;
 
 #[derive(Debug, Clone)]
 enum Op {

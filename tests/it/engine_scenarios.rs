@@ -9,7 +9,7 @@ use expect_test::expect;
 
 use bandgate::engine::*;
 
-use crate::engine_sim::*;
+use crate::harness::sim::*;
 
 #[test]
 fn sos_pages_tier_1_escalates_then_ack_on_scene_resolve_and_clear() {

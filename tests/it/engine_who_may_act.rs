@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use bandgate::engine::*;
 
-use crate::engine_sim::*;
+use crate::harness::sim::*;
 
 fn pages(s: &Sim) -> usize {
     s.outputs

@@ -1,21 +1,16 @@
 //! The MQTT adapter against a real Mosquitto: what phones see, what they send, and a broker
 //! that goes away and comes back.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
 use bandgate::adapters::mqtt::{
     self, connect, parse_ack, render, LinkEvent, MqttLink, MqttSettings, Publish, Topics,
 };
-use bandgate::engine::{
-    Action, Alert, Escalation, Kind, Locale, NotifyReason, Output, Resident, Rota, Setup, Staff,
-    State, Supervision, WearerCancel,
-};
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use bandgate::engine::{Action, Alert, Kind, NotifyReason, Output, Setup, State};
 use tokio::sync::mpsc;
 
-use crate::broker::Broker;
+use crate::harness::{sim, Broker, Phone};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -23,51 +18,11 @@ fn topics() -> Topics {
     Topics::for_site("it")
 }
 
+/// The engine tests' community, as gateway gw-it.
 fn setup() -> Setup {
-    let staff = BTreeMap::from([(
-        "zhang".to_owned(),
-        Staff {
-            id: "zhang".into(),
-            name: "张伟".into(),
-            phone: "13800000001".into(),
-        },
-    )]);
-    let residents = BTreeMap::from([(
-        17,
-        Resident {
-            id: "r017".into(),
-            name: "王秀英".into(),
-            address: "广惠园社区 3号楼 2单元 401".into(),
-            phone: "13800000000".into(),
-            notes: "高血压, 独居".into(),
-            device_id: 17,
-            team: vec![],
-        },
-    )]);
     Setup {
         gateway_id: "gw-it".into(),
-        locale: Locale::ZhCn,
-        staff,
-        residents,
-        rota: Rota {
-            tz: jiff::tz::TimeZone::UTC,
-            shifts: vec![],
-        },
-        escalation: Escalation {
-            ack_timeouts: vec![Duration::from_secs(60)],
-            renotify_every: Duration::from_secs(20),
-            repeat_every: Duration::from_secs(60),
-            claim_timeout: Duration::from_secs(900),
-            wearer_cancel: WearerCancel::Verify,
-            cancel_verify_timeout: Duration::from_secs(300),
-            supervisors: vec![],
-        },
-        supervision: Supervision {
-            silent_after: Duration::from_secs(1800),
-            low_battery_pct: 20,
-        },
-        resolved_retention: Duration::from_secs(600),
-        device_state_interval: Duration::from_secs(60),
+        ..sim::setup()
     }
 }
 
@@ -146,62 +101,13 @@ async fn publish_acked(link: &MqttLink, rx: &mut mpsc::Receiver<LinkEvent>, id: 
     next(rx, |e| (e == LinkEvent::PubAcked(id)).then_some(())).await;
 }
 
-/// A phone or dashboard: a plain MQTT client recording what it receives.
-struct Phone {
-    client: AsyncClient,
-    rx: mpsc::UnboundedReceiver<rumqttc::Publish>,
-}
-
-impl Phone {
-    async fn connect(broker: &Broker, id: &str, filters: &[String]) -> Phone {
-        let mut o = MqttOptions::new(id, "127.0.0.1", broker.port());
-        o.set_max_packet_size(8 << 20, 8 << 20);
-        let (client, mut el) = AsyncClient::new(o, 16);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (subacked_tx, mut subacked) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Incoming::Publish(p))) => {
-                        let _ = tx.send(p);
-                    }
-                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
-                        let _ = subacked_tx.send(());
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        for f in filters {
-            client
-                .subscribe(f.as_str(), QoS::AtLeastOnce)
-                .await
-                .unwrap();
-            within(subacked.recv()).await.unwrap();
-        }
-        Phone { client, rx }
-    }
-
-    async fn recv(&mut self) -> rumqttc::Publish {
-        within(self.rx.recv()).await.unwrap()
-    }
-
-    async fn send_ack(&self, staff: &str, payload: impl Into<Vec<u8>>) {
-        self.client
-            .publish(topics().ack(staff), QoS::AtLeastOnce, false, payload.into())
-            .await
-            .unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phones_see_the_exact_documents_and_retained_copies_are_cleared() {
     let broker = Broker::start();
     let (link, mut rx) = start_link(&broker, "gw-it-render").await;
     let s = setup();
     let t = topics();
-    let mut phone = Phone::connect(&broker, "phone-zhang", &[t.notify("zhang")]).await;
+    let mut phone = Phone::connect_to(broker.port(), "phone-zhang", &[t.notify("zhang")]);
 
     let changed = render(&Output::AlertChanged(Box::new(alert())), &s, &t, false);
     let notify = render(
@@ -234,7 +140,7 @@ async fn phones_see_the_exact_documents_and_retained_copies_are_cleared() {
     // QoS 0 has no PUBACK: it counts as acked once written.
     publish_acked(&link, &mut rx, 3, &device).await;
 
-    let got = phone.recv().await;
+    let got = phone.recv();
     assert_eq!(got.topic, "bandgate/it/notify/zhang");
     assert!(!got.retain);
     assert_eq!(&got.payload[..], &notify.payload[..]);
@@ -246,13 +152,13 @@ async fn phones_see_the_exact_documents_and_retained_copies_are_cleared() {
     );
 
     // A dashboard arriving later gets the retained copies, byte for byte.
-    let mut late = Phone::connect(&broker, "dashboard-1", &[t.alert("+")]).await;
-    let got = late.recv().await;
+    let mut late = Phone::connect_to(broker.port(), "dashboard-1", &[t.alert("+")]);
+    let got = late.recv();
     assert_eq!(got.topic, "bandgate/it/alerts/17-42");
     assert!(got.retain);
     assert_eq!(&got.payload[..], &changed.payload[..]);
-    let mut late = Phone::connect(&broker, "dashboard-2", &[t.device_state(17)]).await;
-    let got = late.recv().await;
+    let mut late = Phone::connect_to(broker.port(), "dashboard-2", &[t.device_state(17)]);
+    let got = late.recv();
     assert!(got.retain);
     assert_eq!(
         std::str::from_utf8(&got.payload).unwrap(),
@@ -277,13 +183,12 @@ async fn phones_see_the_exact_documents_and_retained_copies_are_cleared() {
         retain: true,
     };
     publish_acked(&link, &mut rx, 5, &sentinel).await;
-    let mut late = Phone::connect(
-        &broker,
+    let mut late = Phone::connect_to(
+        broker.port(),
         "dashboard-3",
         &[t.alert("+"), "bandgate/it/sentinel".into()],
-    )
-    .await;
-    let got = late.recv().await;
+    );
+    let got = late.recv();
     assert_eq!(
         got.topic, "bandgate/it/sentinel",
         "the alert is still retained"
@@ -294,13 +199,11 @@ async fn phones_see_the_exact_documents_and_retained_copies_are_cleared() {
 async fn phone_acks_arrive_and_parse() {
     let broker = Broker::start();
     let (_link, mut rx) = start_link(&broker, "gw-it-acks").await;
-    let phone = Phone::connect(&broker, "zhang", &[]).await;
-    phone
-        .send_ack(
-            "zhang",
-            r#"{"alert_id":"17-42","action":"resolve","resolution":"false_alarm","note":"误按"}"#,
-        )
-        .await;
+    let phone = Phone::connect_to(broker.port(), "zhang", &[]);
+    phone.publish(
+        &topics().ack("zhang"),
+        r#"{"alert_id":"17-42","action":"resolve","resolution":"false_alarm","note":"误按"}"#,
+    );
     let (topic, payload) = next(&mut rx, |e| match e {
         LinkEvent::Message { topic, payload, .. } => Some((topic, payload)),
         _ => None,
@@ -356,10 +259,11 @@ async fn the_link_comes_back_by_itself_after_the_broker_restarts() {
     // The caller re-publishes what was not acked; it gets acked on the new connection.
     publish_acked(&link, &mut rx, 2, &changed).await;
     // The broker lost its sessions (no persistence here): the subscription was made again.
-    let phone = Phone::connect(&broker, "zhang", &[]).await;
-    phone
-        .send_ack("zhang", r#"{"alert_id":"17-42","action":"ack"}"#)
-        .await;
+    let phone = Phone::connect_to(broker.port(), "zhang", &[]);
+    phone.publish(
+        &topics().ack("zhang"),
+        r#"{"alert_id":"17-42","action":"ack"}"#,
+    );
     let (topic, payload) = next_message(&mut rx).await;
     assert_eq!(
         parse_ack(&topics(), &topic, &payload).unwrap().action,
@@ -371,17 +275,18 @@ async fn the_link_comes_back_by_itself_after_the_broker_restarts() {
 async fn a_one_megabyte_ack_does_not_kill_the_link() {
     let broker = Broker::start();
     let (link, mut rx) = start_link(&broker, "gw-it-big").await;
-    let phone = Phone::connect(&broker, "zhang", &[]).await;
+    let phone = Phone::connect_to(broker.port(), "zhang", &[]);
 
-    phone.send_ack("zhang", vec![b'{'; 1 << 20]).await;
+    phone.publish(&topics().ack("zhang"), vec![b'{'; 1 << 20]);
     let (topic, payload) = next_message(&mut rx).await;
     assert_eq!(
         parse_ack(&topics(), &topic, &payload).unwrap_err().as_str(),
         "too_large"
     );
-    phone
-        .send_ack("zhang", r#"{"alert_id":"17-42","action":"ack"}"#)
-        .await;
+    phone.publish(
+        &topics().ack("zhang"),
+        r#"{"alert_id":"17-42","action":"ack"}"#,
+    );
     let (topic, payload) = next_message(&mut rx).await;
     assert_eq!(
         parse_ack(&topics(), &topic, &payload).unwrap().alert_id,
@@ -394,21 +299,23 @@ async fn a_one_megabyte_ack_does_not_kill_the_link() {
 async fn a_packet_over_the_limit_is_dropped_and_the_link_recovers() {
     let broker = Broker::start();
     let (link, mut rx) = start_link(&broker, "gw-it-huge").await;
-    let phone = Phone::connect(&broker, "zhang", &[]).await;
+    let phone = Phone::connect_to(broker.port(), "zhang", &[]);
 
     // Too big to read: the broker would re-deliver it on every reconnect of the persistent
     // session; the link drops the session once and carries on.
-    phone
-        .send_ack("zhang", vec![b' '; mqtt::MAX_INCOMING_PACKET + 1024])
-        .await;
+    phone.publish(
+        &topics().ack("zhang"),
+        vec![b' '; mqtt::MAX_INCOMING_PACKET + 1024],
+    );
     next(&mut rx, |e| {
         matches!(e, LinkEvent::Disconnected(_)).then_some(())
     })
     .await;
     next(&mut rx, |e| (e == LinkEvent::Connected).then_some(())).await;
-    phone
-        .send_ack("zhang", r#"{"alert_id":"17-42","action":"ack"}"#)
-        .await;
+    phone.publish(
+        &topics().ack("zhang"),
+        r#"{"alert_id":"17-42","action":"ack"}"#,
+    );
     let (topic, payload) = next(&mut rx, |e| match e {
         LinkEvent::Message { topic, payload, .. } => Some((topic, payload)),
         _ => None,
@@ -433,12 +340,11 @@ async fn a_packet_over_the_limit_is_dropped_and_the_link_recovers() {
 async fn a_requested_disconnect_ends_the_link_without_the_last_will() {
     let broker = Broker::start();
     let t = topics();
-    let mut watcher = Phone::connect(
-        &broker,
+    let mut watcher = Phone::connect_to(
+        broker.port(),
         "watcher",
         &[t.status("gw-it"), "bandgate/it/sentinel".into()],
-    )
-    .await;
+    );
     let (link, mut rx) = start_link(&broker, "gw-it-bye").await;
     link.disconnect();
     next(&mut rx, |e| {
@@ -449,10 +355,6 @@ async fn a_requested_disconnect_ends_the_link_without_the_last_will() {
     within(async { while rx.recv().await.is_some() {} }).await;
     assert!(!link.publish(1, &mqtt::last_will(&t, "gw-it")));
     // Had the broker published the will, it would come before this sentinel.
-    watcher
-        .client
-        .publish("bandgate/it/sentinel", QoS::AtLeastOnce, false, "x")
-        .await
-        .unwrap();
-    assert_eq!(watcher.recv().await.topic, "bandgate/it/sentinel");
+    watcher.publish("bandgate/it/sentinel", "x");
+    assert_eq!(watcher.recv().topic, "bandgate/it/sentinel");
 }

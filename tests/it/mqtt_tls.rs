@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use bandgate::adapters::mqtt::{self, connect, LinkEvent, MqttSettings, Publish, Topics};
 use bandgate::engine::frame::BandEvent;
 use rumqttc::{ConnectReturnCode, ConnectionError, MqttOptions, TlsConfiguration, Transport};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::broker::Broker;
-use crate::gateway::*;
+use crate::harness::*;
 
 // ---- certificates ----
 
@@ -129,92 +128,6 @@ fn phone_tls(ca: &Path) -> Transport {
     Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config)))
 }
 
-// ---- the shipped broker config ----
-
-pub(crate) fn shipped(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("config")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The gateway's MQTT user as the shipped ACL names it (its `user` line).
-pub(crate) fn acl_gateway_user() -> String {
-    shipped("mosquitto.acl")
-        .lines()
-        .find_map(|l| l.strip_prefix("user "))
-        .expect("the shipped ACL has a `user` line for the gateway")
-        .trim()
-        .to_owned()
-}
-
-/// Replaces the one directive line starting with `key ` in a Mosquitto config.
-pub(crate) fn set_directive(conf: &str, key: &str, value: &str) -> String {
-    let prefix = format!("{key} ");
-    let hits = conf.lines().filter(|l| l.starts_with(&prefix)).count();
-    assert_eq!(hits, 1, "config/mosquitto.conf: expected one `{key}` line");
-    conf.lines()
-        .map(|l| {
-            if l.starts_with(&prefix) {
-                format!("{key} {value}")
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Mosquitto run from `config/mosquitto.conf` and `config/mosquitto.acl` as shipped, changed
-/// only where the paths and the port must be, installed as the conf's comments say: the conf
-/// in `conf.d/` under a main config like Debian's (`persistence_location`, `include_dir`);
-/// the password file made with `mosquitto_passwd -b` (the first user with `-c`).
-pub(crate) fn shipped_broker(users: &[(&str, &str)]) -> Broker {
-    shipped_broker_edited(users, |conf| conf)
-}
-
-/// `shipped_broker` with `edit` applied to the shipped `mosquitto.conf` (after the paths).
-pub(crate) fn shipped_broker_edited(
-    users: &[(&str, &str)],
-    edit: impl FnOnce(String) -> String,
-) -> Broker {
-    Broker::start_config(|dir, port| {
-        let passwd = dir.join("bandgate.passwd");
-        for (i, (user, password)) in users.iter().enumerate() {
-            let mut cmd = Command::new("mosquitto_passwd");
-            cmd.arg("-b");
-            if i == 0 {
-                cmd.arg("-c");
-            }
-            let out = cmd
-                .arg(&passwd)
-                .args([user, password])
-                .output()
-                .expect("mosquitto_passwd not found; install mosquitto");
-            assert!(
-                out.status.success(),
-                "mosquitto_passwd: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let acl = dir.join("bandgate.acl");
-        std::fs::write(&acl, shipped("mosquitto.acl")).unwrap();
-        let conf = shipped("mosquitto.conf");
-        let conf = set_directive(&conf, "listener", &format!("{port} 127.0.0.1"));
-        let conf = set_directive(&conf, "password_file", &passwd.display().to_string());
-        let conf = set_directive(&conf, "acl_file", &acl.display().to_string());
-        let conf = edit(conf);
-        let conf_d = dir.join("conf.d");
-        std::fs::create_dir(&conf_d).unwrap();
-        std::fs::write(conf_d.join("bandgate.conf"), conf).unwrap();
-        // Debian's /etc/mosquitto/mosquitto.conf, less its pid file and log file.
-        format!(
-            "persistence true\npersistence_location {d}/\ninclude_dir {d}/conf.d\n",
-            d = dir.display()
-        )
-    })
-}
-
 // ---- the link, in-process ----
 
 const LINK_WAIT: Duration = Duration::from_secs(20);
@@ -293,41 +206,12 @@ async fn the_link_refuses_a_broker_its_ca_did_not_sign_and_keeps_trying() {
 
 // ---- the built binary ----
 
-/// Points the site's gateway at `url` with extra `[mqtt]` lines.
-pub(crate) fn set_mqtt(site: &Site, url: &str, extra: &str) {
-    let text = std::fs::read_to_string(&site.config).unwrap();
-    let old = format!("url = \"mqtt://127.0.0.1:{}\"\n", site.broker_port);
-    assert!(text.contains(&old));
-    let text = text.replace(&old, &format!("url = \"{url}\"\n{extra}"));
-    std::fs::write(&site.config, text).unwrap();
-}
-
-pub(crate) fn toml_path(p: &Path) -> String {
-    format!("{:?}", p.display().to_string())
-}
-
-/// `bandgate alerts --json` through the running daemon's control socket.
-pub(crate) fn open_alerts(site: &Site) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_bandgate"))
-        .args(["alerts", "--json", "--socket"])
-        .arg(site.path().join("control.sock"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bandgate alerts: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["alerts"].as_array().unwrap().clone()
-}
-
 /// Waits until the daemon is at `tier` for `alert_id`, asked through the control socket.
 fn wait_tier(site: &Site, gw: &Gateway, alert_id: &str, tier: u64) {
     let deadline = Instant::now() + WAIT;
     loop {
-        if site.path().join("control.sock").exists() {
-            let alerts = open_alerts(site);
+        if site.socket().exists() {
+            let alerts = site.alerts();
             if alerts
                 .iter()
                 .any(|a| a["alert_id"] == alert_id && a["tier"].as_u64() >= Some(tier))
@@ -341,19 +225,6 @@ fn wait_tier(site: &Site, gw: &Gateway, alert_id: &str, tier: u64) {
             gw.log()
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits until `needle` is in the gateway's log `times` times (the link retried).
-fn wait_log_times(gw: &Gateway, needle: &str, times: usize) {
-    let deadline = Instant::now() + WAIT;
-    while gw.log().matches(needle).count() < times {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not log {needle:?} {times} times; its log:\n{}",
-            gw.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -376,8 +247,7 @@ fn the_daemon_pages_a_tls_phone_over_mqtts() {
         &quiet_site(),
         &[sent(300, 17, 101, BandEvent::Sos)],
     );
-    set_mqtt(
-        &site,
+    site.set_mqtt(
         &mqtts_url(&broker),
         &format!("ca_file = {}\n", toml_path(&ca_of(&broker))),
     );
@@ -407,7 +277,7 @@ fn mqtts_without_ca_file_trusts_the_system_store() {
         &quiet_site(),
         &[sent(300, 17, 101, BandEvent::Sos)],
     );
-    set_mqtt(&site, &mqtts_url(&broker), "");
+    site.set_mqtt(&mqtts_url(&broker), "");
     let p = site.prefix();
     let mut opts = Phone::options(broker.port(), "phones-tls3");
     opts.set_transport(phone_tls(&ca_of(&broker)));
@@ -428,33 +298,23 @@ fn an_untrusted_broker_certificate_is_logged_retried_and_escalation_goes_on() {
         &quiet_site(),
         &[sent(300, 17, 101, BandEvent::Sos)],
     );
-    set_mqtt(
-        &site,
+    site.set_mqtt(
         &mqtts_url(&broker),
         &format!("ca_file = {}\n", toml_path(&foreign_ca)),
     );
     let mut gw = Gateway::start(&site, "gateway.log", &[]);
-    wait_log_times(&gw, "MQTT connection failed", 3);
-    let log = gw.log();
-    let warn = log
-        .lines()
-        .find(|l| l.contains("MQTT connection failed"))
-        .unwrap();
+    gw.wait_log_times("MQTT connection failed", 3);
+    let warn = gw.log_line("MQTT connection failed");
     assert!(warn.contains("WARN"), "{warn}");
     assert!(
         warn.contains("invalid peer certificate: UnknownIssuer") && warn.contains("mqtt.ca_file"),
         "the warning does not name the TLS problem: {warn}"
     );
+    let log = gw.log();
     assert!(!log.contains("broker connected"), "{log}");
     // No broker, but the alert still climbs the tiers (pages wait in the outbox).
     wait_tier(&site, &gw, "17-101", 2);
     assert!(gw.is_running(), "{}", gw.log());
-}
-
-pub(crate) fn with_password(port: u16, client_id: &str, user: &str, password: &str) -> MqttOptions {
-    let mut o = Phone::options(port, client_id);
-    o.set_credentials(user, password);
-    o
 }
 
 /// Why the broker refused a client with these options (`None`: it accepted it).
@@ -470,7 +330,7 @@ fn refusal(opts: MqttOptions) -> Option<ConnectionError> {
 #[test]
 fn the_shipped_broker_config_ties_each_phone_to_its_own_pages_and_acks() {
     let gw_user = acl_gateway_user();
-    let broker = shipped_broker(&[
+    let broker = Broker::shipped(&[
         (&gw_user, "gw-secret"),
         ("zhang", "zhang-pw"),
         ("li", "li-pw"),
@@ -488,9 +348,9 @@ fn the_shipped_broker_config_ties_each_phone_to_its_own_pages_and_acks() {
     };
     let anonymous = refusal(Phone::options(port, "anon"));
     assert!(refused(&anonymous), "anonymous: {anonymous:?}");
-    let wrong = refusal(with_password(port, "zhang-bad", "zhang", "li-pw"));
+    let wrong = refusal(Phone::options_as(port, "zhang-bad", "zhang", "li-pw"));
     assert!(refused(&wrong), "wrong password: {wrong:?}");
-    assert!(refusal(with_password(port, "zhang-ok", "zhang", "zhang-pw")).is_none());
+    assert!(refusal(Phone::options_as(port, "zhang-ok", "zhang", "zhang-pw")).is_none());
 
     let site = Site::new(
         "acl1",
@@ -498,29 +358,20 @@ fn the_shipped_broker_config_ties_each_phone_to_its_own_pages_and_acks() {
         &quiet_site(),
         &[sent(300, 17, 101, BandEvent::Sos)],
     );
-    let secret = crate::support::write_private(site.path(), "mqtt-password", "gw-secret\n");
-    set_mqtt(
-        &site,
-        &format!("mqtt://127.0.0.1:{port}"),
-        &format!(
-            "username = {gw_user:?}\npassword_file = {}\n",
-            toml_path(&secret)
-        ),
-    );
+    site.login(&gw_user, "gw-secret\n");
     let p = site.prefix();
     // zhang also tries to read li's pages; the ACL must not let them through.
-    let zhang = Phone::connect_with(
-        with_password(port, "phone-zhang", "zhang", "zhang-pw"),
+    let zhang = Phone::login(
+        port,
+        "zhang",
+        "zhang-pw",
         &[
             format!("{p}/alerts/#"),
             format!("{p}/notify/zhang"),
             format!("{p}/notify/li"),
         ],
     );
-    let li = Phone::connect_with(
-        with_password(port, "phone-li", "li", "li-pw"),
-        &[format!("{p}/notify/li")],
-    );
+    let li = Phone::login(port, "li", "li-pw", &[format!("{p}/notify/li")]);
     let gw = Gateway::start(&site, "gateway.log", &[]);
 
     // The gateway's user writes pages and the retained alert document; zhang reads both.
@@ -569,7 +420,7 @@ fn the_shipped_broker_config_ties_each_phone_to_its_own_pages_and_acks() {
 #[test]
 fn a_wrong_gateway_password_is_logged_plainly_and_retried() {
     let gw_user = acl_gateway_user();
-    let broker = shipped_broker(&[(&gw_user, "gw-secret")]);
+    let broker = Broker::shipped(&[(&gw_user, "gw-secret")]);
     let port = broker.port();
     let site = Site::new(
         "acl2",
@@ -577,22 +428,10 @@ fn a_wrong_gateway_password_is_logged_plainly_and_retried() {
         &quiet_site(),
         &[sent(300, 17, 101, BandEvent::Sos)],
     );
-    let secret = crate::support::write_private(site.path(), "mqtt-password", "not-the-secret\n");
-    set_mqtt(
-        &site,
-        &format!("mqtt://127.0.0.1:{port}"),
-        &format!(
-            "username = {gw_user:?}\npassword_file = {}\n",
-            toml_path(&secret)
-        ),
-    );
+    site.login(&gw_user, "not-the-secret\n");
     let mut gw = Gateway::start(&site, "gateway.log", &[]);
-    wait_log_times(&gw, "MQTT connection failed", 3);
-    let log = gw.log();
-    let warn = log
-        .lines()
-        .find(|l| l.contains("MQTT connection failed"))
-        .unwrap();
+    gw.wait_log_times("MQTT connection failed", 3);
+    let warn = gw.log_line("MQTT connection failed");
     assert!(warn.contains("WARN"), "{warn}");
     assert!(
         warn.contains("user name or password"),

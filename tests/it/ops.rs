@@ -4,302 +4,40 @@
 //! and `enrol` on a commented key file.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bandgate::adapters::control::{Request, Response};
-use bandgate::adapters::replay::CaptureLine;
-use bandgate::cmd::operate as control;
 use bandgate::engine::{frame, BandEvent, DeviceKey, Frame};
-use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
 
-use crate::broker::Broker;
-use crate::support::write_private;
+use crate::harness::vectors::write_private;
+use crate::harness::*;
 
-const WAIT: Duration = Duration::from_secs(15);
-/// Not one byte repeated: the key file refuses such placeholder keys.
-const KEY_17: [u8; 16] = *b"\x17ops-test-key-17";
 const PREFIX: &str = "bandgate/ops";
 
-fn bandgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bandgate"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A sealed frame from band 17 as a capture line.
-fn capture_line(t_ms: u64, seq: u32, event: BandEvent, key: [u8; 16]) -> String {
-    let f = Frame {
-        device_id: 17,
-        seq,
-        battery_pct: 80,
-        worn: true,
-        event,
+/// The site: band 17 (of 王秀英, r017) is enrolled and presses SOS (alert 17-1); a second
+/// frame, sealed with a key the gateway does not have, is refused (`auth`). Quiet timers.
+fn ops_site(broker: &Broker) -> Site {
+    let cfg = SiteConfig {
+        ack_timeouts: vec!["10m", "10m"],
+        renotify_every: "10m",
+        repeat_every: "10m",
+        claim_timeout: "15m",
+        cancel_verify_timeout: "5m",
+        resolved_retention: "10m",
+        keys: vec![17],
+        ..SiteConfig::default()
     };
-    let line = CaptureLine {
-        t_ms,
-        addr: "C8:FD:19:00:00:11".into(),
-        rssi: Some(-60),
-        company_id: 0xFFFF,
-        data: hex::encode(frame::seal(&f, 0xFFFF, &DeviceKey(key))),
-    };
-    serde_json::to_string(&line).unwrap()
-}
-
-/// A gateway's files in a temp dir: config, keys (0600), a capture with one SOS from band 17
-/// and one frame sealed with the wrong key.
-struct Site {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    socket: PathBuf,
-}
-
-impl Site {
-    fn new(broker: &Broker) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        write_private(
-            dir.path(),
-            "keys.toml",
-            &format!("[devices]\n17 = \"{}\"\n", hex::encode(KEY_17)),
-        );
-        let capture = [
-            capture_line(0, 1, BandEvent::Sos, KEY_17),
-            capture_line(10, 2, BandEvent::Sos, [0x99; 16]),
-        ]
-        .join("\n");
-        std::fs::write(dir.path().join("capture.jsonl"), capture + "\n").unwrap();
-        let config = format!(
-            r#"site_id = "ops"
-gateway_id = "gw-ops"
-locale = "en"
-timezone = "UTC"
-state_dir = "state"
-keys_file = "keys.toml"
-control_socket = "bandgate.sock"
-
-[ble]
-source = "replay"
-replay_file = "capture.jsonl"
-
-[mqtt]
-url = "{url}"
-
-[escalation]
-ack_timeouts = ["10m", "10m"]
-renotify_every = "10m"
-repeat_every = "10m"
-supervisors = ["chen"]
-
-[[staff]]
-id = "zhang"
-name = "Zhang Wei"
-
-[[staff]]
-id = "li"
-name = "Li Na"
-
-[[staff]]
-id = "chen"
-name = "Chen Jie"
-
-[[rota]]
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-from = "00:00"
-to = "00:00"
-staff = ["zhang"]
-
-[[residents]]
-id = "r017"
-name = "Wang Xiuying"
-device_id = 17
-team = ["li"]
-"#,
-            url = broker.url()
-        );
-        let path = dir.path().join("bandgate.toml");
-        std::fs::write(&path, config).unwrap();
-        Site {
-            socket: dir.path().join("bandgate.sock"),
-            config: path,
-            dir,
-        }
-    }
-
-    fn socket(&self) -> &str {
-        self.socket.to_str().unwrap()
-    }
-
-    /// `bandgate <command> --socket <ours> <args>`.
-    fn cli(&self, command: &str, args: &[&str]) -> Output {
-        let mut all = vec![command, "--socket", self.socket()];
-        all.extend_from_slice(args);
-        bandgate(&all)
-    }
-
-    fn json(&self, command: &str, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let out = self.cli(command, &all);
-        assert!(
-            out.status.success(),
-            "{command} {args:?}: {}",
-            text(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-/// `bandgate run` as a child process; killed on drop unless stopped.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts the daemon and waits until its control socket answers and the broker is
-    /// connected.
-    fn start(site: &Site) -> Daemon {
-        let log = site.dir.path().join("daemon.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_bandgate"))
-            .arg("run")
-            .arg("--config")
-            .arg(&site.config)
-            .arg("--fast")
-            .env("RUST_LOG", "warn,bandgate=info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let mut d = Daemon {
-            child: Some(child),
-            log,
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("bandgate run exited with {status}:\n{}", d.log());
-            }
-            if let Ok(Response::Status(s)) = control::request(&site.socket, &Request::Status) {
-                if s.broker_connected {
-                    return d;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not answer on its socket with the broker connected:\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, as systemd stops it; returns whether it exited 0.
-    fn stop(mut self) -> bool {
-        let mut child = self.child.take().unwrap();
-        let pid = child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.success();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "bandgate did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A duty phone: a plain MQTT client on the whole site prefix.
-struct Phone {
-    client: Client,
-    rx: mpsc::Receiver<(String, Value)>,
-}
-
-impl Phone {
-    fn connect(broker: &Broker) -> Phone {
-        let opts = MqttOptions::new("ops-phone", "127.0.0.1", broker.port());
-        let (client, mut connection) = Client::new(opts, 64);
-        let (tx, rx) = mpsc::channel();
-        let (subacked_tx, subacked) = mpsc::channel();
-        std::thread::spawn(move || {
-            for ev in connection.iter() {
-                match ev {
-                    Ok(Event::Incoming(Incoming::Publish(p))) => {
-                        // Cleared retained copies are empty: not a document.
-                        if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
-                            if tx.send((p.topic.clone(), v)).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
-                        let _ = subacked_tx.send(());
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                }
-            }
-        });
-        client
-            .subscribe(format!("{PREFIX}/#"), QoS::AtLeastOnce)
-            .unwrap();
-        subacked.recv_timeout(WAIT).expect("no SUBACK");
-        Phone { client, rx }
-    }
-
-    /// The first message on `topic` that `pick` accepts (others are skipped).
-    fn wait(&self, topic: &str, pick: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok((t, v)) if t == topic && pick(&v) => return v,
-                Ok(_) => {}
-                Err(_) => panic!("nothing on {topic} matched within {WAIT:?}"),
-            }
-        }
-    }
-
-    fn ack(&self, staff: &str, body: Value) {
-        self.client
-            .publish(
-                format!("{PREFIX}/ack/{staff}"),
-                QoS::AtLeastOnce,
-                false,
-                body.to_string(),
-            )
-            .unwrap();
-    }
+    let capture = [
+        sent(0, 17, 1, BandEvent::Sos),
+        Sent {
+            forged: true,
+            ..sent(10, 17, 2, BandEvent::Sos)
+        },
+    ];
+    Site::new("ops", broker.port(), &cfg, &capture)
 }
 
 fn is_root() -> bool {
@@ -328,17 +66,20 @@ fn as_outsider(socket: &Path, args: &[&str]) -> Output {
 #[test]
 fn operator_commands_go_through_the_running_daemon() {
     let broker = Broker::start();
-    let site = Site::new(&broker);
+    let site = ops_site(&broker);
+    let socket = site.socket();
+    let s = socket.to_str().unwrap();
     // A socket left behind by a crash: the daemon replaces it.
-    drop(std::os::unix::net::UnixListener::bind(&site.socket).unwrap());
-    let phone = Phone::connect(&broker);
-    let daemon = Daemon::start(&site);
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let phone = Phone::connect_to(broker.port(), "ops-phone", &[format!("{PREFIX}/#")]);
+    let mut daemon = Gateway::start_args(&site, "daemon.log", &["--fast"], &[]);
+    daemon.wait_ready(&site);
 
-    let meta = std::fs::metadata(&site.socket).unwrap();
+    let meta = std::fs::metadata(&socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660, "socket mode");
 
     // The capture's SOS pages zhang (on duty).
-    phone.wait(&format!("{PREFIX}/notify/zhang"), |v| {
+    phone.wait_doc(&format!("{PREFIX}/notify/zhang"), |v| {
         v["reason"] == "new" && v["alert"]["alert_id"] == "17-1"
     });
 
@@ -386,7 +127,7 @@ fn operator_commands_go_through_the_running_daemon() {
     assert_eq!(a["alert_id"], "17-1");
     assert_eq!(a["kind"], "sos");
     assert_eq!(a["resident_id"], "r017");
-    assert_eq!(a["resident_name"], "Wang Xiuying");
+    assert_eq!(a["resident_name"], "王秀英");
     assert_eq!(a["state"], "open");
     assert_eq!(a["tier"], 1);
     assert_eq!(a["notified"], serde_json::json!(["zhang"]));
@@ -395,7 +136,7 @@ fn operator_commands_go_through_the_running_daemon() {
     let human = text(&out.stdout);
     assert!(human.starts_with("ALERT"), "{human}");
     assert!(
-        human.contains("17-1") && human.contains("Wang Xiuying (r017)") && human.contains("open"),
+        human.contains("17-1") && human.contains("王秀英 (r017)") && human.contains("open"),
         "{human}"
     );
 
@@ -403,11 +144,11 @@ fn operator_commands_go_through_the_running_daemon() {
     let out = site.cli("ack", &["17-1", "--as", "li"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("17-1 (sos, Wang Xiuying (r017)): acknowledged by li"),
+        text(&out.stdout).contains("17-1 (sos, 王秀英 (r017)): acknowledged by li"),
         "{}",
         text(&out.stdout)
     );
-    let note = phone.wait(&format!("{PREFIX}/notify/zhang"), |v| {
+    let note = phone.wait_doc(&format!("{PREFIX}/notify/zhang"), |v| {
         v["reason"] == "acknowledged"
     });
     assert_eq!(note["alert"]["acked_by"], "li");
@@ -417,10 +158,10 @@ fn operator_commands_go_through_the_running_daemon() {
     );
 
     // Refusals: the reason, a non-zero exit, nothing changed.
-    let out = site.cli("ack", &["17-1", "--as", "wang"]);
+    let out = site.cli("ack", &["17-1", "--as", "ghost"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("refused: unknown staff \"wang\""),
+        text(&out.stderr).contains("refused: unknown staff \"ghost\""),
         "{}",
         text(&out.stderr)
     );
@@ -454,7 +195,7 @@ fn operator_commands_go_through_the_running_daemon() {
         "{}",
         text(&out.stdout)
     );
-    let doc = phone.wait(&format!("{PREFIX}/alerts/17-1"), |v| {
+    let doc = phone.wait_doc(&format!("{PREFIX}/alerts/17-1"), |v| {
         v["state"] == "resolved"
     });
     assert_eq!(doc["resolution"], "false_alarm");
@@ -475,16 +216,17 @@ fn operator_commands_go_through_the_running_daemon() {
     assert_eq!(raised["result"], "alert");
     let id = raised["alert_id"].as_str().unwrap().to_string();
     assert!(id.starts_with("test-"), "{raised}");
-    let page = phone.wait(&format!("{PREFIX}/notify/zhang"), |v| {
+    let page = phone.wait_doc(&format!("{PREFIX}/notify/zhang"), |v| {
         v["alert"]["alert_id"] == id.as_str()
     });
     assert_eq!(page["reason"], "new");
     assert_eq!(page["alert"]["kind"], "test");
-    phone.ack(
+    phone.act(
+        PREFIX,
         "zhang",
         serde_json::json!({"alert_id": id, "action": "ack"}),
     );
-    let doc = phone.wait(&format!("{PREFIX}/alerts/{id}"), |v| {
+    let doc = phone.wait_doc(&format!("{PREFIX}/alerts/{id}"), |v| {
         v["state"] == "resolved"
     });
     assert_eq!(doc["resolution"], "test");
@@ -504,7 +246,7 @@ fn operator_commands_go_through_the_running_daemon() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     // Someone outside the bandgate group.
-    let out = as_outsider(&site.socket, &["status", "--socket", site.socket()]);
+    let out = as_outsider(&socket, &["status", "--socket", s]);
     assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains(
@@ -515,18 +257,13 @@ fn operator_commands_go_through_the_running_daemon() {
     );
 
     // Stopping removes the socket; then the commands say it is not running.
-    let log_path = daemon.log.clone();
-    assert!(
-        daemon.stop(),
-        "{}",
-        std::fs::read_to_string(log_path).unwrap()
-    );
-    assert!(!site.socket.exists(), "socket left behind");
+    let stopped = daemon.term();
+    assert!(stopped.success(), "{}", daemon.log());
+    assert!(!socket.exists(), "socket left behind");
     let out = site.cli("status", &[]);
     assert_eq!(out.status.code(), Some(69));
     assert!(text(&out.stderr).contains(&format!(
-        "bandgate is not running: no socket at {}; start it with systemctl start bandgate",
-        site.socket()
+        "bandgate is not running: no socket at {s}; start it with systemctl start bandgate"
     )));
 }
 

@@ -12,17 +12,12 @@ use bandgate::engine::frame::BandEvent;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 
-use crate::broker::Broker;
-use crate::gateway::{find_page, sent, Gateway, Msg, Phone, Site, SiteConfig};
-use crate::mqtt_tls::{
-    acl_gateway_user, open_alerts, set_mqtt, shipped_broker, shipped_broker_edited, toml_path,
-    with_password,
+use crate::harness::{
+    acl_gateway_user, find_page, sent, Broker, Gateway, Msg, Phone, Site, SiteConfig, WAIT,
 };
 
 const USERS: [&str; 4] = ["zhang", "li", "wang", "chen"];
 const BIG: usize = 3 * 1024 * 1024;
-/// Bounds every wait of these tests.
-const WAIT: Duration = Duration::from_secs(30);
 
 fn password(user: &str) -> String {
     format!("{user}-pw")
@@ -47,9 +42,9 @@ fn broker(limit: bool) -> Broker {
         .map(|(u, p)| (u.as_str(), p.as_str()))
         .collect();
     if limit {
-        return shipped_broker(&users);
+        return Broker::shipped(&users);
     }
-    shipped_broker_edited(&users, |conf| {
+    Broker::shipped_edited(&users, |conf| {
         assert!(
             conf.lines().any(|l| l.starts_with("max_packet_size ")),
             "config/mosquitto.conf sets no max_packet_size"
@@ -82,28 +77,12 @@ fn site(name: &str, broker: &Broker, cfg: &SiteConfig, sos_ms: u64) -> Site {
         &[sent(sos_ms, 17, 101, BandEvent::Sos)],
     );
     let gw = acl_gateway_user();
-    let secret = crate::support::write_private(site.path(), "mqtt-password", &password(&gw));
-    set_mqtt(
-        &site,
-        &broker.url(),
-        &format!(
-            "username = {gw:?}\npassword_file = {}\n",
-            toml_path(&secret)
-        ),
-    );
+    site.login(&gw, &password(&gw));
     site
 }
 
 fn phone(broker: &Broker, user: &str, filters: &[String]) -> Phone {
-    Phone::connect_with(
-        with_password(
-            broker.port(),
-            &format!("phone-{user}"),
-            user,
-            &password(user),
-        ),
-        filters,
-    )
+    Phone::login(broker.port(), user, &password(user), filters)
 }
 
 /// A client of `user` that can write and read packets of any size.
@@ -202,20 +181,8 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn status(site: &Site) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_bandgate"))
-        .args(["status", "--json", "--config"])
-        .arg(&site.config)
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(v["result"], "status", "{v}");
-    v
-}
-
 fn alert_17(site: &Site) -> Value {
-    open_alerts(site)
+    site.alerts()
         .into_iter()
         .find(|a| a["alert_id"] == "17-101")
         .expect("alert 17-101 is open")
@@ -225,8 +192,8 @@ fn alert_17(site: &Site) -> Value {
 fn wait_status(site: &Site, gw: &Gateway, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + WAIT;
     loop {
-        if site.path().join("control.sock").exists() {
-            let s = status(site);
+        if site.socket().exists() {
+            let s = site.status();
             if pred(&s) {
                 return s;
             }
@@ -348,7 +315,7 @@ fn retained_phone_messages_are_not_replayed_and_are_cleared() {
         assert!(Instant::now() < deadline, "{}", gw.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let retained_before = status(&site)["messages_ignored"]["retained"]
+    let retained_before = site.status()["messages_ignored"]["retained"]
         .as_u64()
         .unwrap();
     let connected_before = connects(&gw);
@@ -364,7 +331,7 @@ fn retained_phone_messages_are_not_replayed_and_are_cleared() {
     assert_eq!(a["state"], "open", "{a}");
     assert_eq!(a["acked_by"], Value::Null, "re-claimed by a replay: {a}");
     assert!(retained_on(&broker, &topic).is_empty(), "not cleared");
-    let s = status(&site);
+    let s = site.status();
     assert!(
         s["messages_ignored"]["retained"].as_u64().unwrap() >= retained_before,
         "{s}"
@@ -437,7 +404,7 @@ fn a_phone_looping_ack_decline_pages_fewer_than_20_times() {
     let p = site.prefix();
     // Everyone's pages, read with the gateway's account.
     let board = Phone::connect_with(
-        with_password(
+        Phone::options_as(
             broker.port(),
             "board",
             &acl_gateway_user(),
@@ -466,7 +433,7 @@ fn a_phone_looping_ack_decline_pages_fewer_than_20_times() {
     assert!(pages < 20, "{pages} pages from 200 ack/decline");
     // The first decline did escalate: tier 2 heard that nobody is going.
     assert!(find_page(&msgs, &p, "li", "claim_lapsed", "17-101").is_some());
-    let s = status(&site);
+    let s = site.status();
     assert_eq!(s["messages_ignored"]["rate_limited"], Value::Null, "{s}");
 }
 
@@ -545,7 +512,7 @@ fn a_flood_from_one_phone_leaves_paging_status_and_other_acks_on_time() {
     assert_on_time(&times, window, 5, Duration::from_millis(1800), "");
     // The operator gets an answer.
     let t = Instant::now();
-    let s = status(&site);
+    let s = site.status();
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(
         s["messages_ignored"]["rate_limited"].as_u64().unwrap() > 10_000,
@@ -560,7 +527,7 @@ fn a_flood_from_one_phone_leaves_paging_status_and_other_acks_on_time() {
         assert!(
             t.elapsed() < Duration::from_secs(1),
             "chen's ack not applied within 1 s; status {}\nbroker log tail {}\ngateway log tail:\n{}",
-            status(&site),
+            site.status(),
             tail(&broker.log(), 20),
             tail(&gw.log(), 40)
         );

@@ -2,15 +2,13 @@
 //! the disk holds, the gateway starts, pages a new SOS, restores every readable alert, says
 //! `degraded`, and pages the supervisors with a `gateway_fault` within 15 s of start.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bandgate::adapters::store::DB_FILE;
 use bandgate::engine::frame::BandEvent;
 use serde_json::Value;
 
-use crate::broker::Broker;
-use crate::gateway::*;
+use crate::harness::*;
 use crate::store_recover::{open_alert, sql, used_state, ReadOnlyMount, DAMAGE_RECORDS};
 
 /// The contract's promise: the supervisors hear of a lost state within 15 s of start.
@@ -35,17 +33,6 @@ fn site(id: &str, broker: &Broker) -> Site {
         &cfg(),
         &[sent(300, 17, 101, BandEvent::Sos)],
     )
-}
-
-/// `bandgate status --json` of the running gateway.
-fn status(site: &Site) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_bandgate"))
-        .args(["status", "--json", "--config"])
-        .arg(&site.config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The page every test waits for: the supervisor chen gets `gateway_fault` 1, `new`, in time.
@@ -76,7 +63,7 @@ fn assert_fault_paged(phone: &Phone, site: &Site, started: Instant, mentions: &s
 
 /// `bandgate status` says degraded, with a reason containing `why`.
 fn assert_degraded(site: &Site, why: &str) {
-    let s = status(site);
+    let s = site.status();
     assert_eq!(s["state"], "degraded", "{s}");
     let reasons = s["degraded"].as_array().unwrap();
     assert!(
@@ -148,11 +135,7 @@ fn unreadable_records_are_skipped_and_every_readable_alert_restored_and_paged() 
         "{log}"
     );
     assert_degraded(&site, "unreadable alerts record 17-1");
-    let alerts = Command::new(env!("CARGO_BIN_EXE_bandgate"))
-        .args(["alerts", "--config"])
-        .arg(&site.config)
-        .output()
-        .unwrap();
+    let alerts = bandgate(&["alerts", "--config", site.config.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&alerts.stdout);
     assert!(
         text.contains("gateway-gw-rc1-fault-1  gateway_fault  -"),

@@ -3,7 +3,7 @@
 use bandgate::cmd::cli::{frame_json, parse_hex};
 use bandgate::engine::{frame, Intake, Reject};
 
-use crate::support::*;
+use crate::harness::vectors::*;
 
 #[test]
 fn the_vectors_are_a_byte_identical_copy_of_the_spec() {

@@ -1,12 +1,13 @@
 //! The demo's MQTT broker on a free loopback port: rumqttd inside the process (feature `demo`)
 //! or a `mosquitto` child with its own config file in the demo's directory.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
+#[cfg(feature = "demo")]
+use anyhow::Context;
+
+use super::mosquitto::{self, Mosquitto};
 
 /// Which broker `bandgate demo` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,7 +26,8 @@ pub struct Broker {
     pub port: u16,
     /// What the user is told: "embedded (rumqttd)" or the mosquitto path.
     pub name: String,
-    child: Option<Child>,
+    /// The mosquitto child (killed on drop); `None` for the embedded broker.
+    _mosquitto: Option<Mosquitto>,
 }
 
 /// How to get a broker when this build has none and mosquitto is not installed.
@@ -38,61 +40,14 @@ impl Broker {
     pub fn start(choice: BrokerChoice, dir: &Path) -> anyhow::Result<Broker> {
         match choice {
             BrokerChoice::Embedded => embedded(),
-            BrokerChoice::Mosquitto => match mosquitto_path() {
-                Some(path) => mosquitto(&path, dir),
-                None => bail!(
-                    "mosquitto not found on PATH nor in /usr/sbin; install it: sudo apt install mosquitto"
-                ),
-            },
+            BrokerChoice::Mosquitto => mosquitto(dir),
             BrokerChoice::Auto if cfg!(feature = "demo") => embedded(),
-            BrokerChoice::Auto => match mosquitto_path() {
-                Some(path) => mosquitto(&path, dir),
+            BrokerChoice::Auto => match mosquitto::find() {
+                Some(_) => mosquitto(dir),
                 None => bail!("{NO_BROKER_HELP}"),
             },
         }
     }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")
-        .context("finding a free loopback port")?
-        .local_addr()?
-        .port())
-}
-
-/// Waits until something accepts connections on the port (brokers bind in their own time).
-fn wait_for_port(port: u16, mut alive: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        alive()?;
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the broker does not accept connections on 127.0.0.1:{port} after 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn mosquitto_path() -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    // Debian installs it in /usr/sbin, which is not on a normal user's PATH.
-    dirs.extend(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join("mosquitto"))
-        .find(|p| p.is_file())
 }
 
 /// The largest packet the demo's broker takes from any client: the shipped Mosquitto
@@ -100,47 +55,18 @@ fn mosquitto_path() -> Option<PathBuf> {
 const MAX_PACKET: usize = 256 * 1024;
 const _: () = assert!(MAX_PACKET <= crate::adapters::mqtt::MAX_INCOMING_PACKET);
 
-fn mosquitto(path: &Path, dir: &Path) -> anyhow::Result<Broker> {
-    let port = free_port()?;
-    let conf = dir.join("mosquitto.conf");
-    let log = dir.join("mosquitto.log");
-    // `user root` keeps a root-run mosquitto from switching to the mosquitto user, who could
-    // not write the log in our directory; it is ignored when not run as root.
+fn mosquitto(dir: &Path) -> anyhow::Result<Broker> {
     // `max_packet_size`: as in config/mosquitto.conf, no client may publish what the
     // gateway cannot read (mqtt::MAX_INCOMING_PACKET is larger).
-    std::fs::write(
-        &conf,
+    let child = Mosquitto::start(dir, |port| {
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size {MAX_PACKET}\nuser root\nlog_dest stderr\n"
-        ),
-    )
-    .with_context(|| format!("writing {}", conf.display()))?;
-    let log_file = std::fs::File::create(&log)?;
-    let mut child = Command::new(path)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .spawn()
-        .with_context(|| format!("starting {}", path.display()))?;
-    let ready = wait_for_port(port, || match child.try_wait()? {
-        Some(status) => bail!(
-            "mosquitto exited with {status}; its log ({}):\n{}",
-            log.display(),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        ),
-        None => Ok(()),
-    });
-    if let Err(e) = ready {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(e);
-    }
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size {MAX_PACKET}\n"
+        )
+    })?;
     Ok(Broker {
-        port,
-        name: format!("mosquitto ({})", path.display()),
-        child: Some(child),
+        port: child.port(),
+        name: format!("mosquitto ({})", child.binary().display()),
+        _mosquitto: Some(child),
     })
 }
 
@@ -153,7 +79,7 @@ fn embedded() -> anyhow::Result<Broker> {
 fn embedded() -> anyhow::Result<Broker> {
     use std::collections::HashMap;
 
-    let port = free_port()?;
+    let port = mosquitto::free_port()?;
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 60_000,
         // rumqttd reads no packet larger than this: like `max_packet_size` in
@@ -197,13 +123,13 @@ fn embedded() -> anyhow::Result<Broker> {
             let _ = done_tx.send(why);
         })
         .context("starting the embedded broker's thread")?;
-    wait_for_port(port, || match done_rx.try_recv() {
+    mosquitto::wait_for_port(port, || match done_rx.try_recv() {
         Ok(why) => bail!("{why}"),
         Err(_) => Ok(()),
     })?;
     Ok(Broker {
         port,
         name: "embedded (rumqttd)".into(),
-        child: None,
+        _mosquitto: None,
     })
 }
