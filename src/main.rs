@@ -100,7 +100,7 @@ enum Command {
     /// MQTT, state kept in state_dir. Exits 78 on a bad configuration, 1 on a failure.
     Run {
         /// The configuration file.
-        #[arg(long, default_value = config::file::DEFAULT_PATH)]
+        #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
         /// With ble.source = "replay": ignore the capture's gaps, send everything at once.
         #[arg(long)]
@@ -191,7 +191,7 @@ enum Command {
     /// now, per the rota) and exits 0.
     CheckConfig {
         /// The configuration file.
-        #[arg(long, default_value = config::file::DEFAULT_PATH)]
+        #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
 }
@@ -215,7 +215,7 @@ fn main() -> ExitCode {
             silence_restart,
         } => {
             // bandgate.toml first (the daemon's view of the site), then the options on top.
-            let site = match config.map(|c| config::file::load(&c)).transpose() {
+            let site = match config.map(|c| config::load(&c)).transpose() {
                 Ok(site) => site,
                 Err(problems) => {
                     eprintln!("{problems}");
@@ -233,9 +233,9 @@ fn main() -> ExitCode {
             let defaults = BleSettings::default();
             let ble = match &site {
                 Some(s) => BleSettings {
-                    adapter: adapter.or_else(|| s.ble.adapter.clone()),
+                    adapter: adapter.or_else(|| s.ble.radio.adapter.clone()),
                     company_id: company_id.unwrap_or(s.ble.company_id),
-                    silence_restart: silence_restart.unwrap_or(s.ble.silence_restart),
+                    silence_restart: silence_restart.unwrap_or(s.ble.radio.silence_restart),
                 },
                 None => BleSettings {
                     adapter,
@@ -319,7 +319,7 @@ fn main() -> ExitCode {
 fn operate(control: &Control, request: Request) -> ExitCode {
     let socket = match (&control.socket, &control.config) {
         (Some(s), _) => s.clone(),
-        (None, Some(c)) => match config::file::control_socket(c) {
+        (None, Some(c)) => match config::lenient::control_socket(c) {
             Ok(s) => s,
             Err(problem) => {
                 eprintln!("{problem}");
@@ -389,14 +389,16 @@ fn enrol(
     };
     let keys = keys
         .or_else(|| site.as_ref().map(|s| s.keys_file.clone()))
-        .unwrap_or_else(|| PathBuf::from("/etc/bandgate/keys.toml"));
+        .unwrap_or_else(|| PathBuf::from(config::sections::site::KEYS_FILE));
     let note = format!(
         "resident {resident}, enrolled {}",
         jiff::Zoned::now().date()
     );
     match enrol::add_key(&keys, device_id, enrol::fresh_key(), &note) {
         Ok(hex) => {
-            let company_id = site.as_ref().map_or(0xFFFF, |s| s.company_id);
+            let company_id = site
+                .as_ref()
+                .map_or(config::sections::ble::COMPANY_ID, |s| s.company_id);
             print!(
                 "{}",
                 enrol::report(
@@ -464,7 +466,7 @@ fn demo(args: bandgate::demo::DemoArgs) -> ExitCode {
 /// The daemon: exit 78 on a bad configuration (systemd does not restart), 1 on a runtime
 /// failure (systemd restarts), 0 after SIGTERM/SIGINT.
 fn run(path: &std::path::Path, fast: bool) -> ExitCode {
-    let cfg = match config::file::load(path) {
+    let cfg = match config::load(path) {
         Ok(c) => c,
         Err(problems) => {
             eprintln!("{problems}");
@@ -535,7 +537,7 @@ async fn shutdown_signal() {
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {
-    match config::file::load(path) {
+    match config::load(path) {
         Ok(config) => {
             // Allowed values outside their recommended range: listed, not refused (exit 0).
             for w in &config.warnings {
