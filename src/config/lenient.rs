@@ -16,7 +16,9 @@ use super::read::{self, ResidentEntries};
 use super::sections::{ble, site};
 use super::Problem;
 
-/// `control_socket` of `path` (or `BANDGATE__CONTROL_SOCKET`), for the operator commands.
+/// `control_socket` of `path` (or `BANDGATE__CONTROL_SOCKET`), for the operator commands. The
+/// `[[residents]]` entries are not read, so a broken one does not keep an operator from the
+/// running daemon.
 pub fn control_socket(path: &Path) -> Result<PathBuf, Problem> {
     let dir = path.parent().unwrap_or(Path::new("."));
     // The variable alone is enough: the file need not be readable then.
@@ -100,7 +102,7 @@ pub fn enrolment(path: &Path) -> Result<Enrolment, Unread> {
             _ => Vec::new().into_iter(),
         }),
     };
-    // Problems in an entry's text are not enrolment's business: such an entry is skipped.
+    // Only an entry's text that is not TOML is reported here (`next` reads, it does not check).
     let mut ignored = Check::new(path, Default::default());
     let mut residents = Vec::with_capacity(entries.len());
     for i in 0..entries.len() {
@@ -113,6 +115,12 @@ pub fn enrolment(path: &Path) -> Result<Enrolment, Unread> {
             device_id: get(&entry, "device_id"),
         });
     }
+    // An entry that is not TOML makes the file unreadable, as it does for the daemon.
+    if let Some(p) = ignored.problems.first() {
+        return Err(Unread::Syntax(
+            syntax_message(&text).unwrap_or_else(|| p.problem.clone()),
+        ));
+    }
     Ok(Enrolment {
         keys_file,
         company_id,
@@ -120,12 +128,18 @@ pub fn enrolment(path: &Path) -> Result<Enrolment, Unread> {
     })
 }
 
-/// The low stage's document, with a syntax error as the TOML parser words it.
+/// The low stage's document, with a syntax error as the TOML parser words it. The entries of a
+/// long `[[residents]]` list are not parsed here (see `syntax_message`).
 fn document<'t>(path: &Path, text: &'t str) -> Result<read::Document<'t>, String> {
-    if let Err(e) = text.parse::<toml::Table>() {
-        return Err(e.message().trim().to_string());
-    }
-    read::document(path, text).map_err(|p| p.problem)
+    read::document(path, text).map_err(|p| syntax_message(text).unwrap_or(p.problem))
+}
+
+/// The TOML parser's words for what is wrong with `text`. Only asked once something was found
+/// wrong: parsing a whole long file at once is what `cut` avoids (it costs ~40 MB for 10,000
+/// residents).
+fn syntax_message(text: &str) -> Option<String> {
+    let e = text.parse::<toml::Table>().err()?;
+    Some(e.message().trim().to_string())
 }
 
 /// The value at a dotted `key` of `tree`.

@@ -475,6 +475,37 @@ fn what_the_lenient_readers_say() {
         lenient::control_socket(&other),
         Ok(dir.path().join("gw.sock"))
     );
+    // A broken [[residents]] entry: the socket is still found, but enrol refuses the file.
+    let dir2 = tempfile::tempdir().unwrap();
+    let broken_entry = example_in(dir2.path(), |t| {
+        let t = swap(
+            t,
+            "# control_socket = \"/run/bandgate/bandgate.sock\"",
+            "control_socket = \"gw.sock\"",
+        );
+        swap(t, "name = \"张德明\"", "name = \"张德明")
+    });
+    assert_eq!(
+        lenient::control_socket(&broken_entry),
+        Ok(dir2.path().join("gw.sock"))
+    );
+    let said = match lenient::enrolment(&broken_entry) {
+        Err(lenient::Unread::Syntax(message)) => message,
+        other => panic!("{other:?}"),
+    };
+    expect!["invalid basic string"].assert_eq(&said);
+    let site = lenient::enrolment(&other).unwrap();
+    assert_eq!(site.keys_file, dir.path().join("keys.toml"));
+    assert_eq!(site.company_id, 0xFFFF);
+    assert_eq!(site.residents.len(), 4);
+    assert_eq!(
+        site.residents[2],
+        lenient::EnrolledResident {
+            id: "r023".into(),
+            name: "张德明".into(),
+            device_id: Some(23)
+        }
+    );
     let missing = dir.path().join("no-socket.toml");
     std::fs::write(&missing, "site_id = \"s\"\n").unwrap();
     assert_eq!(
