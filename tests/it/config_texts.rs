@@ -638,6 +638,13 @@ fn the_example_states_exactly_the_code_defaults() {
     for text in drifted {
         assert_eq!(defaults_stated(&text).len(), 1, "{text}");
     }
+    // `bandgate scan` without --config uses the radio adapter's own defaults: the same values.
+    let radio = bandgate::adapters::ble::BleSettings::default();
+    assert_eq!(radio.company_id, sections::ble::COMPANY_ID);
+    assert_eq!(
+        Some(radio.silence_restart),
+        humantime::parse_duration(sections::ble::SILENCE_RESTART).ok()
+    );
     // And every default the code has is listed: the recommended ranges name every duration.
     let listed: Vec<&str> = sections::defaults().iter().map(|d| d.0).collect::<Vec<_>>();
     for range in bandgate::config::bounds::RANGES {
