@@ -94,7 +94,7 @@ enum Command {
     /// MQTT, state kept in state_dir. Exits 78 on a bad configuration, 1 on a failure.
     Run {
         /// The configuration file.
-        #[arg(long, default_value = config::file::DEFAULT_PATH)]
+        #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
         /// With ble.source = "replay": ignore the capture's gaps, send everything at once.
         #[arg(long)]
@@ -185,7 +185,7 @@ enum Command {
     /// now, per the rota) and exits 0.
     CheckConfig {
         /// The configuration file.
-        #[arg(long, default_value = config::file::DEFAULT_PATH)]
+        #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
 }

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::{Action, Alert, Engine, Refusal, Reject, Resolution};
 
 /// Where the daemon listens when the configuration does not say (systemd's RuntimeDirectory).
-pub const DEFAULT_SOCKET: &str = "/run/bandgate/bandgate.sock";
+pub const DEFAULT_SOCKET: &str = crate::config::sections::site::CONTROL_SOCKET;
 /// How long a client waits for its answer, and the server for a request line.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests are a few hundred bytes; anything longer is not ours.

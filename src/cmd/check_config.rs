@@ -6,7 +6,7 @@ use super::{Done, Failure};
 use crate::config;
 
 pub fn check_config(path: &Path) -> Result<Done, Failure> {
-    let config = config::file::load(path).map_err(|p| Failure::Config(p.to_string()))?;
+    let config = config::load(path).map_err(|p| Failure::Config(p.to_string()))?;
     // Allowed values outside their recommended range: listed, not refused (exit 0).
     for w in &config.warnings {
         eprintln!("warning: {w}");

@@ -20,7 +20,7 @@ pub use broker::{BrokerChoice, NO_BROKER_HELP};
 
 use crate::adapters::mqtt::Topics;
 use crate::adapters::simulate::SimulateSettings;
-use crate::config::file::Config;
+use crate::config::Config;
 use crate::engine::BandEvent;
 
 const EXAMPLE_CONFIG: &str = include_str!("../../config/bandgate.toml");
@@ -250,7 +250,7 @@ fn write_community(dir: &Path, port: u16, locale: Option<&str>) -> anyhow::Resul
     let keys = dir.join("keys.toml");
     std::fs::write(&keys, EXAMPLE_KEYS).with_context(|| format!("writing {}", keys.display()))?;
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600))?;
-    crate::config::file::load(&path).map_err(|problems| {
+    crate::config::load(&path).map_err(|problems| {
         anyhow::anyhow!(
             "the demo's configuration {} is refused:\n{problems}",
             path.display()

@@ -28,7 +28,7 @@ impl From<std::io::Error> for EnrolError {
     }
 }
 
-/// What `bandgate.toml` says about the resident (read only; environment overrides ignored).
+/// What `bandgate.toml` says about the resident (read leniently, see `config::lenient`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResidentCheck {
     /// The resident already has this band's device id: nothing to change.
@@ -54,57 +54,36 @@ pub struct Site {
 /// Reads what enrolment needs from `bandgate.toml`, without the full check (which would
 /// refuse a resident whose band has no key yet, the very thing being fixed).
 pub fn read_site(config: &Path, resident: &str, device_id: u32) -> Result<Site, EnrolError> {
-    let text = std::fs::read_to_string(config)
-        .map_err(|e| EnrolError::Io(anyhow::anyhow!("cannot read {}: {e}", config.display())))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        EnrolError::Config(Problems(vec![config::Problem::new(
-            config,
-            "",
-            format!("not valid TOML: {}", e.message().trim()),
-            "run bandgate check-config",
-        )]))
+    let site = config::lenient::enrolment(config).map_err(|e| match e {
+        config::lenient::Unread::Io(e) => {
+            EnrolError::Io(anyhow::anyhow!("cannot read {}: {e}", config.display()))
+        }
+        config::lenient::Unread::Syntax(message) => {
+            EnrolError::Config(Problems(vec![config::Problem::new(
+                config,
+                "",
+                format!("not valid TOML: {message}"),
+                "run bandgate check-config",
+            )]))
+        }
     })?;
-    let dir = config.parent().unwrap_or(Path::new("."));
-    let keys_file = dir.join(
-        table
-            .get("keys_file")
-            .and_then(|v| v.as_str())
-            .unwrap_or("/etc/bandgate/keys.toml"),
-    );
-    let company_id = table
-        .get("ble")
-        .and_then(|b| b.get("company_id"))
-        .and_then(|v| v.as_integer())
-        .and_then(|n| u16::try_from(n).ok())
-        .unwrap_or(0xFFFF);
-    let residents = table
-        .get("residents")
-        .and_then(|r| r.as_array())
-        .cloned()
-        .unwrap_or_default();
     let mut check = ResidentCheck::Missing;
     let mut taken_by = None;
-    for r in &residents {
-        let id = r.get("id").and_then(|v| v.as_str()).unwrap_or("");
-        let name = r
-            .get("name")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
-        let device = r.get("device_id").and_then(|v| v.as_integer());
-        if id == resident {
-            check = match device {
+    for r in site.residents {
+        if r.id == resident {
+            let name = r.name;
+            check = match r.device_id {
                 Some(d) if d == i64::from(device_id) => ResidentCheck::Matches { name },
                 Some(d) => ResidentCheck::Other { name, device_id: d },
                 None => ResidentCheck::NoDevice { name },
             };
-        } else if device == Some(i64::from(device_id)) {
-            taken_by = Some(id.to_string());
+        } else if r.device_id == Some(i64::from(device_id)) {
+            taken_by = Some(r.id);
         }
     }
     Ok(Site {
-        keys_file,
-        company_id,
+        keys_file: site.keys_file,
+        company_id: site.company_id,
         resident: check,
         taken_by,
     })
@@ -306,13 +285,15 @@ pub fn enrol(
     };
     let keys = keys
         .or_else(|| site.as_ref().map(|s| s.keys_file.clone()))
-        .unwrap_or_else(|| PathBuf::from("/etc/bandgate/keys.toml"));
+        .unwrap_or_else(|| PathBuf::from(crate::config::sections::site::KEYS_FILE));
     let note = format!(
         "resident {resident}, enrolled {}",
         jiff::Zoned::now().date()
     );
     let hex = add_key(&keys, device_id, fresh_key(), &note).map_err(failed)?;
-    let company_id = site.as_ref().map_or(0xFFFF, |s| s.company_id);
+    let company_id = site
+        .as_ref()
+        .map_or(crate::config::sections::ble::COMPANY_ID, |s| s.company_id);
     print!(
         "{}",
         report(

@@ -14,7 +14,7 @@ pub fn socket(socket: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf,
     match (socket, config) {
         (Some(s), _) => Ok(s),
         (None, Some(c)) => {
-            config::file::control_socket(c).map_err(|p| Failure::Config(p.to_string()))
+            config::lenient::control_socket(c).map_err(|p| Failure::Config(p.to_string()))
         }
         (None, None) => Ok(PathBuf::from(DEFAULT_SOCKET)),
     }

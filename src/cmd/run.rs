@@ -8,7 +8,7 @@ use crate::config;
 /// Exit 78 on a bad configuration (systemd does not restart), 1 on a runtime failure
 /// (systemd restarts), 0 after SIGTERM/SIGINT.
 pub fn run(path: &Path, fast: bool) -> Result<Done, Failure> {
-    let cfg = config::file::load(path).map_err(|p| Failure::Config(p.to_string()))?;
+    let cfg = config::load(path).map_err(|p| Failure::Config(p.to_string()))?;
     init_logs();
     for w in &cfg.warnings {
         tracing::warn!(key = w.key, "configuration: {w}");

@@ -440,7 +440,7 @@ pub fn scan_command(o: ScanOptions) -> Result<super::Done, super::Failure> {
     let config_problem = |p: &dyn std::fmt::Display| Failure::Config(p.to_string());
     let site = o
         .config
-        .map(|c| crate::config::file::load(&c))
+        .map(|c| crate::config::load(&c))
         .transpose()
         .map_err(|p| config_problem(&p))?;
     let keys = match o.keys.map(|k| crate::config::keys::load(&k)).transpose() {
@@ -451,9 +451,9 @@ pub fn scan_command(o: ScanOptions) -> Result<super::Done, super::Failure> {
     let defaults = BleSettings::default();
     let ble = match &site {
         Some(s) => BleSettings {
-            adapter: o.adapter.or_else(|| s.ble.adapter.clone()),
+            adapter: o.adapter.or_else(|| s.ble.radio.adapter.clone()),
             company_id: o.company_id.unwrap_or(s.ble.company_id),
-            silence_restart: o.silence_restart.unwrap_or(s.ble.silence_restart),
+            silence_restart: o.silence_restart.unwrap_or(s.ble.radio.silence_restart),
         },
         None => BleSettings {
             adapter: o.adapter,

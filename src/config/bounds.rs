@@ -13,6 +13,8 @@ use std::time::Duration;
 
 pub use crate::engine::time::{MAX_DELAY, MIN_DELAY};
 
+use super::sections::{alerts, ble, escalation, mqtt, supervision};
+
 /// At most this many waits in `escalation.ack_timeouts` (so at most 6 tiers).
 pub const MAX_ACK_TIMEOUTS: usize = 5;
 /// Only the first two tiers page different people (the rota, then the resident's team); the
@@ -28,6 +30,7 @@ pub struct Range {
     pub key: &'static str,
     pub low: Duration,
     pub high: Duration,
+    /// The key's default (the section's constant).
     pub default: &'static str,
     /// What happens on a real site below `low` / above `high`.
     pub too_short: &'static str,
@@ -47,7 +50,7 @@ pub const RANGES: &[Range] = &[
         key: "ble.silence_restart",
         low: secs(30),
         high: secs(10 * MIN),
-        default: "60s",
+        default: ble::SILENCE_RESTART,
         too_short: "a quiet spell restarts the radio's scan, and three in a row restart the gateway",
         too_long: "a radio that stopped hearing anything goes unnoticed this long",
     },
@@ -55,7 +58,7 @@ pub const RANGES: &[Range] = &[
         key: "mqtt.status_interval",
         low: secs(10),
         high: secs(10 * MIN),
-        default: "60s",
+        default: mqtt::STATUS_INTERVAL,
         too_short: "the gateway status is re-published very often",
         too_long: "dashboards show a stale gateway status this long",
     },
@@ -63,7 +66,7 @@ pub const RANGES: &[Range] = &[
         key: "mqtt.device_state_interval",
         low: secs(10),
         high: secs(HOUR),
-        default: "60s",
+        default: mqtt::DEVICE_STATE_INTERVAL,
         too_short: "every band's state is re-published very often (broker and phone load)",
         too_long: "a band's battery and worn state shown on phones is this old",
     },
@@ -71,7 +74,7 @@ pub const RANGES: &[Range] = &[
         key: "alerts.resolved_retention",
         low: secs(MIN),
         high: secs(24 * HOUR),
-        default: "10m",
+        default: alerts::RESOLVED_RETENTION,
         too_short: "a resolved alert leaves the phones' board before everyone saw how it ended",
         too_long: "resolved alerts stay on the phones' board this long",
     },
@@ -79,7 +82,7 @@ pub const RANGES: &[Range] = &[
         key: "escalation.ack_timeouts",
         low: secs(30),
         high: secs(10 * MIN),
-        default: "60s",
+        default: escalation::ACK_TIMEOUTS[0],
         too_short: "the next tier is paged before the people on this one could answer",
         too_long: "an emergency nobody answers waits this long before more people are paged",
     },
@@ -87,7 +90,7 @@ pub const RANGES: &[Range] = &[
         key: "escalation.renotify_every",
         low: secs(10),
         high: secs(5 * MIN),
-        default: "20s",
+        default: escalation::RENOTIFY_EVERY,
         too_short: "the phones on duty are paged every few seconds",
         too_long: "a person who missed the first page is not paged again for this long",
     },
@@ -95,7 +98,7 @@ pub const RANGES: &[Range] = &[
         key: "escalation.repeat_every",
         low: secs(10),
         high: secs(5 * MIN),
-        default: "60s",
+        default: escalation::REPEAT_EVERY,
         too_short: "at the last tier every phone is paged every few seconds until someone acks",
         too_long: "an emergency nobody claimed is paged again only this rarely",
     },
@@ -103,7 +106,7 @@ pub const RANGES: &[Range] = &[
         key: "escalation.claim_timeout",
         low: secs(2 * MIN),
         high: secs(HOUR),
-        default: "15m",
+        default: escalation::CLAIM_TIMEOUT,
         too_short: "a person who said \"I'm going\" loses the claim before they can get there",
         too_long: "a person who claimed an alert and never arrived leaves the resident waiting this long before anyone else is paged",
     },
@@ -111,7 +114,7 @@ pub const RANGES: &[Range] = &[
         key: "escalation.cancel_verify_timeout",
         low: secs(MIN),
         high: secs(30 * MIN),
-        default: "5m",
+        default: escalation::CANCEL_VERIFY_TIMEOUT,
         too_short: "escalation resumes before staff could phone the resident",
         too_long: "a cancelled alert nobody verified waits this long before escalation resumes",
     },
@@ -119,7 +122,7 @@ pub const RANGES: &[Range] = &[
         key: "supervision.silent_after",
         low: secs(15 * MIN),
         high: secs(24 * HOUR),
-        default: "30m",
+        default: supervision::SILENT_AFTER,
         too_short: "a band briefly out of range raises a device_silent alert",
         too_long: "a dead, removed or broken band goes unnoticed this long",
     },

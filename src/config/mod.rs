@@ -1,17 +1,30 @@
 //! Configuration files that installers write by hand, checked before anything starts.
 //!
-//! Every problem names the file, the entry, what is wrong and how to fix it, one per line,
-//! and all of them are reported at once: an installer on site should not have to restart
-//! ten times to find ten typos.
+//! Two stages, as ripgrep's low and high arguments: the low stage reads (`read`: the file, its
+//! syntax, the environment overrides) and diagnoses (`diagnose`, and one file per section in
+//! `sections`: raw struct, checks, defaults); the high stage (`checked`) yields what the engine
+//! and the adapters take. Every problem names the file, the entry, what is wrong and how to
+//! fix it, one per line, and all of them are reported at once: an installer on site should
+//! not have to restart ten times to find ten typos.
 
 pub mod bounds;
+mod checked;
 mod cut;
-pub mod file;
+mod diagnose;
 pub mod keys;
+pub mod lenient;
+mod read;
+pub mod sections;
 pub mod summary;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+pub use checked::{load, Ble, Config, Mqtt, Radio, Source};
+pub use sections::mqtt::parse_broker_url;
+
+/// Where the daemon and `check-config` look when no `--config` is given.
+pub const DEFAULT_PATH: &str = "/etc/bandgate/bandgate.toml";
 
 /// One thing wrong with a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]

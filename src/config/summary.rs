@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use jiff::Timestamp;
 
-use super::file::Config;
+use super::Config;
 
 /// A few lines describing `config`, with who is on duty at `now` (the caller's clock).
 pub fn summary(config: &Config, now: Timestamp) -> String {
@@ -55,7 +55,7 @@ pub fn summary(config: &Config, now: Timestamp) -> String {
     let _ = writeln!(
         out,
         "broker: {} (topics under {}/)",
-        config.mqtt.url, config.mqtt.topic_prefix
+        config.mqtt.broker, config.mqtt.topic_prefix
     );
     let _ = writeln!(out, "source: {}", config.ble.source.name());
     let _ = writeln!(out, "tiers: {}", setup.escalation.tiers());

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 
@@ -15,7 +14,7 @@ use crate::adapters::lanes::{advert_lanes, AdvertTx};
 use crate::adapters::mqtt::{self, LinkEvent, MqttLink, MqttSettings, Topics};
 use crate::adapters::store::{Recovered, Store};
 use crate::adapters::{ble, replay, simulate};
-use crate::config::file::{Config, SourceKind};
+use crate::config::{Config, Source};
 use crate::daemon::health::StoreHealth;
 use crate::engine::{Engine, Intake, Setup};
 
@@ -43,8 +42,13 @@ pub async fn run(
     let keys = Arc::new(cfg.keys.clone());
     let (radio_tx, radio) = watch::channel(ble::BleStatus::default());
     let (tx, adverts) = advert_lanes(cfg.ble.company_id, keys.clone());
-    let adapter = match cfg.ble.source {
-        SourceKind::Bluez => cfg.ble.adapter.clone().unwrap_or_else(|| "first".into()),
+    let adapter = match &cfg.ble.source {
+        Source::Bluez => cfg
+            .ble
+            .radio
+            .adapter
+            .clone()
+            .unwrap_or_else(|| "first".into()),
         other => other.name().to_string(),
     };
     let source = spawn_source(&cfg, &opts, &engine, keys, tx, radio_tx)?;
@@ -65,7 +69,7 @@ pub async fn run(
 
     let site = Site {
         gateway_id: cfg.gateway_id.clone(),
-        broker: cfg.mqtt.url.clone(),
+        broker: cfg.mqtt.broker.url.clone(),
         topics,
         publish_vitals: cfg.publish_vitals,
         devices_enrolled: cfg.keys.len(),
@@ -74,7 +78,7 @@ pub async fn run(
         adapter,
         // A radio is not ok until its source says it scans: the source's first report may be
         // "not ok", which equals the watch's initial value and so is never sent as a change.
-        adapter_ok: cfg.ble.source != SourceKind::Bluez,
+        adapter_ok: cfg.ble.source != Source::Bluez,
     };
     tracing::info!(
         gateway_id = site.gateway_id,
@@ -137,7 +141,7 @@ fn connect_broker(
     topics: &Topics,
 ) -> anyhow::Result<(MqttLink, mpsc::Receiver<LinkEvent>)> {
     let settings = MqttSettings {
-        url: cfg.mqtt.url.clone(),
+        broker: cfg.mqtt.broker.clone(),
         client_id: cfg.gateway_id.clone(),
         username: cfg.mqtt.username.clone(),
         password: cfg.mqtt.password.clone(),
@@ -159,21 +163,16 @@ fn spawn_source(
     tx: AdvertTx,
     radio: watch::Sender<ble::BleStatus>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
-    Ok(match cfg.ble.source {
-        SourceKind::Replay => {
-            let file = cfg
-                .ble
-                .replay_file
-                .clone()
-                .context("ble.source = \"replay\" needs ble.replay_file")?;
+    Ok(match &cfg.ble.source {
+        Source::Replay { file } => {
             let settings = replay::ReplaySettings {
-                file,
+                file: file.clone(),
                 company_id: cfg.ble.company_id,
                 fast: opts.fast_replay,
             };
             tokio::spawn(async move { replay::run(settings, tx).await.map(|_| ()) })
         }
-        SourceKind::Simulate => {
+        Source::Simulate => {
             let settings = opts.simulate.clone().unwrap_or_else(|| {
                 simulate::SimulateSettings::new(
                     engine.setup().residents.keys().copied().collect(),
@@ -182,11 +181,11 @@ fn spawn_source(
             });
             tokio::spawn(simulate::run(settings, keys, tx))
         }
-        SourceKind::Bluez => {
+        Source::Bluez => {
             let settings = ble::BleSettings {
-                adapter: cfg.ble.adapter.clone(),
+                adapter: cfg.ble.radio.adapter.clone(),
                 company_id: cfg.ble.company_id,
-                silence_restart: cfg.ble.silence_restart,
+                silence_restart: cfg.ble.radio.silence_restart,
             };
             tokio::spawn(ble::run(settings, tx, radio, std::future::pending()))
         }

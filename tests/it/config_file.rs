@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use bandgate::config::file::{self, SourceKind};
 use bandgate::config::summary::summary;
+use bandgate::config::{self as file, Source};
 use bandgate::engine::{Locale, Rota, Shift, WearerCancel};
 use jiff::civil::{time, Weekday};
 use jiff::tz::TimeZone;
@@ -69,11 +69,11 @@ fn the_example_config_loads_with_the_spec_defaults() {
     assert_eq!(config.setup.staff.len(), 6);
     assert_eq!(config.setup.rota.shifts.len(), 3);
     assert_eq!(config.setup.locale, Locale::ZhCn);
-    assert_eq!(config.ble.source, SourceKind::Bluez);
+    assert_eq!(config.ble.source, Source::Bluez);
     assert_eq!(config.ble.company_id, 0xFFFF);
-    assert_eq!(config.mqtt.host, "127.0.0.1");
-    assert_eq!(config.mqtt.port, 1883);
-    assert!(!config.mqtt.tls);
+    assert_eq!(config.mqtt.broker.host, "127.0.0.1");
+    assert_eq!(config.mqtt.broker.port, 1883);
+    assert!(!config.mqtt.broker.tls);
     assert_eq!(config.mqtt.topic_prefix, "bandgate/guanghuiyuan");
     assert_eq!(config.setup.escalation.tiers(), 3);
     assert_eq!(config.setup.escalation.wearer_cancel, WearerCancel::Verify);
@@ -102,8 +102,8 @@ fn a_minimal_config_gets_every_default() {
     assert_eq!(c.setup.rota.tz.iana_name(), Some("Asia/Shanghai"));
     assert_eq!(c.state_dir, Path::new("/var/lib/bandgate"));
     assert_eq!(c.ble.company_id, 0xFFFF);
-    assert_eq!(c.ble.silence_restart, s(60));
-    assert_eq!(c.mqtt.url, "mqtt://127.0.0.1:1883");
+    assert_eq!(c.ble.radio.silence_restart, s(60));
+    assert_eq!(c.mqtt.broker.url, "mqtt://127.0.0.1:1883");
     assert_eq!(c.mqtt.topic_prefix, "bandgate/s");
     assert_eq!(
         (c.mqtt.status_interval, c.mqtt.device_state_interval),
@@ -487,7 +487,11 @@ fn tls_settings_and_the_password_file_are_read_relative_to_the_config() {
     });
     let c = file::load(&path).unwrap_or_else(|p| panic!("{p}"));
     assert_eq!(
-        (c.mqtt.host.as_str(), c.mqtt.port, c.mqtt.tls),
+        (
+            c.mqtt.broker.host.as_str(),
+            c.mqtt.broker.port,
+            c.mqtt.broker.tls
+        ),
         ("broker.example.cn", 8883, true)
     );
     assert_eq!(c.mqtt.username.as_deref(), Some("gw-guanghuiyuan-1"));
@@ -545,7 +549,12 @@ fn a_named_pipe_is_a_replay_capture_but_a_directory_is_not() {
         })
     };
     let c = file::load(&with("feed.fifo")).unwrap_or_else(|p| panic!("{p}"));
-    assert_eq!(c.ble.replay_file, Some(dir.path().join("feed.fifo")));
+    assert_eq!(
+        c.ble.source,
+        Source::Replay {
+            file: dir.path().join("feed.fifo")
+        }
+    );
     let problems = file::load(&with("captures")).unwrap_err().to_string();
     assert!(problems.contains("ble.replay_file"), "{problems}");
 }

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use bandgate::config as file;
 use bandgate::config::bounds::{MAX_ACK_TIMEOUTS, MAX_DELAY, MIN_DELAY};
-use bandgate::config::file;
 use bandgate::engine::*;
 use proptest::prelude::*;
 
@@ -291,7 +291,7 @@ proptest! {
                 // What was accepted keeps the hard limits...
                 let e = &cfg.setup.escalation;
                 let all = [
-                    cfg.ble.silence_restart,
+                    cfg.ble.radio.silence_restart,
                     cfg.mqtt.status_interval,
                     cfg.mqtt.device_state_interval,
                     cfg.setup.resolved_retention,

@@ -6,6 +6,7 @@ mod ble_daemon;
 mod cli_decode;
 mod clock_behind;
 mod config_file;
+mod config_texts;
 mod daemon;
 mod demo;
 mod engine_bounds_props;

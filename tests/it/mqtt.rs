@@ -59,7 +59,7 @@ fn alert() -> Alert {
 
 fn settings(broker: &Broker, client_id: &str) -> MqttSettings {
     MqttSettings {
-        url: broker.url(),
+        broker: bandgate::config::parse_broker_url(&broker.url()).unwrap(),
         client_id: client_id.into(),
         username: None,
         password: None,

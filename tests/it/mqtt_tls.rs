@@ -134,7 +134,7 @@ const LINK_WAIT: Duration = Duration::from_secs(20);
 
 fn link_settings(url: String, ca_file: PathBuf) -> MqttSettings {
     MqttSettings {
-        url,
+        broker: bandgate::config::parse_broker_url(&url).unwrap(),
         client_id: "gw-tls".into(),
         username: None,
         password: None,

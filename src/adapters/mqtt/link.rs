@@ -89,11 +89,27 @@ const STABLE: Duration = Duration::from_secs(5);
 const QUARANTINE_MIN: Duration = Duration::from_secs(60);
 const QUARANTINE_MAX: Duration = Duration::from_secs(3600);
 
+/// The broker to connect to, from a URL parsed once (`config::parse_broker_url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// The URL as written (`mqtt://host:port` or `mqtts://host:port`), for logs.
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    /// `mqtts://`.
+    pub tls: bool,
+}
+
+impl std::fmt::Display for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
 /// How to reach the broker.
 #[derive(Debug, Clone)]
 pub struct MqttSettings {
-    /// `mqtt://host:port` or `mqtts://host:port` (ports default to 1883 and 8883).
-    pub url: String,
+    pub broker: Broker,
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -223,44 +239,6 @@ impl MqttLink {
     }
 }
 
-/// Host, port and whether TLS is wanted, from `mqtt://host:port` / `mqtts://host:port`.
-fn parse_url(url: &str) -> anyhow::Result<(String, u16, bool)> {
-    let (rest, tls) = if let Some(r) = url.strip_prefix("mqtt://") {
-        (r, false)
-    } else if let Some(r) = url.strip_prefix("mqtts://") {
-        (r, true)
-    } else {
-        bail!("{url:?}: the broker URL must start with mqtt:// or mqtts://");
-    };
-    let rest = rest.trim_end_matches('/');
-    let default_port = if tls { 8883 } else { 1883 };
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .with_context(|| format!("{url:?}: unclosed [ in the host"))?;
-        match after.strip_prefix(':') {
-            Some(p) => (host, Some(p)),
-            None if after.is_empty() => (host, None),
-            None => bail!("{url:?}: unexpected text after the host"),
-        }
-    } else {
-        match rest.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (rest, None),
-        }
-    };
-    if host.is_empty() || host.contains('/') {
-        bail!("{url:?}: no host name (expected mqtt://host:port)");
-    }
-    let port = match port {
-        Some(p) => p
-            .parse::<u16>()
-            .with_context(|| format!("{url:?}: port {p:?} is not a number from 1 to 65535"))?,
-        None => default_port,
-    };
-    Ok((host.to_owned(), port, tls))
-}
-
 /// Trusts the CA certificates in `ca_file`, or without it the system's (`/etc/ssl/certs`, or
 /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set), as `mqtt.ca_file` is documented.
 fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
@@ -302,8 +280,7 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::Clien
 }
 
 fn mqtt_options(s: &MqttSettings) -> anyhow::Result<MqttOptions> {
-    let (host, port, tls) = parse_url(&s.url)?;
-    let mut o = MqttOptions::new(s.client_id.clone(), host, port);
+    let mut o = MqttOptions::new(s.client_id.clone(), s.broker.host.clone(), s.broker.port);
     if !s.keep_alive.is_zero() && s.keep_alive < Duration::from_secs(1) {
         bail!("MQTT keep alive must be at least 1 s");
     }
@@ -324,7 +301,7 @@ fn mqtt_options(s: &MqttSettings) -> anyhow::Result<MqttOptions> {
         (None, Some(_)) => bail!("an MQTT password needs a username"),
         (None, None) => {}
     }
-    if tls {
+    if s.broker.tls {
         let config = tls_config(s.ca_file.as_deref())?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(config),
@@ -350,8 +327,8 @@ pub fn connect_with(
     subscribe: Vec<String>,
     one_by_one: Vec<String>,
 ) -> anyhow::Result<(MqttLink, mpsc::Receiver<LinkEvent>)> {
-    let options =
-        mqtt_options(&settings).with_context(|| format!("MQTT settings for {}", settings.url))?;
+    let options = mqtt_options(&settings)
+        .with_context(|| format!("MQTT settings for {}", settings.broker))?;
     let runtime = tokio::runtime::Handle::try_current()
         .context("the MQTT link must be started inside a tokio runtime")?;
     let (client, mut eventloop) = AsyncClient::new(options, PUBLISH_QUEUE + CONTROL_ROOM);
@@ -372,7 +349,7 @@ pub fn connect_with(
         one_by_one
     };
     let subs = Subscriptions::new(subscribe, careful);
-    runtime.spawn(run(eventloop, client, tracker, subs, tx, settings.url));
+    runtime.spawn(run(eventloop, client, tracker, subs, tx, settings.broker));
     Ok((link, rx))
 }
 
@@ -593,10 +570,8 @@ impl Subscriptions {
 }
 
 /// What an installer must do about an unreadable retained message, as one line.
-fn fix_for(topic: &str, url: &str) -> String {
-    let (host, port) = parse_url(url)
-        .map(|(h, p, _)| (h, p))
-        .unwrap_or_else(|_| ("127.0.0.1".into(), 1883));
+fn fix_for(topic: &str, broker: &Broker) -> String {
+    let (host, port) = (&broker.host, broker.port);
     format!(
         "delete the retained message (the gateway tries this itself): mosquitto_pub -h {host} -p {port} -u <gateway user> -P <password> -r -n -t '{topic}'; and set max_packet_size in the broker's config as config/mosquitto.conf does"
     )
@@ -607,7 +582,7 @@ struct Session {
     client: AsyncClient,
     tracker: Arc<Mutex<Tracker>>,
     subs: Subscriptions,
-    url: String,
+    broker: Broker,
     backoff: Duration,
     connected: bool,
     /// Set after an oversized packet: this connection is the clean one that drops the
@@ -636,13 +611,13 @@ async fn run(
     tracker: Arc<Mutex<Tracker>>,
     subs: Subscriptions,
     tx: mpsc::Sender<LinkEvent>,
-    url: String,
+    broker: Broker,
 ) {
     let mut session = Session {
         client,
         tracker,
         subs,
-        url,
+        broker,
         backoff: BACKOFF_MIN,
         connected: false,
         dropping_session: false,
@@ -695,7 +670,7 @@ impl Session {
             }
             Event::Incoming(Incoming::ConnAck(ack)) => {
                 self.connack_at = Some(Instant::now());
-                info!(url = %self.url, session_present = ack.session_present, careful = self.subs.careful, "MQTT connected");
+                info!(url = %self.broker.url, session_present = ack.session_present, careful = self.subs.careful, "MQTT connected");
                 self.subscribe(eventloop);
             }
             // `Connected` waits for the subscriptions, so that whatever the caller does next
@@ -789,7 +764,7 @@ impl Session {
             debug!("left the clean session; reconnecting with the persistent one");
             return Next::Go;
         }
-        let (url, backoff) = (&self.url, self.backoff);
+        let (url, backoff) = (&self.broker.url, self.backoff);
         match hint(e) {
             Some(hint) => {
                 warn!(%url, error = %e, hint, retry_in = ?backoff, "MQTT connection failed")
@@ -833,7 +808,7 @@ impl Session {
             Some((topic, true)) => error!(
                 topic,
                 limit = MAX_INCOMING_PACKET,
-                fix = fix_for(&topic, &self.url),
+                fix = fix_for(&topic, &self.broker),
                 "a retained message on this topic is larger than the gateway reads, so the broker connection dropped; phone actions on it are not read until it is deleted, paging and every other topic go on"
             ),
             Some((topic, false)) => warn!(
@@ -863,31 +838,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls() {
-        let p = |u| parse_url(u).map_err(|e| e.to_string());
-        assert_eq!(
-            p("mqtt://127.0.0.1:1883"),
-            Ok(("127.0.0.1".into(), 1883, false))
-        );
-        assert_eq!(
-            p("mqtt://broker.local"),
-            Ok(("broker.local".into(), 1883, false))
-        );
-        assert_eq!(
-            p("mqtts://broker.local"),
-            Ok(("broker.local".into(), 8883, true))
-        );
-        assert_eq!(p("mqtts://[::1]:8884/"), Ok(("::1".into(), 8884, true)));
-        assert!(p("tcp://x:1").is_err());
-        assert!(p("mqtt://:1883").is_err());
-        assert!(p("mqtt://host:99999").is_err());
-        assert!(p("mqtt://host/path").is_err());
-    }
-
-    #[test]
     fn a_missing_ca_file_is_an_error() {
         let s = MqttSettings {
-            url: "mqtts://broker.local".into(),
+            broker: crate::config::parse_broker_url("mqtts://broker.local").unwrap(),
             client_id: "gw".into(),
             username: Some("gw".into()),
             password: Some("pw".into()),
@@ -906,7 +859,7 @@ mod tests {
         };
         assert!(mqtt_options(&missing).is_err());
         let plain = MqttSettings {
-            url: "mqtt://127.0.0.1:1883".into(),
+            broker: crate::config::parse_broker_url("mqtt://127.0.0.1:1883").unwrap(),
             ..s
         };
         let o = mqtt_options(&plain).unwrap();

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Action, Alert, DeviceState, Output, Resolution, Setup};
 
 pub use link::{
-    connect, connect_with, LinkEvent, MqttLink, MqttSettings, MAX_INCOMING_PACKET, PUBLISH_QUEUE,
+    connect, connect_with, Broker, LinkEvent, MqttLink, MqttSettings, MAX_INCOMING_PACKET,
+    PUBLISH_QUEUE,
 };
 
 /// Largest phone message parsed; anything longer is refused unread.

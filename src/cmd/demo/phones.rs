@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::adapters::mqtt::Topics;
-use crate::config::file::Config;
+use crate::config::Config;
 
 /// How long the simulated staff take for each step.
 const ACK_AFTER: Duration = Duration::from_secs(2);
