@@ -13,7 +13,7 @@ use jiff::civil::{time, Weekday};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-use crate::support::write_private;
+use crate::harness::vectors::write_private;
 
 fn repo_config(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

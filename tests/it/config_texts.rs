@@ -9,7 +9,7 @@ use std::process::Command;
 use bandgate::config::{self, lenient, sections, summary::summary};
 use expect_test::{expect, Expect};
 
-use crate::support::write_private;
+use crate::harness::vectors::write_private;
 
 fn repo_config(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

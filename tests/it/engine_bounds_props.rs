@@ -14,7 +14,7 @@ use bandgate::engine::*;
 use proptest::prelude::*;
 
 use crate::harness::sim::*;
-use crate::support::write_private;
+use crate::harness::vectors::write_private;
 
 /// A duration as a config string, around the limits.
 fn duration_text() -> impl Strategy<Value = String> {

@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use bandgate::config::keys;
 
-use crate::support::write_private;
+use crate::harness::vectors::write_private;
 
 #[test]
 fn a_good_file_loads_every_key() {
