@@ -629,3 +629,59 @@ fn memory_stays_flat_with_5000_random_address_advertisers_that_are_not_ours() {
     // it fails to read, which a mock under this load sometimes does.
     eprintln!("strangers counted: {} of 5500", counter(&table, "not ours"));
 }
+
+#[test]
+fn an_sos_from_a_device_bluez_has_forgotten_is_taken_from_the_signal() {
+    // BlueZ may drop a device object (cache full, RemoveDevice, a temporary address rotated)
+    // while its signal is on the way. A source that reads the device back loses that advert;
+    // the data is in the signal, so it must arrive, with the signal's RSSI.
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--seconds", "30"]);
+    wait_discovering(&m, &scan, 1);
+    let sos = sealed(17, 77, BandEvent::Sos);
+    let reply = m.cmd(
+        &json!({"cmd": "signal", "adapter": "hci0", "addr": "C8:FD:19:00:00:11",
+                              "rssi": -57, "company_id": 0xFFFF, "data": hex::encode(&sos)}),
+    );
+    assert!(reply.starts_with("ok"), "{reply}");
+    wait_for(
+        Duration::from_secs(10),
+        "the forgotten device's SOS",
+        || has(&scan.captured(), &sos),
+    );
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let captured = scan.captured();
+    let c = captured
+        .iter()
+        .find(|c| c["data"] == hex::encode(&sos))
+        .unwrap();
+    assert_eq!(c["addr"], "C8:FD:19:00:00:11");
+    assert_eq!(c["rssi"], -57);
+}
+
+#[test]
+fn unreadable_manufacturer_data_is_counted_and_the_next_sos_still_arrives() {
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--seconds", "30"]);
+    wait_discovering(&m, &scan, 1);
+    for _ in 0..3 {
+        let reply = m.cmd(&json!({"cmd": "malformed", "adapter": "hci0",
+                                  "addr": "C8:FD:19:00:00:11", "company_id": 0xFFFF}));
+        assert!(reply.starts_with("ok"), "{reply}");
+    }
+    let sos = sealed(17, 78, BandEvent::Sos);
+    m.advert("C8:FD:19:00:00:11", -60, 0xFFFF, &sos);
+    wait_for(Duration::from_secs(10), "the SOS after bad signals", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let table = scan.table();
+    assert_eq!(counter(&table, "unreadable"), 3, "{table}");
+    assert_eq!(
+        scan.captured().len(),
+        1,
+        "only the SOS: {:?}",
+        scan.captured()
+    );
+    assert!(!scan.log().contains("panicked"), "{}", scan.log());
+}
