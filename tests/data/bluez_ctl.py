@@ -13,6 +13,7 @@ Commands:
    "company_id": 65535, "data": "b1112a..."}       first advert of an address adds it
   {"cmd": "power", "adapter": "hci0", "on": false}
   {"cmd": "ping"}
+  {"cmd": "stop_discovery", "adapter": "hci0"}   another client stops discovery behind our back
   {"cmd": "signal", "adapter": "hci0", "addr": ..., "rssi": -60, "company_id": 65535,
    "data": "b1..."}      a PropertiesChanged for a device the mock does not have (BlueZ forgot it)
   {"cmd": "malformed", "adapter": "hci0", "addr": ..., "company_id": 65535}
@@ -209,6 +210,9 @@ class Ctl:
                 dbus.Double(c.get("rate", 0)), dbus_interface=MOCK, timeout=600,
             )
             return f"ok {t0:.6f} {t_mark:.6f} {t_end:.6f}"
+        if cmd == "stop_discovery":
+            self.obj("/org/bluez/" + c.get("adapter", "hci0")).StopDiscovery(dbus_interface=ADAPTER)
+            return "ok"
         if cmd == "power":
             path = "/org/bluez/" + c.get("adapter", "hci0")
             props = {"Powered": dbus.Boolean(c["on"], variant_level=1)}

@@ -685,3 +685,27 @@ fn unreadable_manufacturer_data_is_counted_and_the_next_sos_still_arrives() {
     );
     assert!(!scan.log().contains("panicked"), "{}", scan.log());
 }
+
+#[test]
+fn discovery_stopped_behind_our_back_is_started_again_and_an_sos_gets_through() {
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--seconds", "30"]);
+    wait_discovering(&m, &scan, 1);
+    let reply = m.cmd(&json!({"cmd": "stop_discovery", "adapter": "hci0"}));
+    assert!(reply.starts_with("ok"), "{reply}");
+    // Two probes a second apart must see it stopped; then the scan is started again.
+    wait_discovering(&m, &scan, 2);
+    let sos = sealed(17, 79, BandEvent::Sos);
+    m.advert("C8:FD:19:00:00:11", -60, 0xFFFF, &sos);
+    wait_for(Duration::from_secs(10), "the SOS after the restart", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let log = scan.log();
+    assert!(log.contains("adapter stopped discovering"), "{log}");
+    assert!(
+        counter(&scan.table(), "scan restarts") >= 1,
+        "{}",
+        scan.table()
+    );
+}
