@@ -145,6 +145,20 @@ impl Ctl {
     }
 }
 
+/// Property reads of devices the mock logged (`Get`/`GetAll` on `.../dev_*`): what a source
+/// that reads each advert back costs bluetoothd.
+fn device_reads(log: &Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            let mut w = l.split_whitespace().skip(1);
+            matches!(w.next(), Some("Get" | "GetAll"))
+                && w.next().is_some_and(|p| p.contains("/dev_"))
+        })
+        .count() as u64
+}
+
 fn addr(id: u32) -> String {
     format!("C8:FD:19:00:{:02X}:{:02X}", id >> 8 & 0xff, id & 0xff)
 }
@@ -425,8 +439,10 @@ fn run_one(a: &Args, label: &str, bin: &Path) -> Value {
     let address = address.trim().to_string();
     let bus_pid = bus.id();
     kids.0.push(bus);
+    let mock_log = dir.join("mock.log");
     let mock = Command::new(&a.python)
-        .args(["-m", "dbusmock", "--template", "bluez5"])
+        .args(["-m", "dbusmock", "--template", "bluez5", "-l"])
+        .arg(&mock_log)
         .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -518,6 +534,7 @@ fn run_one(a: &Args, label: &str, bin: &Path) -> Value {
     // Trials: a burst of heartbeats with one SOS in the middle.
     let ticks = |pid| cpu_ticks(pid);
     let before = (ticks(gw_pid), ticks(bus_pid), ticks(mock_pid));
+    let reads_before = device_reads(&mock_log);
     let mut sets = Vec::new();
     let mut next_sos_band = HB_BANDS + 1;
     for &rate in &a.rates {
@@ -605,6 +622,7 @@ fn run_one(a: &Args, label: &str, bin: &Path) -> Value {
         }));
     }
     let after = (ticks(gw_pid), ticks(bus_pid), ticks(mock_pid));
+    let reads = device_reads(&mock_log) - reads_before;
     let adverts = f64::from(a.trials * a.rates.len() as u32 * (a.burst + 1));
     let per_advert_ms = |b: u64, e: u64| round3((e - b) as f64 * 10.0 / adverts);
 
@@ -648,6 +666,7 @@ fn run_one(a: &Args, label: &str, bin: &Path) -> Value {
         "burst": a.burst,
         "state_dir": if a.state_tmpfs { "tmpfs" } else { "disk" },
         "sets": sets,
+        "device_reads_per_advert": round3(reads as f64 / adverts),
         "gateway_cpu_ms_per_advert": per_advert_ms(before.0, after.0),
         "bus_cpu_ms_per_advert": per_advert_ms(before.1, after.1),
         "mock_cpu_ms_per_advert": per_advert_ms(before.2, after.2),
@@ -739,6 +758,10 @@ fn table(rows: &[Value]) -> String {
             r["flood_feed_fps"], r["flood_intake_fps_at_least"], r["flood_taken"], r["flood"]
         )
     }));
+    s.push_str(&line(
+        "device property reads (D-Bus calls to BlueZ) per advert",
+        &|r| r["device_reads_per_advert"].to_string(),
+    ));
     s.push_str(&line("gateway CPU per advert", &|r| {
         format!("{} ms", r["gateway_cpu_ms_per_advert"])
     }));
