@@ -12,7 +12,7 @@
 //!
 //! Flags: `--bin label=path` (repeatable: compare binaries on the same feed), `--port` (the
 //! broker), `--work`, `--out`, `--trials` (default 20), `--burst` (default 10,000),
-//! `--rates 0,5000` (one set of trials per feed rate; 0 is as fast as the mock can),
+//! `--rates 0,20000,5000` (the default: one set of trials per feed rate; 0 is as fast as the mock can),
 //! `--flood` (the throughput burst, default 50,000), `--python`, `--state-tmpfs` (the state
 //! directory on /dev/shm, to tell the durable commit's share from the radio path's).
 
@@ -61,7 +61,7 @@ fn args() -> Args {
         flood: 50_000,
         python: std::env::var("BANDGATE_TEST_PYTHON").unwrap_or_else(|_| "python3".into()),
         state_tmpfs: false,
-        rates: vec![0.0, 5_000.0],
+        rates: vec![0.0, 20_000.0, 5_000.0],
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -292,7 +292,9 @@ struct Phone {
 }
 
 fn phone(port: u16, prefix: &str) -> Phone {
-    let id = format!("blebench-phone-{}", std::process::id());
+    // The prefix names the run: two phones with one client id would take turns kicking
+    // each other off the broker.
+    let id = format!("phone-{}", prefix.replace('/', "-"));
     let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30));
     let (client, mut conn) = rumqttc::Client::new(o, 1024);
@@ -792,6 +794,10 @@ fn main() {
     let mut rows = Vec::new();
     for (label, bin) in a.bins.clone() {
         rows.push(run_one(&a, &label, &bin));
+        // Written after each binary, so a later failure does not lose an earlier run.
+        let partial = json!({"runs": rows, "table": table(&rows)});
+        std::fs::write(&a.out, serde_json::to_string_pretty(&partial).unwrap()).unwrap();
+        eprintln!("{}", table(&rows));
     }
     let t = table(&rows);
     let out = json!({
