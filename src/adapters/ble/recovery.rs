@@ -186,7 +186,7 @@ impl BluezHealth {
         };
         if self.owner.as_ref() != Some(owner) {
             // A new bluetoothd (or the first one since we started) knows nothing of our
-            // discovery session, and our signal matches are bound to the old one.
+            // discovery session or filter: start from a clean connection, as at start-up.
             self.owner = Some(owner.clone());
             self.lost = false;
             self.not_discovering = 0;
