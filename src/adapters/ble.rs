@@ -392,6 +392,16 @@ impl Source {
         }
     }
 
+    /// Scanning (again). After a pause the silence clock starts afresh, and what was heard
+    /// before the pause is not folded in later (it would bring the first deadline forward).
+    /// While armed (a restart on silence) nothing changes: the ladder keeps its strikes.
+    fn resume_dog(&mut self) {
+        if self.dog.is_paused() {
+            self.shared.lock().last_heard = None;
+        }
+        self.dog.resume(Instant::now().into_std());
+    }
+
     /// Asks the dispatch to wake us on the next thing heard while silences are counted.
     fn arm_wake_on_hear(&self) {
         let silent = self.dog.silences() > 0;
@@ -409,7 +419,7 @@ impl Source {
         // A power signal from before the scan started is stale.
         self.shared.lock().powered = None;
         self.publish();
-        self.dog.resume(Instant::now().into_std());
+        self.resume_dog();
         tracing::info!(adapter = %session.name, "BLE: scanning");
 
         let mut health = BluezHealth::new(session.owner().await);
@@ -548,7 +558,7 @@ impl Source {
         match session.discover().await {
             Ok(()) => {
                 self.local.adapter_ok = true;
-                self.dog.resume(Instant::now().into_std());
+                self.resume_dog();
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "BLE: restarting the scan failed");
