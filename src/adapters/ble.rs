@@ -889,6 +889,143 @@ impl<K: std::hash::Hash + Eq + Clone> DeviceTable<K> {
 mod tests {
     use super::*;
 
+    use crate::adapters::advert_lanes;
+    use crate::adapters::lanes::ALARM_CAPACITY;
+    use crate::engine::{frame, BandEvent, DeviceKey, Frame, Keyring};
+
+    const KEY: DeviceKey = DeviceKey([3; 16]);
+
+    fn sealed(seq: u32, event: BandEvent) -> Vec<u8> {
+        frame::seal(
+            &Frame {
+                device_id: 17,
+                seq,
+                battery_pct: 50,
+                worn: true,
+                event,
+            },
+            0xFFFF,
+            &KEY,
+        )
+    }
+
+    /// A source over real lanes whose daemon side is held but not read.
+    fn source() -> (Source, crate::adapters::AdvertRx) {
+        let mut keys = Keyring::new();
+        keys.insert(17, KEY);
+        let (tx, rx) = advert_lanes(0xFFFF, Arc::new(keys));
+        let cfg = BleSettings {
+            adapter: Some("hci0".into()),
+            ..BleSettings::default()
+        };
+        let (status, _) = watch::channel(BleStatus::default());
+        let src = Source {
+            shared: Arc::new(Shared {
+                intake: Mutex::new(Intake {
+                    tx,
+                    interest: Interest {
+                        company_id: 0xFFFF,
+                        service_uuids: Vec::new(),
+                    },
+                    adapter_path: adapter_prefix(&cfg),
+                    devices: DeviceTable::new(DEVICE_TABLE_CAPACITY),
+                    counts: Counts::default(),
+                    last_heard: None,
+                    wake_on_hear: false,
+                    backlog: VecDeque::new(),
+                    draining: false,
+                    powered: None,
+                    closed: false,
+                    warned_backlog: false,
+                }),
+                wake: Notify::new(),
+            }),
+            status,
+            local: BleStatus::default(),
+            dog: Watchdog::new(Instant::now().into_std(), cfg.silence_restart),
+            cfg,
+        };
+        (src, rx)
+    }
+
+    fn ours(data: Vec<u8>) -> DeviceUpdate {
+        DeviceUpdate {
+            rssi: Some(-60),
+            advert: true,
+            ours: Some(data),
+            service: None,
+        }
+    }
+
+    const DEV: &str = "/org/bluez/hci0/dev_C8_FD_19_00_00_11";
+
+    #[test]
+    fn alarms_past_a_full_lane_wait_in_order_and_past_the_backlog_are_counted() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut src, mut rx) = source();
+            let total = ALARM_CAPACITY + BACKLOG_CAPACITY + 5;
+            let mut woken = 0;
+            {
+                let mut i = src.shared.lock();
+                for seq in 0..total as u32 {
+                    woken += usize::from(i.take(DEV, ours(sealed(seq, BandEvent::Sos)), true));
+                }
+                // A heartbeat behind waiting alarms queues behind them, never past them (the
+                // backlog is full here, so it is counted).
+                i.take(DEV, ours(sealed(99_999, heartbeat())), true);
+                assert_eq!(i.backlog.len(), BACKLOG_CAPACITY);
+                assert_eq!(i.counts.backlog_dropped, 6, "5 alarms and the heartbeat");
+                assert_eq!(i.counts.seen, total as u64 + 1);
+            }
+            assert!(woken > 0, "the source task is woken to drain the backlog");
+            // The daemon reads; the source drains the backlog into the lane as room appears.
+            let reader = tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                while seqs.len() < ALARM_CAPACITY + BACKLOG_CAPACITY {
+                    let a = rx.alarms.recv().await.unwrap();
+                    seqs.push(frame::peek_header(&a.data).unwrap().1);
+                }
+                (seqs, rx)
+            });
+            assert!(src.drain().await);
+            let (seqs, _rx) = reader.await.unwrap();
+            let want: Vec<u32> = (0..(ALARM_CAPACITY + BACKLOG_CAPACITY) as u32).collect();
+            assert_eq!(seqs, want, "every alarm kept, in the order heard");
+            let i = src.shared.lock();
+            assert!(i.backlog.is_empty() && !i.draining);
+            assert_eq!(i.counts.backlog_dropped, 6);
+        });
+    }
+
+    #[test]
+    fn the_daemon_gone_ends_the_source_instead_of_filling_the_backlog() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (src, rx) = source();
+            drop(rx);
+            let mut i = src.shared.lock();
+            assert!(i.take(DEV, ours(sealed(1, BandEvent::Sos)), true));
+            assert!(i.closed);
+            assert!(!i.take(DEV, ours(sealed(2, BandEvent::Sos)), true));
+            assert!(i.backlog.is_empty());
+        });
+    }
+
+    fn heartbeat() -> BandEvent {
+        BandEvent::Heartbeat {
+            heart_rate: Some(70),
+            spo2: Some(97),
+            steps: 1,
+        }
+    }
+
     #[test]
     fn settings_default_to_the_spec_values() {
         let s = BleSettings::default();
