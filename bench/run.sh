@@ -5,54 +5,117 @@
 #
 #   bench/run.sh            # the full run (~10 min on a quiet 2-core box)
 #   bench/run.sh --quick    # a smaller version (~2 min) to check that it works
-#   bench/run.sh --only latency    # one part (latency, search, steady, timers)
+#   bench/run.sh --only latency    # one part (latency, search, steady, timers, ble)
+#   bench/run.sh --only ble        # the BLE intake through the mock BlueZ (examples/ble_bench.rs);
+#                                  # prints its own table, writes bench/results-ble.json
+#   bench/run.sh --only ble --compare /path/to/older/bandgate   # both binaries, same feed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=()
+only=""
+ble_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) quick+=(--quick) ;;
-        # e.g. --only latency,timers (parts: latency, search, steady, timers)
-        --only) quick+=(--only "$2"); shift ;;
-        *) echo "usage: bench/run.sh [--quick] [--only latency,search,steady,timers]" >&2; exit 64 ;;
+        --quick) quick+=(--quick); ble_args+=(--trials 20 --flood 20000) ;;
+        # e.g. --only latency,timers (parts: latency, search, steady, timers, ble)
+        --only) only="$2"; shift ;;
+        --compare) ble_args+=(--bin "before=$2"); shift ;;
+        *) echo "usage: bench/run.sh [--quick] [--only latency,search,steady,timers,ble] [--compare BIN]" >&2; exit 64 ;;
     esac
     shift
 done
+# The BLE part runs apart from the replay-source parts (examples/e2e.rs).
+run_ble=false
+e2e_only=""
+if [ -z "$only" ]; then
+    run_ble=true
+else
+    IFS=, read -ra parts <<< "$only"
+    for p in "${parts[@]}"; do
+        if [ "$p" = ble ]; then run_ble=true; else e2e_only="${e2e_only:+$e2e_only,}$p"; fi
+    done
+fi
+run_e2e=true
+if [ -n "$only" ] && [ -z "$e2e_only" ]; then run_e2e=false; fi
+[ -n "$e2e_only" ] && quick+=(--only "$e2e_only")
+ble_python=python3
+if ! python3 -c 'import dbus, dbusmock' 2>/dev/null && [ -x /usr/bin/python3 ]; then
+    ble_python=/usr/bin/python3
+fi
 
-# The broker: a private Mosquitto on a free loopback port, started by examples/e2e.rs through
-# bandgate::demo::mosquitto (the launcher the demo and the tests use).
-if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+mosquitto=$(command -v mosquitto || ls /usr/sbin/mosquitto 2>/dev/null || true)
+if [ -z "$mosquitto" ]; then
     echo "bench/run.sh needs mosquitto: apt-get install -y mosquitto" >&2
     exit 1
 fi
 
 echo "== building (release)" >&2
-cargo build --release --quiet --bin bandgate --example e2e
+cargo build --release --quiet --bin bandgate --example e2e --example ble_bench
 
 work=target/bench-e2e
 mkdir -p "$work"
 tmpfs=/dev/shm/bandgate-bench-$$
+broker=""
 cleanup() {
+    [ -n "$broker" ] && { kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; }
     rm -rf "$tmpfs"
 }
 trap cleanup EXIT
+# The replay-source parts (examples/e2e.rs) start their own Mosquitto through the library's
+# launcher (bandgate::cmd::demo::mosquitto, as the demo and the tests do); the BLE part gets one
+# here.
+if $run_ble; then
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mkdir -p target/bench-ble
+    cat > target/bench-ble/mosquitto.conf <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence false
+user $(id -un)
+max_queued_messages 0
+max_inflight_messages 0
+# As config/mosquitto.conf ships it (without it a new alert waited ~45 ms behind a QoS 0 message).
+set_tcp_nodelay true
+log_dest file $PWD/target/bench-ble/mosquitto.log
+log_type error
+log_type warning
+CONF
+    "$mosquitto" -c target/bench-ble/mosquitto.conf &
+    broker=$!
+    for _ in $(seq 100); do
+        if (echo > /dev/tcp/127.0.0.1/"$port") 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+fi
 
 echo "== machine" >&2
 model=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 echo "cpu: $model, $(nproc) cores; $(uptime | sed 's/.*load/load/')" >&2
 before=$(uptime | sed 's/.*load average: //')
 
-target/release/examples/e2e --bin target/release/bandgate --work "$work" \
-    --tmpfs "$tmpfs" --out bench/results.json "${quick[@]}"
-
-after=$(uptime | sed 's/.*load average: //')
-python3 - "$model" "$(nproc)" "$before" "$after" <<'PY'
+stamp() {
+    python3 - "$1" "$model" "$(nproc)" "$before" "$(uptime | sed 's/.*load average: //')" <<'PY'
 import json, sys
-r = json.load(open("bench/results.json"))
-r["machine"] = {"cpu": sys.argv[1], "cores": int(sys.argv[2]),
-                "load_before": sys.argv[3], "load_after": sys.argv[4]}
-json.dump(r, open("bench/results.json", "w"), indent=2, ensure_ascii=False)
+r = json.load(open(sys.argv[1]))
+r["machine"] = {"cpu": sys.argv[2], "cores": int(sys.argv[3]),
+                "load_before": sys.argv[4], "load_after": sys.argv[5]}
+json.dump(r, open(sys.argv[1], "w"), indent=2, ensure_ascii=False)
 PY
+}
+
+if $run_e2e; then
+    target/release/examples/e2e --bin target/release/bandgate --work "$work" \
+        --tmpfs "$tmpfs" --out bench/results.json "${quick[@]}"
+    stamp bench/results.json
+    echo "results: bench/results.json"
+fi
+if $run_ble; then
+    command -v dbus-daemon >/dev/null || { echo "the ble part needs dbus-daemon (apt-get install dbus)" >&2; exit 1; }
+    target/release/examples/ble_bench "${ble_args[@]}" --bin "now=target/release/bandgate" \
+        --port "$port" --work target/bench-ble --out bench/results-ble.json --python "$ble_python"
+    stamp bench/results-ble.json
+    echo "results: bench/results-ble.json"
+fi
+after=$(uptime | sed 's/.*load average: //')
 echo "machine: $model, $(nproc) cores; load average before: $before; after: $after"
-echo "results: bench/results.json"

@@ -75,12 +75,13 @@ fn args() -> Args {
 
 /// A private Mosquitto on a free loopback port, logging only errors and warnings (to
 /// `mosquitto.log` in `work`), with no limit on queued or in-flight messages: the broker must
-/// not be what the figures measure.
+/// not be what the figures measure. `set_tcp_nodelay` as config/mosquitto.conf ships it.
 fn start_broker(work: &Path) -> bandgate::cmd::demo::mosquitto::Mosquitto {
     bandgate::cmd::demo::mosquitto::Mosquitto::start(work, |port| {
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 0\nmax_inflight_messages 0\nlog_type error\nlog_type warning\n"
+             max_queued_messages 0\nmax_inflight_messages 0\nlog_type error\nlog_type warning\n\
+             set_tcp_nodelay true\n"
         )
     })
     .unwrap_or_else(|e| panic!("bench: {e:#}"))

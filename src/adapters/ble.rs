@@ -1,41 +1,51 @@
-//! The BlueZ advertisement source: btleplug scanning that does not go deaf.
+//! The BlueZ advertisement source: D-Bus signals in, lanes out, and a scan that does not go
+//! deaf.
 //!
 //! Hands every advertisement carrying manufacturer data under our company id to an
 //! `AdvertTx`, and keeps scanning through what BlueZ does to long-running scanners (DESIGN.md,
-//! "BLE on Linux"). What btleplug 0.13.5 does on Linux, measured against a mock BlueZ, shapes
-//! this file:
-//! - a device's *first* advertisement arrives only as `DeviceDiscovered` (no data), so its
-//!   properties are read there, or a band's first SOS would be lost;
-//! - later ones arrive as `ManufacturerDataAdvertisement` (RSSI separately, just before, and
-//!   only when it changed); `DeviceUpdated` never comes;
-//! - when bluetoothd restarts or the adapter goes away the event stream neither ends nor
-//!   errs, it goes quiet; and when the D-Bus daemon dies, calls in flight hang forever. So
-//!   every btleplug call has a timeout, the bus is probed every second (owner of `org.bluez`,
-//!   adapter powered/discovering, read directly with `dbus` because btleplug hides them), and a
-//!   silence watchdog covers what the probe cannot see. The decisions live in `recovery`.
+//! "BLE on Linux"). How:
+//! - **Data from the signal.** BlueZ announces each advertisement (with `DuplicateData=true`)
+//!   as a `PropertiesChanged` on the device's `org.bluez.Device1` carrying `ManufacturerData`
+//!   (and `RSSI` when it changed), and a device it had not seen as an `InterfacesAdded` carrying
+//!   all its properties. Both are read in place (`signals`), in the D-Bus connection's own
+//!   dispatch, with no call back to bluetoothd: a foreign company id costs one comparison, ours
+//!   goes straight to `AdvertTx::send`, which sorts it into the alarm or telemetry lane. So
+//!   an SOS is behind nothing but the D-Bus socket, and a forgotten device cannot lose one.
+//! - **Nothing dropped silently.** `send` cannot wait inside the dispatch: when the alarm lane
+//!   is full, adverts wait in a bounded backlog that this task drains; past that bound they are
+//!   counted (`backlog_dropped`), like heartbeats past a full telemetry lane (`lanes.rs`).
+//!   Signals whose arguments are not what BlueZ documents are counted (`unreadable_adverts`).
+//! - **Recovery.** When bluetoothd restarts or the adapter goes away, signals just stop. So the
+//!   bus is probed every second (owner of `org.bluez`, adapter `Powered`/`Discovering`), every
+//!   call has a timeout (calls hang forever when the bus daemon dies), the adapter's `Powered`
+//!   signal restarts the scan at once, and a silence watchdog covers what the probe cannot
+//!   see. The decisions live in `recovery`.
 //!
-//! `peripherals()` is never called: it lists every device BlueZ remembers. Our own per-device
-//! state is a bounded map (`DeviceTable`), so thousands of random-address advertisers that
-//! are not ours cost nothing.
+//! Each BlueZ connection lists what BlueZ remembers once (`GetManagedObjects`): their data is
+//! passed on (an SOS sent while we reconnected), but it does not count as heard. Our own
+//! per-device state is a bounded map (`DeviceTable`), so thousands of random-address
+//! advertisers that are not ours cost nothing.
 
 pub mod recovery;
+pub mod signals;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use btleplug::api::{
-    Central, CentralEvent, CentralState, Manager as _, Peripheral as _, ScanFilter,
-};
-use btleplug::platform::{Adapter, Manager, PeripheralId};
-use futures::{FutureExt, Stream, StreamExt};
-use tokio::sync::watch;
+use dbus::arg::{PropMap, Variant};
+use dbus::message::MatchRule;
+use dbus::nonblock::{MsgMatch, NonblockReply, Proxy, SyncConnection};
+use dbus::Message;
+use futures::FutureExt;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::adapters::{Advert, AdvertTx};
 use recovery::{AdapterProbe, BluezHealth, HealthStep, Probe, SilenceStep, Watchdog};
+use signals::{addr_of_path, DeviceUpdate, Interest, Signal};
 
 /// What the BLE source needs from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,10 +84,16 @@ pub struct BleStatus {
     pub scan_restarts: u64,
     /// BlueZ connections rebuilt (bluetoothd restarted, second silence).
     pub manager_recreations: u64,
-    /// Advertisements heard with manufacturer data, and first sightings of devices.
+    /// Advertisements heard with manufacturer or service data (and remembered devices listed
+    /// by a new BlueZ connection).
     pub adverts_seen: u64,
     /// Of those, ones without data under our company id (dropped here).
     pub foreign_adverts: u64,
+    /// Signals whose arguments were not the types BlueZ documents (dropped here, counted).
+    pub unreadable_adverts: u64,
+    /// Adverts under our company id dropped because the alarm lane and the backlog behind it
+    /// were both full (the daemon stopped taking them for a long time).
+    pub backlog_dropped: u64,
 }
 
 /// Bound on every D-Bus round trip: the daemon dying leaves calls hanging forever otherwise.
@@ -88,6 +104,10 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// Devices we remember (ours only: those that sent data under our company id).
 pub const DEVICE_TABLE_CAPACITY: usize = 2048;
+/// Adverts held while the alarm lane is full (`send` cannot wait inside the D-Bus dispatch).
+pub const BACKLOG_CAPACITY: usize = 4096;
+
+const BLUEZ: &str = "org.bluez";
 
 /// Runs the BlueZ source until `shutdown` completes (`Ok`), the daemon side of `tx` goes
 /// away (`Ok`), or the watchdog gives up after a third silence (`Err`: exit non-zero so
@@ -99,13 +119,31 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
+    let interest = Interest {
+        company_id: cfg.company_id,
+        service_uuids: Vec::new(),
+    };
     let mut src = Source {
-        tx,
+        shared: Arc::new(Shared {
+            intake: Mutex::new(Intake {
+                tx,
+                interest,
+                adapter_path: adapter_prefix(&cfg),
+                devices: DeviceTable::new(DEVICE_TABLE_CAPACITY),
+                counts: Counts::default(),
+                last_heard: None,
+                wake_on_hear: false,
+                backlog: VecDeque::new(),
+                draining: false,
+                powered: None,
+                closed: false,
+                warned_backlog: false,
+            }),
+            wake: Notify::new(),
+        }),
         status,
         local: BleStatus::default(),
         dog: Watchdog::new(Instant::now().into_std(), cfg.silence_restart),
-        devices: DeviceTable::new(DEVICE_TABLE_CAPACITY),
-        last_rssi: None,
         cfg,
     };
     let mut reported_unreachable = false;
@@ -113,7 +151,7 @@ pub async fn run(
         let session = tokio::select! {
             biased;
             () = &mut shutdown => return Ok(()),
-            s = Session::open(&src.cfg) => s,
+            s = Session::open(&src.cfg, &src.shared) => s,
         };
         let session = match session {
             Ok(s) => s,
@@ -150,28 +188,186 @@ pub async fn run(
     }
 }
 
+/// `/org/bluez/hci0` when the adapter is configured, `/org/bluez` (any) until one is chosen.
+fn adapter_prefix(cfg: &BleSettings) -> String {
+    match &cfg.adapter {
+        Some(name) => format!("/org/bluez/{name}"),
+        None => "/org/bluez".into(),
+    }
+}
+
 enum Ended {
     Shutdown,
     Recreate(&'static str),
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    seen: u64,
+    foreign: u64,
+    unreadable: u64,
+    backlog_dropped: u64,
+}
+
+/// What the D-Bus dispatch (signal callbacks) and the source task share.
+struct Shared {
+    intake: Mutex<Intake>,
+    /// Wakes the source task: backlog to drain, adapter power changed, heard after a silence,
+    /// the daemon gone.
+    wake: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Intake> {
+        // A panic while holding it would be a bug in `Intake`; its state is still usable.
+        self.intake.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A signal from BlueZ, in the D-Bus connection's dispatch.
+    fn on_signal(&self, msg: &Message) {
+        let wake = self.lock().on_signal(msg);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The hot path's state: everything one signal needs, behind one uncontended mutex.
+struct Intake {
+    tx: AdvertTx,
+    interest: Interest,
+    /// Signals from objects outside it (another adapter) are ignored.
+    adapter_path: String,
+    devices: DeviceTable<String>,
+    counts: Counts,
+    /// When anything was last heard on air; taken by the source task for the watchdog.
+    last_heard: Option<std::time::Instant>,
+    /// Wake the source task on the next thing heard (the watchdog counts silences).
+    wake_on_hear: bool,
+    /// Adverts the alarm lane had no room for, oldest first.
+    backlog: VecDeque<Advert>,
+    /// The source task holds one advert out of the backlog while it waits to send it.
+    draining: bool,
+    /// The adapter's `Powered`, last signalled and not yet acted on.
+    powered: Option<bool>,
+    /// The daemon side of the lanes has gone away.
+    closed: bool,
+    warned_backlog: bool,
+}
+
+impl Intake {
+    /// Returns whether the source task must be woken.
+    fn on_signal(&mut self, msg: &Message) -> bool {
+        match signals::read(msg, &self.interest) {
+            Err(e) => {
+                self.counts.unreadable += 1;
+                tracing::debug!(error = %e, path = ?msg.path(), "BLE: unreadable signal from BlueZ");
+                false
+            }
+            Ok(Signal::Ignored) => false,
+            Ok(Signal::Adapter { path, update }) => {
+                if path != self.adapter_path || update.powered.is_none() {
+                    return false;
+                }
+                self.powered = update.powered;
+                true
+            }
+            Ok(Signal::Device { path, update }) => {
+                let inside = path
+                    .strip_prefix(self.adapter_path.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'));
+                if !inside {
+                    return false;
+                }
+                self.take(&path, update, true)
+            }
+        }
+    }
+
+    /// One device's advertisement (or RSSI). `live`: heard on air now, not a device BlueZ
+    /// remembered when we connected (which proves nothing about the radio).
+    fn take(&mut self, path: &str, up: DeviceUpdate, live: bool) -> bool {
+        let mut wake = false;
+        if live {
+            self.last_heard = Some(std::time::Instant::now());
+            wake |= std::mem::take(&mut self.wake_on_hear);
+        }
+        if !up.advert {
+            if let Some(rssi) = up.rssi {
+                self.devices.set_rssi(path, rssi);
+            }
+            return wake;
+        }
+        self.counts.seen += 1;
+        let Some(data) = up.ours else {
+            // Service data under a UUID of ours (BTHome) has no decoder yet: counted here.
+            self.counts.foreign += 1;
+            return wake;
+        };
+        let rssi = self.devices.touch(path, up.rssi);
+        let advert = Advert {
+            addr: addr_of_path(path),
+            rssi,
+            data,
+            received_at: jiff::Timestamp::now(),
+        };
+        wake | self.hand_on(advert)
+    }
+
+    /// `AdvertTx::send` when it completes at once (telemetry always does; an alarm when its
+    /// lane has room), the backlog otherwise. Returns whether the source task must be woken.
+    fn hand_on(&mut self, advert: Advert) -> bool {
+        if self.closed {
+            return false;
+        }
+        if self.backlog.is_empty() && !self.draining {
+            // Unconstrained: tokio's cooperative budget would make a send with room pending
+            // after 128 of them in one dispatch.
+            let sent = tokio::task::unconstrained(self.tx.send(advert.clone())).now_or_never();
+            match sent {
+                Some(true) => return false,
+                Some(false) => {
+                    self.closed = true;
+                    return true;
+                }
+                // The alarm lane is full: the advert was not taken (the future is dropped
+                // before it acquired a slot), so it waits in the backlog.
+                None => {}
+            }
+        }
+        if self.backlog.len() >= BACKLOG_CAPACITY {
+            self.counts.backlog_dropped += 1;
+            if !std::mem::replace(&mut self.warned_backlog, true) {
+                tracing::warn!(
+                    capacity = BACKLOG_CAPACITY,
+                    "BLE: the daemon is not taking alarms; adverts past the backlog are dropped and counted"
+                );
+            }
+            return true;
+        }
+        self.backlog.push_back(advert);
+        true
+    }
+}
+
 struct Source {
     cfg: BleSettings,
-    tx: AdvertTx,
+    shared: Arc<Shared>,
     status: watch::Sender<BleStatus>,
     /// Counted here and published once a second (and on state changes), not per advert.
     local: BleStatus,
     dog: Watchdog,
-    devices: DeviceTable,
-    /// BlueZ signals RSSI and manufacturer data of one advertisement together, and btleplug
-    /// turns that into an `RssiUpdate` just before the data event: remember the last one.
-    last_rssi: Option<(PeripheralId, i16)>,
 }
 
 impl Source {
     /// Publishes `local`, with `adapter_ok` false while the watchdog counts silences: a scan
     /// that hears nobody is not one the operator may trust, whatever BlueZ says.
-    fn publish(&self) {
+    fn publish(&mut self) {
+        let c = self.shared.lock().counts;
+        self.local.adverts_seen = c.seen;
+        self.local.foreign_adverts = c.foreign;
+        self.local.unreadable_adverts = c.unreadable;
+        self.local.backlog_dropped = c.backlog_dropped;
         let mut now = self.local.clone();
         now.adapter_ok &= self.dog.silences() == 0;
         self.status.send_if_modified(|s| {
@@ -184,60 +380,66 @@ impl Source {
         });
     }
 
-    /// Anything heard: the radio works, and a silence ladder under way is over.
-    fn heard(&mut self, live: bool) {
-        if !live {
-            return;
-        }
+    /// Feeds the watchdog what the dispatch heard; logs the end of a silence ladder.
+    fn fold_heard(&mut self) {
+        let heard = self.shared.lock().last_heard.take();
+        let Some(at) = heard else { return };
         let silences = self.dog.silences();
-        self.dog.heard(Instant::now().into_std());
-        if silences > 0 {
+        self.dog.heard(at);
+        if silences > 0 && self.dog.silences() == 0 {
             tracing::info!(silences, "BLE: hearing advertisements again");
             self.publish();
         }
     }
 
+    /// Scanning (again). After a pause the silence clock starts afresh, and what was heard
+    /// before the pause is not folded in later (it would bring the first deadline forward).
+    /// While armed (a restart on silence) nothing changes: the ladder keeps its strikes.
+    fn resume_dog(&mut self) {
+        if self.dog.is_paused() {
+            self.shared.lock().last_heard = None;
+        }
+        self.dog.resume(Instant::now().into_std());
+    }
+
+    /// Asks the dispatch to wake us on the next thing heard while silences are counted.
+    fn arm_wake_on_hear(&self) {
+        let silent = self.dog.silences() > 0;
+        self.shared.lock().wake_on_hear = silent;
+    }
+
     async fn scan(
         &mut self,
-        mut session: Session,
+        session: Session,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> anyhow::Result<Ended> {
-        let mut events = session.start().await?;
-        // btleplug opens the stream with a `DeviceDiscovered` for every device BlueZ remembers.
-        // Their data is passed on (BlueZ may hold an SOS sent while we reconnected; the replay
-        // window drops repeats), but they are not advertisements heard now: counted as heard
-        // they reset the watchdog at every new connection, so with any remembered device its
-        // ladder never reached its third step.
-        while let Some(Some(ev)) = events.next().now_or_never() {
-            if !self.on_event(&session, ev, false).await? {
-                return Ok(Ended::Shutdown);
-            }
-        }
+        session.start().await?;
         self.local.adapter = session.name.clone();
         self.local.adapter_ok = true;
+        // A power signal from before the scan started is stale.
+        self.shared.lock().powered = None;
         self.publish();
-        self.dog.resume(Instant::now().into_std());
+        self.resume_dog();
         tracing::info!(adapter = %session.name, "BLE: scanning");
 
-        let mut health = BluezHealth::new(session.probe.owner().await);
+        let mut health = BluezHealth::new(session.owner().await);
         let mut probe_tick = tokio::time::interval(PROBE_EVERY);
         probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         probe_tick.tick().await;
 
         loop {
+            self.arm_wake_on_hear();
             let dog_deadline = self.dog.deadline().map(Instant::from_std);
             tokio::select! {
                 biased;
                 () = shutdown.as_mut() => return Ok(Ended::Shutdown),
-                ev = events.next() => {
-                    let Some(ev) = ev else {
-                        return Ok(Ended::Recreate("event stream ended"));
-                    };
-                    if !self.on_event(&session, ev, true).await? {
+                () = self.shared.wake.notified() => {
+                    if !self.on_wake(&session).await {
                         return Ok(Ended::Shutdown);
                     }
                 }
                 () = sleep_until_opt(dog_deadline) => {
+                    self.fold_heard();
                     let step = self.dog.on_timeout(Instant::now().into_std());
                     if step.is_some() {
                         // Deaf until anything is heard: the status says so at once.
@@ -268,7 +470,8 @@ impl Source {
                     }
                 }
                 _ = probe_tick.tick() => {
-                    let probe = session.probe.probe(&session.path).await;
+                    self.fold_heard();
+                    let probe = session.probe().await;
                     match health.observe(&probe) {
                         HealthStep::Nothing => {}
                         HealthStep::Lost(why) => {
@@ -287,8 +490,58 @@ impl Source {
                     self.publish();
                 }
             }
-            // Keep the probe's connection fresh if the bus itself went away and came back.
-            session.probe.heal();
+        }
+    }
+
+    /// The dispatch woke us. Returns `false` once the daemon is gone.
+    async fn on_wake(&mut self, session: &Session) -> bool {
+        let (closed, powered) = {
+            let mut i = self.shared.lock();
+            (i.closed, i.powered.take())
+        };
+        if closed {
+            return false;
+        }
+        self.fold_heard();
+        match powered {
+            // Only a return from power-off is news.
+            Some(true) if !self.local.adapter_ok => {
+                self.restart_scan(session, "adapter powered on").await;
+            }
+            Some(false) => {
+                if self.local.adapter_ok {
+                    tracing::warn!(adapter = %session.name, "BLE: adapter not powered; waiting for it");
+                }
+                self.local.adapter_ok = false;
+                self.dog.pause();
+                self.publish();
+            }
+            _ => {}
+        }
+        self.drain().await
+    }
+
+    /// Sends the backlog, waiting for room in the alarm lane. Returns `false` once the
+    /// daemon is gone.
+    async fn drain(&mut self) -> bool {
+        let tx = self.shared.lock().tx.clone();
+        loop {
+            let next = {
+                let mut i = self.shared.lock();
+                let next = i.backlog.pop_front();
+                i.draining = next.is_some();
+                if next.is_none() {
+                    i.warned_backlog = false;
+                }
+                next
+            };
+            let Some(advert) = next else { return true };
+            if !tx.send(advert).await {
+                let mut i = self.shared.lock();
+                i.closed = true;
+                i.draining = false;
+                return false;
+            }
         }
     }
 
@@ -301,116 +554,17 @@ impl Source {
             "BLE: restarting the scan"
         );
         // Stopping first makes BlueZ forget a discovery session it may think we still hold.
-        let _ = call("stop scan", session.adapter.stop_scan()).await;
-        match call(
-            "start scan",
-            session.adapter.start_scan(ScanFilter::default()),
-        )
-        .await
-        {
+        let _ = session.adapter_call("StopDiscovery", ()).await;
+        match session.discover().await {
             Ok(()) => {
                 self.local.adapter_ok = true;
-                self.dog.resume(Instant::now().into_std());
+                self.resume_dog();
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "BLE: restarting the scan failed");
             }
         }
         self.publish();
-    }
-
-    /// Returns `false` once the daemon is gone. `live`: heard on air now, not a device BlueZ
-    /// remembered when the stream opened (which proves nothing about the radio).
-    async fn on_event(
-        &mut self,
-        session: &Session,
-        ev: CentralEvent,
-        live: bool,
-    ) -> anyhow::Result<bool> {
-        let company_id = self.cfg.company_id;
-        match ev {
-            CentralEvent::DeviceDiscovered(id) => {
-                self.heard(live);
-                self.local.adverts_seen += 1;
-                // The first advertisement's data is only in the device's properties.
-                let read = async {
-                    let p = call("read a new device", session.adapter.peripheral(&id)).await?;
-                    call("read a new device", p.properties()).await
-                };
-                let mut props = match read.await {
-                    Ok(Some(p)) => p,
-                    Ok(None) => return Ok(true),
-                    Err(e) => {
-                        // Gone already, or bluetoothd overloaded: that first advert is lost.
-                        tracing::debug!(device = %id, error = %format!("{e:#}"), "BLE: cannot read a new device");
-                        return Ok(true);
-                    }
-                };
-                match props.manufacturer_data.remove(&company_id) {
-                    Some(data) => {
-                        self.devices.touch(&id, props.rssi);
-                        let advert = Advert {
-                            addr: props.address.to_string(),
-                            rssi: props.rssi,
-                            data,
-                            received_at: jiff::Timestamp::now(),
-                        };
-                        return Ok(self.tx.send(advert).await);
-                    }
-                    None => self.local.foreign_adverts += 1,
-                }
-            }
-            CentralEvent::ManufacturerDataAdvertisement {
-                id,
-                mut manufacturer_data,
-            } => {
-                self.heard(live);
-                self.local.adverts_seen += 1;
-                match manufacturer_data.remove(&company_id) {
-                    Some(data) => {
-                        let fresh = match &self.last_rssi {
-                            Some((rid, rssi)) if *rid == id => Some(*rssi),
-                            _ => None,
-                        };
-                        let rssi = self.devices.touch(&id, fresh);
-                        let advert = Advert {
-                            addr: addr_of(&id),
-                            rssi,
-                            data,
-                            received_at: jiff::Timestamp::now(),
-                        };
-                        self.last_rssi = None;
-                        return Ok(self.tx.send(advert).await);
-                    }
-                    None => self.local.foreign_adverts += 1,
-                }
-            }
-            CentralEvent::RssiUpdate { id, rssi } => {
-                self.heard(live);
-                self.devices.set_rssi(&id, rssi);
-                self.last_rssi = Some((id, rssi));
-            }
-            CentralEvent::ServiceDataAdvertisement { .. }
-            | CentralEvent::ServicesAdvertisement { .. } => {
-                self.heard(live);
-            }
-            // bluez-async sets Powered=true itself before each StartDiscovery, and a
-            // PropertiesChanged may follow: only a return from PoweredOff is news.
-            CentralEvent::StateUpdate(CentralState::PoweredOn) if !self.local.adapter_ok => {
-                self.restart_scan(session, "adapter powered on").await;
-            }
-            CentralEvent::StateUpdate(CentralState::PoweredOn) => {}
-            CentralEvent::StateUpdate(state) => {
-                if self.local.adapter_ok {
-                    tracing::warn!(adapter = %session.name, ?state, "BLE: adapter not powered; waiting for it");
-                }
-                self.local.adapter_ok = false;
-                self.dog.pause();
-                self.publish();
-            }
-            _ => {}
-        }
-        Ok(true)
     }
 }
 
@@ -421,7 +575,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// A btleplug call with a deadline.
+/// A D-Bus call with a deadline.
 async fn call<T, E>(what: &str, fut: impl Future<Output = Result<T, E>>) -> anyhow::Result<T>
 where
     E: std::error::Error + Send + Sync + 'static,
@@ -443,154 +597,192 @@ where
     }
 }
 
-/// `hci0/dev_C8_FD_19_00_00_11` → `C8:FD:19:00:00:11`, without a D-Bus call.
-fn addr_of(id: &PeripheralId) -> String {
-    addr_of_path(&id.to_string())
+/// A method call whose reply is read by hand (`signals`), not into a typed value.
+async fn call_raw(conn: &SyncConnection, what: &str, msg: Message) -> anyhow::Result<Message> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    conn.send_with_reply(
+        msg,
+        SyncConnection::make_f(move |reply: Message, _: &SyncConnection| {
+            let _ = tx.send(reply);
+        }),
+    )
+    .map_err(|()| anyhow!("BlueZ: {what}: cannot send"))?;
+    let mut reply = call(what, rx).await?;
+    reply
+        .as_result()
+        .with_context(|| format!("BlueZ: {what}"))?;
+    Ok(reply)
 }
 
-fn addr_of_path(s: &str) -> String {
-    match s.rsplit_once("/dev_") {
-        Some((_, mac)) => mac.replace('_', ":"),
-        None => s.to_string(),
-    }
-}
-
-/// One BlueZ connection: manager, adapter, and the probe that watches them.
+/// One BlueZ connection: our own D-Bus connection, the adapter, and the signal matches that
+/// feed `Shared` from the connection's dispatch.
 struct Session {
-    // Held so the connection lives as long as the session.
-    _manager: Manager,
-    adapter: Adapter,
+    conn: Arc<SyncConnection>,
+    /// The connection's I/O task: it ends when the bus connection is lost.
+    io: tokio::task::JoinHandle<()>,
     /// `hci0`.
     name: String,
     /// `/org/bluez/hci0`.
     path: String,
-    probe: BusProbe,
+    /// Held so the signals keep coming.
+    _matches: Vec<MsgMatch>,
 }
 
-type Events = std::pin::Pin<Box<dyn Stream<Item = CentralEvent> + Send>>;
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.io.abort();
+    }
+}
 
 impl Session {
-    async fn open(cfg: &BleSettings) -> anyhow::Result<Session> {
-        let manager = call("connect to the system bus", Manager::new()).await?;
-        let adapters = call("list adapters", manager.adapters()).await?;
-        let mut names = Vec::new();
-        for adapter in adapters {
-            let info = call("read adapter", adapter.adapter_info()).await?;
-            // btleplug formats it as "hci0 (usb:v1D6Bp0245d050A)".
-            let name = info
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            if cfg.adapter.as_ref().is_none_or(|want| *want == name) {
-                let probe = BusProbe::connect().context("connect to the system bus")?;
-                return Ok(Session {
-                    _manager: manager,
-                    adapter,
-                    path: format!("/org/bluez/{name}"),
-                    name,
-                    probe,
-                });
-            }
-            names.push(name);
-        }
-        match &cfg.adapter {
-            Some(want) => bail!("no Bluetooth adapter named {want:?} (BlueZ has {names:?})"),
-            None => bail!("BlueZ has no Bluetooth adapter"),
-        }
-    }
-
-    /// Subscribes (first, so no discovery is missed) and starts the scan.
-    async fn start(&mut self) -> anyhow::Result<Events> {
-        let events = call("subscribe to events", self.adapter.events()).await?;
-        call("start scan", self.adapter.start_scan(ScanFilter::default())).await?;
-        Ok(events)
-    }
-}
-
-/// A D-Bus connection of our own to read what btleplug does not expose.
-struct BusProbe {
-    conn: Option<(
-        Arc<dbus::nonblock::SyncConnection>,
-        tokio::task::JoinHandle<()>,
-    )>,
-    broken: bool,
-}
-
-impl Drop for BusProbe {
-    fn drop(&mut self) {
-        if let Some((_, task)) = self.conn.take() {
-            task.abort();
-        }
-    }
-}
-
-impl BusProbe {
-    fn connect() -> anyhow::Result<BusProbe> {
-        let mut p = BusProbe {
-            conn: None,
-            broken: true,
-        };
-        p.reconnect()?;
-        Ok(p)
-    }
-
-    fn reconnect(&mut self) -> anyhow::Result<()> {
-        if let Some((_, task)) = self.conn.take() {
-            task.abort();
-        }
-        let (resource, conn) = dbus_tokio::connection::new_system_sync()?;
-        let task = tokio::spawn(async move {
+    /// Connects, subscribes to the signals (first, so no advert between listing and
+    /// subscribing is missed), picks the adapter and hands on what BlueZ remembers.
+    async fn open(cfg: &BleSettings, shared: &Arc<Shared>) -> anyhow::Result<Session> {
+        let (resource, conn) =
+            dbus_tokio::connection::new_system_sync().context("connect to the system bus")?;
+        let io = tokio::spawn(async move {
             // Ends when the bus connection is lost.
             let _ = resource.await;
         });
-        self.conn = Some((conn, task));
-        self.broken = false;
-        Ok(())
+        let mut session = Session {
+            conn,
+            io,
+            name: String::new(),
+            path: String::new(),
+            _matches: Vec::new(),
+        };
+        shared.lock().adapter_path = adapter_prefix(cfg);
+        let rules = [
+            MatchRule::new_signal(signals::PROPERTIES, "PropertiesChanged")
+                .with_sender(BLUEZ)
+                .with_namespaced_path("/org/bluez"),
+            MatchRule::new_signal(signals::OBJECT_MANAGER, "InterfacesAdded").with_sender(BLUEZ),
+        ];
+        for rule in rules {
+            let m = call("subscribe to signals", session.conn.add_match(rule)).await?;
+            let shared = shared.clone();
+            session._matches.push(m.msg_cb(move |msg| {
+                shared.on_signal(&msg);
+                true
+            }));
+        }
+
+        let list =
+            Message::new_method_call(BLUEZ, "/", signals::OBJECT_MANAGER, "GetManagedObjects")
+                .map_err(|e| anyhow!("GetManagedObjects: {e}"))?;
+        let reply = call_raw(&session.conn, "list objects", list).await?;
+        let interest = shared.lock().interest.clone();
+        let (mut managed, unreadable) = signals::managed_objects(&reply, &interest)
+            .map_err(|e| anyhow!("BlueZ: list objects: {e}"))?;
+        managed.adapters.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut names = Vec::new();
+        let mut chosen = None;
+        for (path, state) in &managed.adapters {
+            let name = path.rsplit('/').next().unwrap_or_default().to_string();
+            if chosen.is_none() && cfg.adapter.as_ref().is_none_or(|want| *want == name) {
+                chosen = Some((name.clone(), path.clone(), *state));
+            }
+            names.push(name);
+        }
+        let Some((name, path, state)) = chosen else {
+            match &cfg.adapter {
+                Some(want) => bail!("no Bluetooth adapter named {want:?} (BlueZ has {names:?})"),
+                None => bail!("BlueZ has no Bluetooth adapter"),
+            }
+        };
+        session.name = name;
+        session.path.clone_from(&path);
+        let wake = {
+            let mut i = shared.lock();
+            i.adapter_path.clone_from(&path);
+            i.counts.unreadable += unreadable;
+            let prefix = format!("{path}/");
+            let mut wake = false;
+            for (dev, up) in managed.devices {
+                if dev.starts_with(&prefix) && up.ours.is_some() {
+                    wake |= i.take(&dev, up, false);
+                }
+            }
+            wake
+        };
+        if wake {
+            shared.wake.notify_one();
+        }
+        if state.powered == Some(false) {
+            // As bluez-async did before each scan: a powered-off adapter cannot discover.
+            use dbus::nonblock::stdintf::org_freedesktop_dbus::Properties;
+            let proxy = Proxy::new(BLUEZ, path, CALL_TIMEOUT, session.conn.clone());
+            call(
+                "power the adapter on",
+                proxy.set(signals::ADAPTER1, "Powered", true),
+            )
+            .await?;
+        }
+        Ok(session)
     }
 
-    /// Reconnects after a failed probe (the bus daemon may have been restarted).
-    fn heal(&mut self) {
-        let dead = match &self.conn {
-            Some((_, task)) => task.is_finished(),
-            None => true,
-        };
-        if self.broken || dead {
-            let _ = self.reconnect();
+    async fn adapter_call<A: dbus::arg::AppendAll>(
+        &self,
+        method: &str,
+        args: A,
+    ) -> anyhow::Result<()> {
+        let proxy = Proxy::new(BLUEZ, self.path.as_str(), CALL_TIMEOUT, self.conn.clone());
+        call(
+            method,
+            proxy.method_call::<(), _, _, _>(signals::ADAPTER1, method, args),
+        )
+        .await
+    }
+
+    /// Asks for every advertisement (`DuplicateData`), LE only, then starts discovering.
+    async fn discover(&self) -> anyhow::Result<()> {
+        let mut filter = PropMap::new();
+        filter.insert("Transport".into(), Variant(Box::new("le".to_string())));
+        filter.insert("DuplicateData".into(), Variant(Box::new(true)));
+        self.adapter_call("SetDiscoveryFilter", (filter,)).await?;
+        match self.adapter_call("StartDiscovery", ()).await {
+            Ok(()) => Ok(()),
+            // Already discovering for us (a restart raced a probe): that is what we want.
+            Err(e)
+                if e.chain().any(|c| {
+                    c.downcast_ref::<dbus::Error>()
+                        .is_some_and(|d| d.name() == Some("org.bluez.Error.InProgress"))
+                }) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
-    async fn owner(&mut self) -> Option<String> {
-        let (conn, _) = self.conn.as_ref()?;
-        let bus = dbus::nonblock::Proxy::new(
+    async fn start(&self) -> anyhow::Result<()> {
+        self.discover().await
+    }
+
+    async fn owner(&self) -> Option<String> {
+        let bus = Proxy::new(
             "org.freedesktop.DBus",
             "/org/freedesktop/DBus",
             CALL_TIMEOUT,
-            conn.clone(),
+            self.conn.clone(),
         );
         let r: Result<Result<(String,), dbus::Error>, _> = tokio::time::timeout(
             CALL_TIMEOUT,
-            bus.method_call("org.freedesktop.DBus", "GetNameOwner", ("org.bluez",)),
+            bus.method_call("org.freedesktop.DBus", "GetNameOwner", (BLUEZ,)),
         )
         .await;
         match r {
             Ok(Ok((owner,))) => Some(owner),
-            Ok(Err(e)) if e.name() == Some("org.freedesktop.DBus.Error.NameHasNoOwner") => None,
-            _ => {
-                self.broken = true;
-                None
-            }
+            _ => None,
         }
     }
 
     /// Whether our bus connection has died (its I/O task ends when the socket closes).
     fn bus_lost(&self) -> bool {
-        self.conn
-            .as_ref()
-            .is_none_or(|(_, task)| task.is_finished())
+        self.io.is_finished()
     }
 
-    async fn probe(&mut self, adapter_path: &str) -> Probe {
+    async fn probe(&self) -> Probe {
         use dbus::nonblock::stdintf::org_freedesktop_dbus::Properties;
         if self.bus_lost() {
             return Probe {
@@ -600,16 +792,15 @@ impl BusProbe {
             };
         }
         let owner = self.owner().await;
-        let Some((conn, _)) = self.conn.as_ref().filter(|_| owner.is_some()) else {
+        if owner.is_none() {
             return Probe {
                 bus_lost: self.bus_lost(),
                 owner,
                 adapter: None,
             };
-        };
-        let proxy =
-            dbus::nonblock::Proxy::new("org.bluez", adapter_path, CALL_TIMEOUT, conn.clone());
-        let props = tokio::time::timeout(CALL_TIMEOUT, proxy.get_all("org.bluez.Adapter1")).await;
+        }
+        let proxy = Proxy::new(BLUEZ, self.path.as_str(), CALL_TIMEOUT, self.conn.clone());
+        let props = tokio::time::timeout(CALL_TIMEOUT, proxy.get_all(signals::ADAPTER1)).await;
         let adapter = match props {
             Ok(Ok(props)) => {
                 let flag = |name: &str| {
@@ -623,14 +814,10 @@ impl BusProbe {
                     discovering: flag("Discovering"),
                 })
             }
-            Ok(Err(_)) => None,
-            Err(_) => {
-                self.broken = true;
-                None
-            }
+            _ => None,
         };
         Probe {
-            bus_lost: false,
+            bus_lost: self.bus_lost(),
             owner,
             adapter,
         }
@@ -639,7 +826,7 @@ impl BusProbe {
 
 /// Our bounded per-device memory: last RSSI of devices that sent data under our company id.
 /// Past capacity the least recently heard is forgotten (it only costs one advert's RSSI).
-struct DeviceTable<K = PeripheralId> {
+struct DeviceTable<K = String> {
     cap: usize,
     clock: u64,
     map: HashMap<K, (Option<i16>, u64)>,
@@ -655,7 +842,11 @@ impl<K: std::hash::Hash + Eq + Clone> DeviceTable<K> {
     }
 
     /// Records a device heard now, with a fresh RSSI if the event had one; returns its RSSI.
-    fn touch(&mut self, id: &K, fresh: Option<i16>) -> Option<i16> {
+    fn touch<Q>(&mut self, id: &Q, fresh: Option<i16>) -> Option<i16>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.clock += 1;
         let clock = self.clock;
         if let Some(entry) = self.map.get_mut(id) {
@@ -673,12 +864,16 @@ impl<K: std::hash::Hash + Eq + Clone> DeviceTable<K> {
             let median = *median;
             self.map.retain(|_, e| e.1 > median);
         }
-        self.map.insert(id.clone(), (fresh, clock));
+        self.map.insert(id.to_owned(), (fresh, clock));
         fresh
     }
 
     /// Updates a known device's RSSI; strangers are not remembered.
-    fn set_rssi(&mut self, id: &K, rssi: i16) {
+    fn set_rssi<Q>(&mut self, id: &Q, rssi: i16)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         if let Some(entry) = self.map.get_mut(id) {
             entry.0 = Some(rssi);
         }
@@ -693,6 +888,143 @@ impl<K: std::hash::Hash + Eq + Clone> DeviceTable<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::adapters::advert_lanes;
+    use crate::adapters::lanes::ALARM_CAPACITY;
+    use crate::engine::{frame, BandEvent, DeviceKey, Frame, Keyring};
+
+    const KEY: DeviceKey = DeviceKey([3; 16]);
+
+    fn sealed(seq: u32, event: BandEvent) -> Vec<u8> {
+        frame::seal(
+            &Frame {
+                device_id: 17,
+                seq,
+                battery_pct: 50,
+                worn: true,
+                event,
+            },
+            0xFFFF,
+            &KEY,
+        )
+    }
+
+    /// A source over real lanes whose daemon side is held but not read.
+    fn source() -> (Source, crate::adapters::AdvertRx) {
+        let mut keys = Keyring::new();
+        keys.insert(17, KEY);
+        let (tx, rx) = advert_lanes(0xFFFF, Arc::new(keys));
+        let cfg = BleSettings {
+            adapter: Some("hci0".into()),
+            ..BleSettings::default()
+        };
+        let (status, _) = watch::channel(BleStatus::default());
+        let src = Source {
+            shared: Arc::new(Shared {
+                intake: Mutex::new(Intake {
+                    tx,
+                    interest: Interest {
+                        company_id: 0xFFFF,
+                        service_uuids: Vec::new(),
+                    },
+                    adapter_path: adapter_prefix(&cfg),
+                    devices: DeviceTable::new(DEVICE_TABLE_CAPACITY),
+                    counts: Counts::default(),
+                    last_heard: None,
+                    wake_on_hear: false,
+                    backlog: VecDeque::new(),
+                    draining: false,
+                    powered: None,
+                    closed: false,
+                    warned_backlog: false,
+                }),
+                wake: Notify::new(),
+            }),
+            status,
+            local: BleStatus::default(),
+            dog: Watchdog::new(Instant::now().into_std(), cfg.silence_restart),
+            cfg,
+        };
+        (src, rx)
+    }
+
+    fn ours(data: Vec<u8>) -> DeviceUpdate {
+        DeviceUpdate {
+            rssi: Some(-60),
+            advert: true,
+            ours: Some(data),
+            service: None,
+        }
+    }
+
+    const DEV: &str = "/org/bluez/hci0/dev_C8_FD_19_00_00_11";
+
+    #[test]
+    fn alarms_past_a_full_lane_wait_in_order_and_past_the_backlog_are_counted() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut src, mut rx) = source();
+            let total = ALARM_CAPACITY + BACKLOG_CAPACITY + 5;
+            let mut woken = 0;
+            {
+                let mut i = src.shared.lock();
+                for seq in 0..total as u32 {
+                    woken += usize::from(i.take(DEV, ours(sealed(seq, BandEvent::Sos)), true));
+                }
+                // A heartbeat behind waiting alarms queues behind them, never past them (the
+                // backlog is full here, so it is counted).
+                i.take(DEV, ours(sealed(99_999, heartbeat())), true);
+                assert_eq!(i.backlog.len(), BACKLOG_CAPACITY);
+                assert_eq!(i.counts.backlog_dropped, 6, "5 alarms and the heartbeat");
+                assert_eq!(i.counts.seen, total as u64 + 1);
+            }
+            assert!(woken > 0, "the source task is woken to drain the backlog");
+            // The daemon reads; the source drains the backlog into the lane as room appears.
+            let reader = tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                while seqs.len() < ALARM_CAPACITY + BACKLOG_CAPACITY {
+                    let a = rx.alarms.recv().await.unwrap();
+                    seqs.push(frame::peek_header(&a.data).unwrap().1);
+                }
+                (seqs, rx)
+            });
+            assert!(src.drain().await);
+            let (seqs, _rx) = reader.await.unwrap();
+            let want: Vec<u32> = (0..(ALARM_CAPACITY + BACKLOG_CAPACITY) as u32).collect();
+            assert_eq!(seqs, want, "every alarm kept, in the order heard");
+            let i = src.shared.lock();
+            assert!(i.backlog.is_empty() && !i.draining);
+            assert_eq!(i.counts.backlog_dropped, 6);
+        });
+    }
+
+    #[test]
+    fn the_daemon_gone_ends_the_source_instead_of_filling_the_backlog() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (src, rx) = source();
+            drop(rx);
+            let mut i = src.shared.lock();
+            assert!(i.take(DEV, ours(sealed(1, BandEvent::Sos)), true));
+            assert!(i.closed);
+            assert!(!i.take(DEV, ours(sealed(2, BandEvent::Sos)), true));
+            assert!(i.backlog.is_empty());
+        });
+    }
+
+    fn heartbeat() -> BandEvent {
+        BandEvent::Heartbeat {
+            heart_rate: Some(70),
+            spo2: Some(97),
+            steps: 1,
+        }
+    }
 
     #[test]
     fn settings_default_to_the_spec_values() {
@@ -736,14 +1068,5 @@ mod tests {
             None,
             "set_rssi does not remember strangers"
         );
-    }
-
-    #[test]
-    fn addresses_come_from_the_object_path() {
-        assert_eq!(
-            addr_of_path("hci0/dev_C8_FD_19_00_00_11"),
-            "C8:FD:19:00:00:11"
-        );
-        assert_eq!(addr_of_path("weird"), "weird");
     }
 }

@@ -320,9 +320,12 @@ impl ScanTable {
         }
         let _ = writeln!(
             s,
-            "adverts seen {}, not ours {}, scan restarts {}, BlueZ reconnects {}, telemetry dropped {}",
+            "adverts seen {}, not ours {}, unreadable {}, backlog dropped {}, scan restarts {}, \
+             BlueZ reconnects {}, telemetry dropped {}",
             status.adverts_seen,
             status.foreign_adverts,
+            status.unreadable_adverts,
+            status.backlog_dropped,
             status.scan_restarts,
             status.manager_recreations,
             dropped

@@ -13,6 +13,18 @@ Commands:
    "company_id": 65535, "data": "b1112a..."}       first advert of an address adds it
   {"cmd": "power", "adapter": "hci0", "on": false}
   {"cmd": "ping"}
+  {"cmd": "stop_discovery", "adapter": "hci0"}   another client stops discovery behind our back
+  {"cmd": "signal", "adapter": "hci0", "addr": ..., "rssi": -60, "company_id": 65535,
+   "data": "b1..."}      a PropertiesChanged for a device the mock does not have (BlueZ forgot it)
+  {"cmd": "malformed", "adapter": "hci0", "addr": ..., "company_id": 65535}
+                         a PropertiesChanged whose ManufacturerData value is a string, not bytes
+  {"cmd": "burst", "adapter": "hci0", "company_id": 65535, "frames": [[addr, rssi, hex], ...],
+   "mark": 5000, "rate": 0}
+                         emits every frame as a PropertiesChanged from inside the mock's own
+                         process (EmitBurst, added to the mock once), as fast as it can when
+                         rate is 0, else paced at `rate` per second; replies
+                         "ok <t_start> <t_mark> <t_end>" (wall-clock seconds; t_mark just after
+                         frame number `mark` was handed to the bus)
 Uses the system bus, i.e. DBUS_SYSTEM_BUS_ADDRESS (the test's private bus).
 """
 
@@ -34,6 +46,40 @@ def mfr(company_id, data_hex):
         signature="qv",
         variant_level=1,
     )
+
+
+# Runs inside the mock bluetoothd (dbusmock's AddMethod): builds every signal first, then sends
+# them back to back, so the feed is limited by libdbus and the bus, not by this controller.
+EMIT_BURST = """
+import time
+import dbus.lowlevel
+paths, rssis, datas, company_id, mark, rate = args
+msgs = []
+for p, r, d in zip(paths, rssis, datas):
+    m = dbus.lowlevel.SignalMessage(p, 'org.freedesktop.DBus.Properties', 'PropertiesChanged')
+    m.append('org.bluez.Device1',
+             dbus.Dictionary({'RSSI': dbus.Int16(r, variant_level=1),
+                              'ManufacturerData': dbus.Dictionary(
+                                  {dbus.UInt16(company_id): dbus.ByteArray(bytes(d), variant_level=1)},
+                                  signature='qv', variant_level=1)}, signature='sv'),
+             dbus.Array([], signature='s'),
+             signature='sa{sv}as')
+    msgs.append(m)
+conn = self.connection
+t_mark = 0.0
+t0 = time.time()
+for i, m in enumerate(msgs):
+    if rate > 0:
+        # Sleep (not spin) while ahead: a spinning mock would take a core from the gateway.
+        ahead = t0 + i / rate - time.time()
+        if ahead > 0.0005:
+            time.sleep(ahead)
+    conn.send_message(m)
+    if i == mark:
+        t_mark = time.time()
+conn.flush()
+ret = (t0, t_mark, time.time())
+"""
 
 
 def device_props(adapter_path, addr, rssi, company_id, data_hex):
@@ -61,6 +107,7 @@ class Ctl:
     def __init__(self):
         self.bus = dbus.SystemBus()
         self.known = set()
+        self.burst_ready = False
 
     def obj(self, path):
         return self.bus.get_object("org.bluez", path)
@@ -70,8 +117,9 @@ class Ctl:
         if cmd == "ping":
             return "ok"
         if cmd == "adapter":
-            # A new mock process knows no devices.
+            # A new mock process knows no devices (nor the burst method).
             self.known = set()
+            self.burst_ready = False
             path = self.obj("/").AddAdapter(c["name"], "bandgate-test", dbus_interface="org.bluez.Mock")
             return f"ok {path}"
         if cmd == "advert":
@@ -110,6 +158,60 @@ class Ctl:
                     ],
                     dbus_interface=MOCK,
                 )
+            return "ok"
+        if cmd == "signal":
+            path = "/org/bluez/" + c.get("adapter", "hci0") + "/dev_" + c["addr"].replace(":", "_").upper()
+            self.bus.get_object("org.bluez", "/").EmitSignalDetailed(
+                "org.freedesktop.DBus.Properties",
+                "PropertiesChanged",
+                "sa{sv}as",
+                [
+                    DEVICE,
+                    dbus.Dictionary(
+                        {
+                            "RSSI": dbus.Int16(c["rssi"], variant_level=1),
+                            "ManufacturerData": mfr(c["company_id"], c["data"]),
+                        },
+                        signature="sv",
+                    ),
+                    dbus.Array([], signature="s"),
+                ],
+                dbus.Dictionary({"path": dbus.ObjectPath(path)}, signature="sv"),
+                dbus_interface=MOCK,
+            )
+            return "ok"
+        if cmd == "malformed":
+            path = "/org/bluez/" + c.get("adapter", "hci0") + "/dev_" + c["addr"].replace(":", "_").upper()
+            bad = dbus.Dictionary(
+                {dbus.UInt16(c["company_id"]): dbus.String("not bytes", variant_level=1)},
+                signature="qv",
+                variant_level=1,
+            )
+            self.bus.get_object("org.bluez", "/").EmitSignalDetailed(
+                "org.freedesktop.DBus.Properties",
+                "PropertiesChanged",
+                "sa{sv}as",
+                [DEVICE, dbus.Dictionary({"ManufacturerData": bad}, signature="sv"), dbus.Array([], signature="s")],
+                dbus.Dictionary({"path": dbus.ObjectPath(path)}, signature="sv"),
+                dbus_interface=MOCK,
+            )
+            return "ok"
+        if cmd == "burst":
+            root = self.obj("/")
+            if not self.burst_ready:
+                root.AddMethod(MOCK, "EmitBurst", "aoanaayqid", "ddd", EMIT_BURST, dbus_interface=MOCK)
+                self.burst_ready = True
+            prefix = "/org/bluez/" + c.get("adapter", "hci0") + "/dev_"
+            paths = dbus.Array([dbus.ObjectPath(prefix + f[0].replace(":", "_").upper()) for f in c["frames"]], signature="o")
+            rssis = dbus.Array([dbus.Int16(f[1]) for f in c["frames"]], signature="n")
+            datas = dbus.Array([dbus.ByteArray(bytes.fromhex(f[2])) for f in c["frames"]], signature="ay")
+            t0, t_mark, t_end = root.EmitBurst(
+                paths, rssis, datas, dbus.UInt16(c["company_id"]), dbus.Int32(c.get("mark", -1)),
+                dbus.Double(c.get("rate", 0)), dbus_interface=MOCK, timeout=600,
+            )
+            return f"ok {t0:.6f} {t_mark:.6f} {t_end:.6f}"
+        if cmd == "stop_discovery":
+            self.obj("/org/bluez/" + c.get("adapter", "hci0")).StopDiscovery(dbus_interface=ADAPTER)
             return "ok"
         if cmd == "power":
             path = "/org/bluez/" + c.get("adapter", "hci0")

@@ -1,7 +1,7 @@
 //! Black-box tests of `bandgate run` with `ble.source = "bluez"`: the built daemon scans the
 //! mock BlueZ of `ble.rs` (private bus, dbusmock's bluez5, `DBUS_SYSTEM_BUS_ADDRESS` set for
 //! the daemon alone) and pages through a real Mosquitto to a phone (`gateway.rs`). This is the
-//! whole path of issue 5: advertisement → btleplug → lanes → engine → outbox → broker → phone,
+//! whole path of issue 5: advertisement → D-Bus signal → lanes → engine → outbox → broker → phone,
 //! and what the operator sees (retained gateway status, warn/error lines) while the radio
 //! stack fails and recovers. Every wait is a poll with a deadline.
 
@@ -11,8 +11,8 @@ use bandgate::engine::frame::{seal, BandEvent, Frame};
 use serde_json::Value;
 
 use crate::ble::MockBluez;
-use crate::broker::Broker;
-use crate::gateway::*;
+use crate::harness::Broker;
+use crate::harness::*;
 
 const BAND_17: &str = "C8:FD:19:00:00:11";
 

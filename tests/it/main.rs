@@ -27,15 +27,3 @@ mod recovery;
 mod store;
 mod store_recover;
 mod vectors;
-
-// The harness's old paths, for the files being rewritten elsewhere now (ble.rs, ble_daemon.rs;
-// config_file.rs, keys_file.rs): they go when those files `use crate::harness`.
-mod broker {
-    pub use crate::harness::Broker;
-}
-mod gateway {
-    pub use crate::harness::*;
-}
-mod support {
-    pub use crate::harness::vectors::*;
-}

@@ -3,7 +3,7 @@
 //!
 //! Two independent judges, both fed by `ble.rs`:
 //! - `Watchdog`: silence from *everyone* means the scan has gone deaf (BlueZ stops discovery
-//!   without telling anyone, btleplug drops the D-Bus "connection lost" signal). Each silence
+//!   without telling anyone; its signals just stop). Each silence
 //!   of `silence` escalates one step: restart the scan, recreate the manager, give up (the
 //!   process exits non-zero and systemd restarts it). Anything heard resets the ladder.
 //! - `BluezHealth`: what a poll of the bus says about `org.bluez` and the adapter (owner,
@@ -117,8 +117,8 @@ impl Watchdog {
 /// What one poll of the system bus found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
-    /// Our own connection to the system bus died: the bus daemon went away (and btleplug's
-    /// connection with it; its calls would hang forever).
+    /// Our own connection to the system bus died: the bus daemon went away (calls on the
+    /// old connection would hang forever).
     pub bus_lost: bool,
     /// Unique bus name owning `org.bluez` (`:1.42`), `None` when bluetoothd is not running or
     /// the bus did not answer.
@@ -186,7 +186,7 @@ impl BluezHealth {
         };
         if self.owner.as_ref() != Some(owner) {
             // A new bluetoothd (or the first one since we started) knows nothing of our
-            // discovery session, and btleplug's object state is from the old one.
+            // discovery session or filter: start from a clean connection, as at start-up.
             self.owner = Some(owner.clone());
             self.lost = false;
             self.not_discovering = 0;
