@@ -51,6 +51,13 @@ fn alert(tier: u8) -> AlertRecord {
         battery_pct: Some(80),
         rssi: Some(-61),
         seqs: vec![42, 43],
+        presses: 1,
+        last_press_at: None,
+        press_due: None,
+        device_fault_suspected: false,
+        held: false,
+        grouped_in: None,
+        silent_bands: None,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod alert;
 mod device_map;
 mod escalation;
 pub mod frame;
+mod index;
 pub mod replay;
 pub mod setup;
 pub mod snapshot;
@@ -19,7 +20,8 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 pub use alert::{
-    Action, Alert, DeviceState, Kind, NotifyReason, Output, Refusal, Resolution, State,
+    Action, Alert, DeviceState, Grouping, Kind, NotifyReason, Output, Presses, Refusal, Resolution,
+    SilentBands, State, SEQS_KEPT,
 };
 pub use frame::{BandEvent, DeviceKey, Frame, Keyring, Reject};
 pub use replay::ReplayWindow;
@@ -125,9 +127,13 @@ pub struct Engine {
     setup: Setup,
     intake: Intake,
     alerts: BTreeMap<String, Alert>,
+    /// `alerts` by band and by deadline.
+    index: index::AlertIndex,
     devices: HashMap<u32, supervision::Band>,
     /// Silence deadlines of bands without an open `device_silent` alert.
     silence: BTreeSet<(Instant, u32)>,
+    /// Silences held to see whether many bands fall silent together.
+    held_silences: supervision::HeldSilences,
     outputs: VecDeque<Output>,
     dirty_alerts: BTreeSet<String>,
     removed_alerts: Vec<String>,
@@ -175,18 +181,24 @@ impl Engine {
             );
             devices.insert(d.device_id, supervision::Band::from_record(d));
         }
-        let alerts = snapshot
+        let alerts: BTreeMap<String, Alert> = snapshot
             .alerts
             .iter()
             .filter_map(|r| escalation::alert_from_record(r, now, wall))
             .map(|a| (a.id.clone(), a))
             .collect();
+        let mut index = index::AlertIndex::default();
+        for a in alerts.values() {
+            index.insert(a);
+        }
         let mut engine = Engine {
             setup,
             intake,
             alerts,
+            index,
             devices,
             silence: BTreeSet::new(),
+            held_silences: supervision::HeldSilences::default(),
             outputs: VecDeque::new(),
             dirty_alerts: BTreeSet::new(),
             removed_alerts: Vec::new(),
@@ -242,18 +254,21 @@ impl Engine {
 
     /// When `handle_timeout` must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let alerts = self.alerts.values().map(Alert::deadline).min();
-        let silence = self.silence.first().map(|(t, _)| *t);
-        match (alerts, silence) {
-            (Some(a), Some(s)) => Some(a.min(s)),
-            (a, s) => a.or(s),
-        }
+        [
+            self.index.next_deadline(),
+            self.silence.first().map(|(t, _)| *t),
+            self.held_silences.until(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Fires every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant, wall: Timestamp) {
         self.last_timeout = Some(now);
         self.fire_silence(now, wall);
+        self.release_held_silences(now, wall);
         self.fire_alert_deadlines(now, wall);
     }
 

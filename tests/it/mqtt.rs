@@ -9,8 +9,8 @@ use bandgate::adapters::mqtt::{
     self, connect, parse_ack, render, LinkEvent, MqttLink, MqttSettings, Publish, Topics,
 };
 use bandgate::engine::{
-    Action, Alert, Escalation, Kind, Locale, NotifyReason, Output, Resident, Rota, Setup, Staff,
-    State, Supervision, WearerCancel,
+    Action, Alert, Escalation, Grouping, Kind, Locale, NotifyReason, Output, Presses, Resident,
+    Rota, Setup, Staff, State, Supervision, WearerCancel,
 };
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tokio::sync::mpsc;
@@ -98,6 +98,11 @@ fn alert() -> Alert {
         battery_pct: Some(80),
         rssi: Some(-67),
         seqs: vec![42],
+        presses: Presses {
+            count: 1,
+            ..Presses::default()
+        },
+        grouping: Grouping::Alone,
     }
 }
 

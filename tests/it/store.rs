@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bandgate::adapters::store::{OutboxMessage, Store, DB_FILE, SCHEMA_VERSION};
-use bandgate::engine::snapshot::{AlertRecord, Changes, DeviceRecord, MetaRecord, Snapshot};
+use bandgate::engine::snapshot::{
+    AlertRecord, Changes, DeviceRecord, MetaRecord, SilentBandsRecord, Snapshot,
+};
 use jiff::Timestamp;
 use proptest::prelude::*;
 
@@ -42,6 +44,13 @@ fn alert(id: &str, tier: u8) -> AlertRecord {
         battery_pct: Some(80),
         rssi: Some(-61),
         seqs: vec![42],
+        presses: 1,
+        last_press_at: None,
+        press_due: None,
+        device_fault_suspected: false,
+        held: false,
+        grouped_in: None,
+        silent_bands: None,
     }
 }
 
@@ -60,6 +69,17 @@ fn full_alert(id: &str) -> AlertRecord {
         resolved_at: Some(at(600)),
         resolution: Some("fall, no injury".into()),
         seqs: vec![42, 43, u32::MAX],
+        presses: 9000,
+        last_press_at: Some(at(400)),
+        press_due: Some(at(401)),
+        device_fault_suspected: true,
+        held: true,
+        grouped_in: Some("gateway-gw-silent-1".into()),
+        silent_bands: Some(SilentBandsRecord {
+            count: 2000,
+            still_silent: 1990,
+            named: vec![1, 2, 3],
+        }),
         ..alert(id, 2)
     }
 }
@@ -112,7 +132,10 @@ fn a_full_snapshot_round_trips() {
                 ..device(3, 0)
             },
         ],
-        meta: Some(MetaRecord { test_count: 7 }),
+        meta: Some(MetaRecord {
+            test_count: 7,
+            ..Default::default()
+        }),
     };
     store.commit(&changes, &[]).unwrap();
 
@@ -122,7 +145,10 @@ fn a_full_snapshot_round_trips() {
         Snapshot {
             alerts: vec![changes.alerts[1].clone(), changes.alerts[0].clone()],
             devices: vec![changes.devices[1].clone(), changes.devices[0].clone()],
-            meta: MetaRecord { test_count: 7 },
+            meta: MetaRecord {
+                test_count: 7,
+                ..Default::default()
+            },
         }
     );
 }
@@ -133,7 +159,10 @@ fn commits_update_and_delete_alerts_and_keep_meta() {
     let mut store = Store::open(dir.path()).unwrap();
     let first = Changes {
         alerts: vec![alert("a", 0), alert("b", 0)],
-        meta: Some(MetaRecord { test_count: 1 }),
+        meta: Some(MetaRecord {
+            test_count: 1,
+            ..Default::default()
+        }),
         ..Changes::default()
     };
     store.commit(&first, &[]).unwrap();
@@ -149,7 +178,10 @@ fn commits_update_and_delete_alerts_and_keep_meta() {
         Snapshot {
             alerts: vec![alert("a", 1)],
             devices: vec![device(5, 1)],
-            meta: MetaRecord { test_count: 1 },
+            meta: MetaRecord {
+                test_count: 1,
+                ..Default::default()
+            },
         }
     );
 }
@@ -173,7 +205,10 @@ fn a_commit_that_fails_half_way_leaves_nothing_behind() {
         alerts: vec![alert("new", 0), alert("old", 1)],
         removed_alerts: vec![],
         devices: vec![device(1, 1)],
-        meta: Some(MetaRecord { test_count: 9 }),
+        meta: Some(MetaRecord {
+            test_count: 9,
+            ..Default::default()
+        }),
     };
     let bad = OutboxMessage {
         qos: 7,
@@ -262,7 +297,10 @@ fn reopening_keeps_everything() {
             alerts: vec![full_alert("x"), alert("y", 1)],
             removed_alerts: vec![],
             devices: vec![device(1, 3)],
-            meta: Some(MetaRecord { test_count: 2 }),
+            meta: Some(MetaRecord {
+                test_count: 2,
+                ..Default::default()
+            }),
         };
         let ids = store
             .commit(&changes, &[message("a", "1"), message("b", "2")])
@@ -427,7 +465,10 @@ fn crash_writer() {
             }],
             removed_alerts: vec![],
             devices: vec![device(1, n.into())],
-            meta: Some(MetaRecord { test_count: n }),
+            meta: Some(MetaRecord {
+                test_count: n,
+                ..Default::default()
+            }),
         };
         let msgs: Vec<_> = (0..3)
             .map(|k| OutboxMessage {
@@ -662,7 +703,10 @@ fn run_ops(dir: &Path, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         .collect(),
                     removed_alerts: removed.iter().map(|id| format!("a{id}")).collect(),
                     devices: devices_of(&devices),
-                    meta: meta.map(|test_count| MetaRecord { test_count }),
+                    meta: meta.map(|test_count| MetaRecord {
+                        test_count,
+                        ..Default::default()
+                    }),
                 };
                 let msgs: Vec<_> = outbox
                     .into_iter()
@@ -789,7 +833,10 @@ fn changes_kept_from_a_failed_commit_merge_with_the_next_one_later_wins() {
         alerts: vec![alert("17-1", 1), alert("18-1", 1), alert("19-1", 1)],
         removed_alerts: vec!["20-1".into()],
         devices: vec![device(17, 1), device(18, 1)],
-        meta: Some(MetaRecord { test_count: 1 }),
+        meta: Some(MetaRecord {
+            test_count: 1,
+            ..Default::default()
+        }),
     };
     let next = Changes {
         alerts: vec![alert("17-1", 2), alert("20-1", 1)],

@@ -101,6 +101,11 @@ fn sos() -> Alert {
         battery_pct: Some(80),
         rssi: Some(-67),
         seqs: vec![42],
+        presses: crate::engine::Presses {
+            count: 1,
+            ..Default::default()
+        },
+        grouping: crate::engine::Grouping::Alone,
     }
 }
 
