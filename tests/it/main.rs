@@ -11,6 +11,7 @@ mod demo;
 mod engine_props;
 mod engine_scenarios;
 mod engine_sim;
+mod engine_storms;
 mod frame_props;
 mod gateway;
 mod keys_file;
