@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bandgate::adapters::store::{OutboxMessage, Store, DB_FILE, SCHEMA_VERSION};
+use bandgate::adapters::store::{OutboxMessage, Store, DB_FILE, SCHEMA_VERSION, WAL_LIMIT};
 use bandgate::engine::snapshot::{
     AlertRecord, Changes, DeviceRecord, MetaRecord, SilentBandsRecord, Snapshot,
 };
@@ -863,4 +863,62 @@ fn changes_kept_from_a_failed_commit_merge_with_the_next_one_later_wins() {
         .collect();
     assert_eq!(windows, BTreeMap::from([(17, 3), (18, 1)]));
     assert_eq!(snap.meta.test_count, 1);
+}
+
+fn wal_bytes(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join(format!("{DB_FILE}-wal"))).map_or(0, |m| m.len())
+}
+
+#[test]
+fn the_wal_stays_bounded_under_a_storm_of_writes_and_shrinks_when_it_ends() {
+    // 160 MB through the WAL as fast as the disk takes it (2 MB commits, each acknowledged
+    // at once, as a storm of pages would be): the WAL never passes 64 MB and is cut back to
+    // `WAL_LIMIT` once the storm is over.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let payload = "x".repeat(256 * 1024);
+    let batch: Vec<OutboxMessage> = (0..8).map(|_| message("storm", &payload)).collect();
+    let started = Instant::now();
+    let mut largest = 0;
+    for n in 0..80 {
+        let changes = Changes {
+            alerts: vec![alert(&format!("17-{n}"), 1)],
+            ..Changes::default()
+        };
+        let ids = store.commit(&changes, &batch).unwrap();
+        store.mark_sent(&ids).unwrap();
+        largest = largest.max(wal_bytes(dir.path()));
+    }
+    let took = started.elapsed();
+    assert!(
+        largest < 64 * 1024 * 1024,
+        "the WAL reached {largest} bytes"
+    );
+    // After the storm: a checkpoint, then the next write starts the WAL over and cuts it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        store
+            .commit(
+                &Changes {
+                    alerts: vec![alert("18-1", 1)],
+                    ..Changes::default()
+                },
+                &[],
+            )
+            .unwrap();
+        if wal_bytes(dir.path()) <= WAL_LIMIT {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the WAL stayed at {} bytes after the storm",
+            wal_bytes(dir.path())
+        );
+    }
+    eprintln!(
+        "160 MB in {took:?}; largest WAL {:.1} MB",
+        largest as f64 / 1e6
+    );
+    assert_eq!(store.load().unwrap().alerts.len(), 81);
 }
