@@ -479,6 +479,20 @@ impl Daemon {
         if self.unsaved.is_some() {
             self.flush_and_retry(true);
         }
+        // LOOP(19): records of quiet alerts (silent bands one gateway notice stands for) are
+        // written here in batches, never with an alarm's commit; retaken when they fail.
+        let (now, wall) = clock();
+        let background = self
+            .engine
+            .take_background(now, wall, crate::engine::BACKGROUND_BATCH);
+        if let Err(e) = self.store.commit(&background, &[]) {
+            self.store_ok = false;
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cannot write silent bands' alerts to the state store; trying again in a second"
+            );
+            self.engine.retake_background(&background);
+        }
         let devices = self.engine.take_telemetry(TELEMETRY_ROWS);
         let written = self.store.commit_telemetry(&devices);
         if written.is_ok() && !devices.is_empty() && self.unsaved.is_none() {
@@ -574,6 +588,14 @@ impl Daemon {
         }
         if let Err(e) = self.store.commit(&changes, &messages) {
             tracing::error!(error = format!("{e:#}"), "cannot save state at shutdown");
+        }
+        // LOOP(19): the quiet alerts' records not written yet.
+        let background = self.engine.take_background(now, wall, usize::MAX);
+        if let Err(e) = self.store.commit(&background, &[]) {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cannot save silent bands' alerts at shutdown"
+            );
         }
         let telemetry = self.engine.take_telemetry(usize::MAX);
         if let Err(e) = self.store.commit_telemetry(&telemetry) {

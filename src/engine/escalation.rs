@@ -470,13 +470,18 @@ impl Engine {
 
     /// A held silence that turned out to be alone: paged as any alert is.
     pub(super) fn page_alone(&mut self, now: Instant, wall: Timestamp, id: &str) {
+        // Its band's record goes with it now, no longer in the background batches.
+        if let Some(d) = self.alerts.get(id).and_then(|a| a.device_id) {
+            self.background_devices.remove(&d);
+            self.urgent_devices.insert(d);
+        }
         self.with_alert(now, wall, id, |ctx, a| {
             a.grouping = Grouping::Alone;
-            tracing::info!(
+            tracing::warn!(
                 alert_id = a.id,
                 kind = a.kind.as_str(),
                 device_id = a.device_id,
-                "alert raised"
+                "band not heard for silent_after: alert raised"
             );
             let tier = ctx.first_tier_with_people(a, 1);
             ctx.page(a, tier, NotifyReason::New);
@@ -812,11 +817,17 @@ impl Engine {
 
     /// Forgets an alert whose retention ended.
     fn remove_alert(&mut self, id: &str) {
-        if let Some(a) = self.alerts.remove(id) {
+        let quiet = self.alerts.remove(id).is_some_and(|a| {
             self.index.remove(id, a.device_id);
-        }
+            a.is_quiet()
+        });
         self.dirty_alerts.remove(id);
-        self.removed_alerts.push(id.to_string());
+        self.background_alerts.remove(id);
+        if quiet {
+            self.background_removed.push(id.to_string());
+        } else {
+            self.removed_alerts.push(id.to_string());
+        }
     }
 }
 

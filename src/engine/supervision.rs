@@ -245,8 +245,13 @@ impl Engine {
             band.silent_count += 1;
             let alert_id = format!("{id}-silent-{}", band.silent_count);
             let battery = band.battery_pct;
-            self.urgent_devices.insert(id);
-            tracing::warn!(alert_id, device_id = id, "band not heard for silent_after");
+            // Written with its quiet alert, in the background batches.
+            self.background_devices.insert(id);
+            tracing::debug!(
+                alert_id,
+                device_id = id,
+                "band not heard for silent_after; held to see whether others fall silent with it"
+            );
             let mut alert = new_alert(
                 now,
                 wall,

@@ -38,7 +38,12 @@ pub struct SiteConfig {
     pub silent_after: &'static str,
     /// Enrolled bands: 17 (王秀英, team li + wang) and 18 (刘桂兰, team wang) when listed.
     pub residents: Vec<u32>,
+    /// This many more residents with bands `EXTRA_BANDS..EXTRA_BANDS + n` (no team).
+    pub extra_bands: u32,
 }
+
+/// The first device id of `SiteConfig::extra_bands`.
+pub const EXTRA_BANDS: u32 = 1000;
 
 impl Default for SiteConfig {
     fn default() -> SiteConfig {
@@ -52,6 +57,7 @@ impl Default for SiteConfig {
             resolved_retention: "2s",
             silent_after: "1h",
             residents: vec![17],
+            extra_bands: 0,
         }
     }
 }
@@ -98,7 +104,10 @@ impl Site {
         let capture_path = dir.path().join("capture.jsonl");
         write_capture(&capture_path, capture);
         let mut keys = String::from("[devices]\n");
-        for id in [17u32, 18] {
+        for id in [17u32, 18]
+            .into_iter()
+            .chain(EXTRA_BANDS..EXTRA_BANDS + cfg.extra_bands)
+        {
             keys.push_str(&format!("{id} = \"{}\"\n", key_of(id).to_hex()));
         }
         write_private(dir.path(), "keys.toml", &keys);
@@ -155,6 +164,11 @@ fn config_text(site_id: &str, port: u16, c: &SiteConfig) -> String {
             .join(", ")
     };
     let mut residents = String::new();
+    for d in EXTRA_BANDS..EXTRA_BANDS + c.extra_bands {
+        residents.push_str(&format!(
+            "\n[[residents]]\nid = \"r{d}\"\nname = \"住户{d}\"\naddress = \"广惠园社区\"\nphone = \"13800000000\"\nnotes = \"\"\ndevice_id = {d}\nteam = []\n"
+        ));
+    }
     if c.residents.contains(&17) {
         residents.push_str(
             r#"
@@ -361,6 +375,8 @@ pub struct Msg {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// When the phone received it.
+    pub at: jiff::Timestamp,
 }
 
 impl Msg {
@@ -457,6 +473,7 @@ impl Phone {
                             topic: p.topic.clone(),
                             payload: p.payload.to_vec(),
                             retain: p.retain,
+                            at: jiff::Timestamp::now(),
                         }),
                         Ok(_) => {}
                         Err(_) => {

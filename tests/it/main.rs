@@ -21,5 +21,6 @@ mod mqtt_tls;
 mod ops;
 mod package;
 mod store;
+mod storms;
 mod support;
 mod vectors;
