@@ -6,16 +6,19 @@
 #   bench/run.sh            # the full run (~10 min on a quiet 2-core box)
 #   bench/run.sh --quick    # a smaller version (~2 min) to check that it works
 #   bench/run.sh --only latency    # one part (latency, search, steady, timers)
+#   bench/run.sh --soak 120        # only the soak, 120 minutes (writes bench/soak.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=()
+out=bench/results.json
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick+=(--quick) ;;
         # e.g. --only latency,timers (parts: latency, search, steady, timers)
         --only) quick+=(--only "$2"); shift ;;
-        *) echo "usage: bench/run.sh [--quick] [--only latency,search,steady,timers]" >&2; exit 64 ;;
+        --soak) quick+=(--soak "$2"); out=bench/soak.json; shift ;;
+        *) echo "usage: bench/run.sh [--quick] [--only latency,search,steady,timers] [--soak MINUTES]" >&2; exit 64 ;;
     esac
     shift
 done
@@ -64,15 +67,15 @@ echo "cpu: $model, $(nproc) cores; $(uptime | sed 's/.*load/load/')" >&2
 before=$(uptime | sed 's/.*load average: //')
 
 target/release/examples/e2e --bin target/release/bandgate --port "$port" --work "$work" \
-    --tmpfs "$tmpfs" --out bench/results.json "${quick[@]}"
+    --tmpfs "$tmpfs" --out "$out" "${quick[@]}"
 
 after=$(uptime | sed 's/.*load average: //')
-python3 - "$model" "$(nproc)" "$before" "$after" <<'PY'
+python3 - "$model" "$(nproc)" "$before" "$after" "$out" <<'PY'
 import json, sys
-r = json.load(open("bench/results.json"))
+r = json.load(open(sys.argv[5]))
 r["machine"] = {"cpu": sys.argv[1], "cores": int(sys.argv[2]),
                 "load_before": sys.argv[3], "load_after": sys.argv[4]}
-json.dump(r, open("bench/results.json", "w"), indent=2, ensure_ascii=False)
+json.dump(r, open(sys.argv[5], "w"), indent=2, ensure_ascii=False)
 PY
 echo "machine: $model, $(nproc) cores; load average before: $before; after: $after"
-echo "results: bench/results.json"
+echo "results: $out"
