@@ -1010,7 +1010,12 @@ pub(super) fn alert_from_record(r: &AlertRecord, now: Instant, wall: Timestamp) 
         rssi: r.rssi,
         seqs: r.seqs.clone(),
         presses: Presses {
-            count: r.presses,
+            // A record older than press counting: each seq it kept was one press.
+            count: if r.presses == 0 {
+                u32::try_from(r.seqs.len()).unwrap_or(u32::MAX)
+            } else {
+                r.presses
+            },
             last_at: r.last_press_at,
             paged_at: None,
             due: r.press_due.map(i),
