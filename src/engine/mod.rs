@@ -371,6 +371,18 @@ impl Engine {
     /// These are silences that one gateway notice stands for: a power cut may lose the last
     /// batch, and a band still silent after a restart is found silent again.
     pub fn take_background(&mut self, now: Instant, wall: Timestamp, max: usize) -> Changes {
+        // Quiet alerts changed since the last commit wait here, not for the next alarm's.
+        let alerts = &self.alerts;
+        let quiet: Vec<String> = self
+            .dirty_alerts
+            .iter()
+            .filter(|id| alerts.get(*id).is_some_and(Alert::is_quiet))
+            .cloned()
+            .collect();
+        for id in quiet {
+            self.dirty_alerts.remove(&id);
+            self.background_alerts.insert(id);
+        }
         let ids: Vec<String> = self.background_alerts.iter().take(max).cloned().collect();
         let mut alerts = Vec::with_capacity(ids.len());
         for id in ids {

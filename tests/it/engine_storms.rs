@@ -469,3 +469,24 @@ fn silences_held_across_a_restart_are_still_grouped() {
     };
     assert_eq!(b.count, 52, "bands 17, 18 and the 50");
 }
+
+#[test]
+fn a_background_batch_that_could_not_be_written_is_taken_again() {
+    let mut c = Community::new(300);
+    c.advance(1800 + 60);
+    let first = c.engine.take_background(c.now, c.wall(), BACKGROUND_BATCH);
+    assert_eq!(first.alerts.len(), BACKGROUND_BATCH);
+    assert_eq!(first.devices.len(), BACKGROUND_BATCH);
+    // The store failed: the same records come back in a later batch, none lost.
+    c.engine.retake_background(&first);
+    let mut ids = std::collections::BTreeSet::new();
+    loop {
+        let b = c.engine.take_background(c.now, c.wall(), BACKGROUND_BATCH);
+        if b.is_empty() {
+            break;
+        }
+        ids.extend(b.alerts.into_iter().map(|r| r.id));
+    }
+    assert_eq!(ids.len(), 302, "every band's silence: the 300, 17 and 18");
+    assert!(first.alerts.iter().all(|r| ids.contains(&r.id)));
+}
