@@ -9,19 +9,23 @@
 #   bench/run.sh --only ble        # the BLE intake through the mock BlueZ (examples/ble_bench.rs);
 #                                  # prints its own table, writes bench/results-ble.json
 #   bench/run.sh --only ble --compare /path/to/older/bandgate   # both binaries, same feed
+#   bench/run.sh --soak 120        # only the soak, 120 minutes (writes bench/soak.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=()
 only=""
 ble_args=()
+out=bench/results.json
+soak=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick+=(--quick); ble_args+=(--trials 20 --flood 20000) ;;
         # e.g. --only latency,timers (parts: latency, search, steady, timers, ble)
         --only) only="$2"; shift ;;
         --compare) ble_args+=(--bin "before=$2"); shift ;;
-        *) echo "usage: bench/run.sh [--quick] [--only latency,search,steady,timers,ble] [--compare BIN]" >&2; exit 64 ;;
+        --soak) quick+=(--soak "$2"); out=bench/soak.json; soak=true; shift ;;
+        *) echo "usage: bench/run.sh [--quick] [--only latency,search,steady,timers,ble] [--compare BIN] [--soak MINUTES]" >&2; exit 64 ;;
     esac
     shift
 done
@@ -39,6 +43,8 @@ fi
 run_e2e=true
 if [ -n "$only" ] && [ -z "$e2e_only" ]; then run_e2e=false; fi
 [ -n "$e2e_only" ] && quick+=(--only "$e2e_only")
+# The soak runs alone.
+if $soak; then run_e2e=true; run_ble=false; fi
 ble_python=python3
 if ! python3 -c 'import dbus, dbusmock' 2>/dev/null && [ -x /usr/bin/python3 ]; then
     ble_python=/usr/bin/python3
@@ -106,9 +112,9 @@ PY
 
 if $run_e2e; then
     target/release/examples/e2e --bin target/release/bandgate --work "$work" \
-        --tmpfs "$tmpfs" --out bench/results.json "${quick[@]}"
-    stamp bench/results.json
-    echo "results: bench/results.json"
+        --tmpfs "$tmpfs" --out "$out" "${quick[@]}"
+    stamp "$out"
+    echo "results: $out"
 fi
 if $run_ble; then
     command -v dbus-daemon >/dev/null || { echo "the ble part needs dbus-daemon (apt-get install dbus)" >&2; exit 1; }

@@ -52,6 +52,13 @@ fn alert(tier: u8) -> AlertRecord {
         rssi: Some(-61),
         seqs: vec![42, 43],
         detail: None,
+        presses: 1,
+        last_press_at: None,
+        press_due: None,
+        device_fault_suspected: false,
+        held: false,
+        grouped_in: None,
+        silent_bands: None,
     }
 }
 

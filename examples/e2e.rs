@@ -35,6 +35,8 @@ struct Args {
     bands: u32,
     /// Run only these parts (latency, search, steady, timers); all when empty.
     only: Vec<String>,
+    /// `--soak MINUTES`: only the soak, this long.
+    soak: Option<u64>,
 }
 
 impl Args {
@@ -54,6 +56,7 @@ fn args() -> Args {
         quick: false,
         bands: 10_000,
         only: Vec::new(),
+        soak: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -67,6 +70,7 @@ fn args() -> Args {
             "--bands" => a.bands = v().parse().expect("--bands"),
             "--quick" => a.quick = true,
             "--only" => a.only = v().split(',').map(str::to_string).collect(),
+            "--soak" => a.soak = Some(v().parse().expect("--soak MINUTES")),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -1172,6 +1176,159 @@ fn table(r: &Value) -> String {
     t
 }
 
+// ---------------------------------------------------------------- the soak
+
+/// A duty phone that answers: acks and resolves alerts on `{p}/ack/duty`, as a person would.
+struct Answerer {
+    client: rumqttc::Client,
+    prefix: String,
+}
+
+fn answerer(port: u16, prefix: &str) -> Answerer {
+    let id = format!("bench-duty-{}", std::process::id());
+    let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut conn) = rumqttc::Client::new(o, 64);
+    std::thread::spawn(move || {
+        for ev in conn.iter() {
+            if ev.is_err() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    Answerer {
+        client,
+        prefix: prefix.to_string(),
+    }
+}
+
+impl Answerer {
+    fn act(&self, alert_id: &str, body: Value) {
+        let mut body = body;
+        body["alert_id"] = json!(alert_id);
+        let _ = self.client.publish(
+            format!("{}/ack/duty", self.prefix),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            body.to_string(),
+        );
+    }
+}
+
+fn open_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
+}
+
+fn file_bytes(p: &Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+/// `--soak MINUTES`: 5,000 bands heartbeating at 1,000 frames/s, an SOS every 5 s acked and
+/// resolved by a scripted duty phone; every minute a row of RSS, open file descriptors,
+/// database and WAL size, outbox length and open alerts. Answers: does memory level off?
+fn soak(a: &Args, minutes: u64) -> Value {
+    let bands = a.bands.min(5_000);
+    let site = make_site(
+        "soak",
+        &a.work,
+        &a.work.join("state"),
+        bands,
+        Escalation {
+            ack_timeout_s: 60,
+            renotify_s: 20,
+        },
+    );
+    let state = a.work.join("state").join("soak");
+    let db = state.join("bandgate.sqlite3");
+    let wal = state.join("bandgate.sqlite3-wal");
+    let mut phone = phone(a.port(), &site.prefix);
+    let duty = answerer(a.port(), &site.prefix);
+    let d = spawn_daemon(a, &site, false, "soak");
+    let mut feed = Feeder::open(&site);
+    phone.wait_status("the gateway's status", Duration::from_secs(30), |_| true);
+    let started = Instant::now();
+    let until = started + Duration::from_secs(minutes * 60);
+    let mut rows = Vec::new();
+    let mut next_row = started;
+    let mut sos_band = 1;
+    let mut to_resolve: Vec<String> = Vec::new();
+    let mut sos_lat = Vec::new();
+    while Instant::now() < until {
+        if Instant::now() >= next_row {
+            phone.drain(Duration::from_millis(10));
+            let row = json!({
+                "min": (next_row - started).as_secs() / 60,
+                "rss_kib": proc_status_kib(d.pid(), "VmRSS:"),
+                "hwm_kib": proc_status_kib(d.pid(), "VmHWM:"),
+                "fds": open_fds(d.pid()),
+                "db_bytes": file_bytes(&db),
+                "wal_bytes": file_bytes(&wal),
+                "outbox_len": phone.counter("outbox_len"),
+                "open_alerts": phone.counter("open_alerts"),
+                "frames": feed.sent,
+            });
+            eprintln!("bench: soak {row}");
+            rows.push(row);
+            next_row += Duration::from_secs(60);
+        }
+        // 5 s of heartbeats with one SOS; then the previous SOS is acked and resolved.
+        let (handed, _) = feed.run(1000.0, 5.0, 1, sos_band, &mut phone);
+        sos_band = sos_band % bands + 1;
+        for id in to_resolve.drain(..) {
+            duty.act(&id, json!({"action": "ack"}));
+            duty.act(
+                &id,
+                json!({"action": "resolve", "resolution": "false_alarm"}),
+            );
+        }
+        let (l, _) = latencies(&handed, &phone);
+        sos_lat.extend(l);
+        to_resolve.extend(handed.into_iter().map(|(id, _)| id));
+    }
+    phone.drain(Duration::from_secs(2));
+    let last = json!({
+        "min": minutes,
+        "rss_kib": proc_status_kib(d.pid(), "VmRSS:"),
+        "hwm_kib": proc_status_kib(d.pid(), "VmHWM:"),
+        "fds": open_fds(d.pid()),
+        "db_bytes": file_bytes(&db),
+        "wal_bytes": file_bytes(&wal),
+        "outbox_len": phone.counter("outbox_len"),
+        "open_alerts": phone.counter("open_alerts"),
+        "frames": feed.sent,
+    });
+    eprintln!("bench: soak {last}");
+    rows.push(last);
+    drop(feed);
+    d.stop();
+    json!({"bands": bands, "minutes": minutes, "rows": rows, "sos_latency": summary_ms(sos_lat)})
+}
+
+fn soak_table(r: &Value) -> String {
+    let mut t = format!(
+        "soak: {} bands, 1,000 frames/s, an SOS every 5 s acked and resolved; SOS latency {}\n\
+         | min | RSS MiB | peak MiB | fds | DB MB | WAL MB | outbox | open alerts |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        r["bands"], r["sos_latency"]
+    );
+    for row in r["rows"].as_array().into_iter().flatten() {
+        let mib = |k: &str| row[k].as_f64().unwrap_or(0.0) / 1024.0;
+        let mb = |k: &str| row[k].as_f64().unwrap_or(0.0) / 1e6;
+        t.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {} | {:.1} | {:.1} | {} | {} |\n",
+            row["min"],
+            mib("rss_kib"),
+            mib("hwm_kib"),
+            row["fds"],
+            mb("db_bytes"),
+            mb("wal_bytes"),
+            row["outbox_len"],
+            row["open_alerts"]
+        ));
+    }
+    t
+}
+
 fn main() {
     let mut a = args();
     std::fs::create_dir_all(&a.work).unwrap();
@@ -1188,6 +1345,15 @@ fn main() {
             Some(broker)
         }
     };
+    if let Some(minutes) = a.soak {
+        let r = soak(&a, minutes);
+        let t = soak_table(&r);
+        let mut out = json!({"soak": r});
+        out["table"] = json!(t);
+        std::fs::write(&a.out, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+        println!("{t}");
+        return;
+    }
     let plan = if a.quick {
         Plan {
             sos: 100,

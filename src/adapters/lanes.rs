@@ -4,13 +4,26 @@
 //! microsecond): only an authentic SOS, fall, no-motion or cancel takes the alarm lane, so a
 //! forger cannot flood it. Repeats of one frame (a band re-sends each one many times) are all
 //! alarms too; the engine's replay window drops them cheaply.
+//!
+//! The alarm lane is fair between bands: each band has its own small queue and the loop takes
+//! one frame per band in turn, so a band that storms (a stuck button: thousands of SOS frames
+//! with fresh seqs) delays another band's first alarm by at most one frame of each band
+//! waiting. A band's queue holds `ALARM_PER_BAND` frames; past that its surplus collapses: a
+//! frame of a kind the queue already holds (after its first frame) is dropped and counted,
+//! and a frame of a new kind (a Cancel after many SOS) takes the place of the newest repeat.
+//! The frame at the head of a band's queue (its first alarm) is never dropped, so the lane
+//! never waits on a source and never loses a band's first alarm or its last kind of news.
+//! The lane is bounded by `ALARM_PER_BAND` × the bands enrolled (only authentic frames enter).
 
+use std::collections::{HashMap, VecDeque};
+use std::mem::Discriminant;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
+pub use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::engine::{frame, BandEvent, Keyring};
+use crate::engine::{frame, BandEvent, Frame, Keyring};
 
 /// One advertisement under our company id, as a source heard it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,13 +45,124 @@ pub enum Lane {
 
 /// Capacity of the telemetry lane; past it heartbeats are dropped and counted.
 pub const TELEMETRY_CAPACITY: usize = 4096;
-/// Capacity of the alarm lane; a full alarm lane makes the source wait, never drop.
-pub const ALARM_CAPACITY: usize = 1024;
+/// Alarm frames one band may have waiting; past it the band's surplus collapses (see above).
+pub const ALARM_PER_BAND: usize = 8;
+
+/// The alarm lane's shared state: a queue per band and the bands' turns.
+#[derive(Debug, Default)]
+struct FairQueue {
+    bands: HashMap<u32, VecDeque<(Discriminant<BandEvent>, Advert)>>,
+    /// Bands with frames waiting, in the order they get their next turn.
+    turns: VecDeque<u32>,
+    collapsed: u64,
+}
+
+impl FairQueue {
+    fn push(&mut self, device_id: u32, kind: Discriminant<BandEvent>, advert: Advert) {
+        let q = self.bands.entry(device_id).or_default();
+        if q.is_empty() {
+            self.turns.push_back(device_id);
+        }
+        if q.len() < ALARM_PER_BAND {
+            q.push_back((kind, advert));
+            return;
+        }
+        self.collapsed += 1;
+        let repeat = q.iter().any(|(_, a)| a.data == advert.data)
+            || q.iter().skip(1).any(|(k, _)| *k == kind);
+        if repeat {
+            return;
+        }
+        // A kind of news the queue does not hold: it replaces the newest frame whose kind is
+        // there twice (one exists: there are fewer kinds than places), never the head.
+        let evict = (1..q.len()).rev().find(|&i| {
+            let k = q[i].0;
+            q.iter().filter(|(other, _)| *other == k).count() > 1
+        });
+        if let Some(i) = evict {
+            q.remove(i);
+            q.push_back((kind, advert));
+        }
+    }
+
+    fn pop(&mut self) -> Option<Advert> {
+        let device_id = self.turns.pop_front()?;
+        let q = self.bands.get_mut(&device_id)?;
+        let (_, advert) = q.pop_front()?;
+        if q.is_empty() {
+            self.bands.remove(&device_id);
+        } else {
+            self.turns.push_back(device_id);
+        }
+        Some(advert)
+    }
+
+    fn len(&self) -> usize {
+        self.bands.values().map(VecDeque::len).sum()
+    }
+}
+
+/// The receiving end of the alarm lane: one frame per band in turn.
+pub struct AlarmRx {
+    queue: Arc<Mutex<FairQueue>>,
+    /// Rung after every push; closed when every sender is gone.
+    bell: mpsc::Receiver<()>,
+}
+
+impl AlarmRx {
+    /// The next alarm frame, bands in turn; `None` once every source has gone and the lane
+    /// is empty. Cancel-safe (a `select!` branch may drop it at any await).
+    pub async fn recv(&mut self) -> Option<Advert> {
+        loop {
+            if let Some(a) = self.pop() {
+                return Some(a);
+            }
+            if self.bell.recv().await.is_none() {
+                return self.pop();
+            }
+        }
+    }
+
+    pub fn try_recv(&mut self) -> Result<Advert, TryRecvError> {
+        if let Some(a) = self.pop() {
+            return Ok(a);
+        }
+        match self.bell.try_recv() {
+            Err(TryRecvError::Disconnected) => self.pop().ok_or(TryRecvError::Disconnected),
+            _ => self.pop().ok_or(TryRecvError::Empty),
+        }
+    }
+
+    /// Frames waiting.
+    pub fn len(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Alarm frames dropped as a band's surplus (repeats of what it already had waiting).
+    pub fn collapsed(&self) -> u64 {
+        lock(&self.queue).collapsed
+    }
+
+    fn pop(&self) -> Option<Advert> {
+        lock(&self.queue).pop()
+    }
+}
+
+/// The queue's lock: a panic while it was held (none can happen: push and pop do not panic)
+/// must not stop alarms, so a poisoned lock is used as it is.
+fn lock(q: &Mutex<FairQueue>) -> std::sync::MutexGuard<'_, FairQueue> {
+    q.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The sending side, cloned into each source.
 #[derive(Clone)]
 pub struct AdvertTx {
-    alarms: mpsc::Sender<Advert>,
+    alarms: Arc<Mutex<FairQueue>>,
+    bell: mpsc::Sender<()>,
     telemetry: mpsc::Sender<Advert>,
     company_id: u16,
     keys: Arc<Keyring>,
@@ -47,7 +171,7 @@ pub struct AdvertTx {
 
 /// The receiving side, owned by the daemon loop: poll `alarms` first.
 pub struct AdvertRx {
-    pub alarms: mpsc::Receiver<Advert>,
+    pub alarms: AlarmRx,
     pub telemetry: mpsc::Receiver<Advert>,
     dropped: Arc<AtomicU64>,
 }
@@ -60,19 +184,24 @@ impl AdvertRx {
 }
 
 pub fn advert_lanes(company_id: u16, keys: Arc<Keyring>) -> (AdvertTx, AdvertRx) {
-    let (atx, arx) = mpsc::channel(ALARM_CAPACITY);
+    let queue = Arc::new(Mutex::new(FairQueue::default()));
+    let (bell_tx, bell_rx) = mpsc::channel(1);
     let (ttx, trx) = mpsc::channel(TELEMETRY_CAPACITY);
     let dropped = Arc::new(AtomicU64::new(0));
     (
         AdvertTx {
-            alarms: atx,
+            alarms: queue.clone(),
+            bell: bell_tx,
             telemetry: ttx,
             company_id,
             keys,
             dropped: dropped.clone(),
         },
         AdvertRx {
-            alarms: arx,
+            alarms: AlarmRx {
+                queue,
+                bell: bell_rx,
+            },
             telemetry: trx,
             dropped,
         },
@@ -86,18 +215,35 @@ impl AdvertTx {
 
     /// Which lane `data` belongs in.
     pub fn lane(&self, data: &[u8]) -> Lane {
-        match frame::open(data, self.company_id, &self.keys) {
-            Ok(f) if !matches!(f.event, BandEvent::Heartbeat { .. }) => Lane::Alarm,
-            _ => Lane::Telemetry,
+        match self.alarm(data) {
+            Some(_) => Lane::Alarm,
+            None => Lane::Telemetry,
         }
     }
 
-    /// Hands an advertisement to the daemon. Alarms wait for room; telemetry is dropped and
-    /// counted when its lane is full. Returns `false` once the daemon has gone away.
+    /// The authentic alarm frame in `data`, if it is one.
+    fn alarm(&self, data: &[u8]) -> Option<Frame> {
+        frame::open(data, self.company_id, &self.keys)
+            .ok()
+            .filter(|f| !matches!(f.event, BandEvent::Heartbeat { .. }))
+    }
+
+    /// Hands an advertisement to the daemon. Alarms take their band's turn (never waiting,
+    /// a storming band's surplus collapsing); telemetry is dropped and counted when its lane
+    /// is full. Returns `false` once the daemon has gone away.
     pub async fn send(&self, advert: Advert) -> bool {
-        match self.lane(&advert.data) {
-            Lane::Alarm => self.alarms.send(advert).await.is_ok(),
-            Lane::Telemetry => match self.telemetry.try_send(advert) {
+        match self.alarm(&advert.data) {
+            Some(f) => {
+                if self.bell.is_closed() {
+                    return false;
+                }
+                lock(&self.alarms).push(f.device_id, std::mem::discriminant(&f.event), advert);
+                match self.bell.try_send(()) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(())) => true,
+                    Err(mpsc::error::TrySendError::Closed(())) => false,
+                }
+            }
+            None => match self.telemetry.try_send(advert) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.dropped.fetch_add(1, Ordering::Relaxed);

@@ -90,6 +90,8 @@ pub use super::mqtt::Publish as OutboxMessage;
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The WAL file beside it.
+    wal: PathBuf,
     /// The connection's current `synchronous` level, so switching costs nothing when unchanged.
     durability: Durability,
     /// Copies the WAL into the database off the daemon loop's thread (none in memory).
@@ -103,12 +105,33 @@ pub struct Store {
 /// How often the background thread checkpoints the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
+/// How often the checkpoint thread looks at the WAL's size.
+const WAL_WATCH: Duration = Duration::from_millis(100);
+
+/// `journal_size_limit`: once a checkpoint has copied the WAL into the database, the next
+/// write starts the WAL over and cuts its file down to this.
+pub const WAL_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// A WAL file larger than this is checkpointed at once, not at the next `CHECKPOINT_EVERY`.
+const WAL_SOFT: u64 = 8 * 1024 * 1024;
+
+/// A WAL file still larger than `WAL_SOFT` after a passive checkpoint (writes outran it) is
+/// checkpointed with `TRUNCATE` by the checkpoint thread, which waits for the writer between
+/// two of its transactions and cuts the file to zero. Should the writes outrun even that, the
+/// writer itself truncates the WAL after any commit that leaves it above `WAL_HARD`: a storm
+/// then slows the writer down instead of growing the file. The WAL so stays under `WAL_HARD`
+/// plus one transaction (a few MB), well under 64 MB, whatever storm the gateway is in.
+pub const WAL_HARD: u64 = 32 * 1024 * 1024;
+
 /// A thread with its own connection that runs `wal_checkpoint(PASSIVE)` every
-/// `CHECKPOINT_EVERY`. SQLite's automatic checkpoint would run inside whichever commit
+/// `CHECKPOINT_EVERY` (sooner when the WAL passes `WAL_SOFT`, with `TRUNCATE` past
+/// `WAL_HARD`). SQLite's automatic checkpoint would run inside whichever commit
 /// crosses 1000 WAL pages — often an alert's, on the daemon loop — and sync the whole
 /// database file there; a passive checkpoint here never blocks a writer.
 #[derive(Debug)]
 struct Checkpointer {
+    /// Held while a checkpoint runs, by the thread or by the writer.
+    one_at_a_time: std::sync::Arc<std::sync::Mutex<()>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -119,33 +142,53 @@ impl Checkpointer {
             .with_context(|| format!("opening {} for checkpoints", path.display()))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .context("setting busy_timeout")?;
+        limit_wal(&conn)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
+        let one_at_a_time = std::sync::Arc::new(std::sync::Mutex::new(()));
+        let one = one_at_a_time.clone();
         let shown = path.display().to_string();
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
         let thread = std::thread::Builder::new()
             .name("bandgate-checkpoint".into())
             .spawn(move || {
                 use std::sync::atomic::Ordering;
-                let tick = Duration::from_millis(100);
-                let mut waited = Duration::ZERO;
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(tick);
-                    waited += tick;
-                    if waited < CHECKPOINT_EVERY {
-                        continue;
-                    }
-                    waited = Duration::ZERO;
+                let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+                let checkpoint = |mode: &str| {
+                    let _one = one.lock().unwrap_or_else(|p| p.into_inner());
                     let result: rusqlite::Result<(i64, i64, i64)> =
-                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
                             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                         });
                     if let Err(e) = result {
-                        tracing::warn!(db = shown, error = %e, "WAL checkpoint failed; will retry");
+                        tracing::warn!(db = shown, mode, error = %e, "WAL checkpoint failed; will retry");
+                    }
+                };
+                let mut waited = Duration::ZERO;
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(WAL_WATCH);
+                    waited += WAL_WATCH;
+                    if waited < CHECKPOINT_EVERY && wal_size() < WAL_SOFT {
+                        continue;
+                    }
+                    waited = Duration::ZERO;
+                    checkpoint("PASSIVE");
+                    let size = wal_size();
+                    if size > WAL_SOFT {
+                        tracing::debug!(
+                            db = shown,
+                            wal_bytes = size,
+                            "WAL still large after a checkpoint: truncating it"
+                        );
+                        checkpoint("TRUNCATE");
                     }
                 }
             })
             .context("starting the checkpoint thread")?;
         Ok(Checkpointer {
+            one_at_a_time,
             stop,
             thread: Some(thread),
         })
@@ -182,8 +225,11 @@ impl Store {
         let conn = Connection::open(&path)
             .with_context(|| format!("opening state database {}", path.display()))?;
         let checkpointer = Checkpointer::start(&path)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
         let mut store = Store {
             conn,
+            wal: PathBuf::from(wal),
             path,
             durability: Durability::Normal,
             _checkpointer: Some(checkpointer),
@@ -205,6 +251,8 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            // Never written: an in-memory database has no WAL file to bound.
+            wal: PathBuf::new(),
             durability: Durability::Normal,
             _checkpointer: None,
             durable: false,
@@ -257,6 +305,7 @@ impl Store {
         self.conn
             .pragma_update(None, "wal_autocheckpoint", 0)
             .context("turning off automatic checkpoints")?;
+        limit_wal(&self.conn)?;
         while self.user_version().context("reading the schema version")? < SCHEMA_VERSION {
             let tx = begin(&mut self.conn).context("starting a schema migration")?;
             // Read again under the write lock: another process may have migrated meanwhile.
@@ -355,6 +404,7 @@ impl Store {
         let ids = write_changes(&tx, changes, outbox).with_context(ctx)?;
         tx.commit().with_context(ctx)?;
         self.mark_in_use();
+        self.bound_wal();
         Ok(ids)
     }
 
@@ -377,6 +427,7 @@ impl Store {
         upsert_devices(&tx, devices).with_context(ctx)?;
         tx.commit().with_context(ctx)?;
         self.mark_in_use();
+        self.bound_wal();
         Ok(())
     }
 
@@ -436,7 +487,40 @@ impl Store {
             }
         }
         tx.commit().with_context(ctx)?;
+        self.bound_wal();
         Ok(())
+    }
+
+    /// After a commit: when writes outran the checkpoint thread and the WAL passed
+    /// `WAL_HARD`, copy it into the database and cut it to zero now, on the writer (the
+    /// committed data is safe already; a failure here is only logged).
+    fn bound_wal(&mut self) {
+        let size = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        if size <= WAL_HARD {
+            return;
+        }
+        tracing::warn!(
+            db = %self.path.display(),
+            wal_bytes = size,
+            "writes outran the WAL checkpoints: truncating the WAL now (a storm of writes)"
+        );
+        // SQLite answers a checkpoint that meets another one "busy" at once: wait for the
+        // thread's to end instead.
+        let Some(checkpointer) = &self._checkpointer else {
+            return;
+        };
+        let _one = checkpointer
+            .one_at_a_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let done: rusqlite::Result<(i64, i64, i64)> =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                });
+        if let Err(e) = done {
+            tracing::warn!(db = %self.path.display(), error = %e, "cannot truncate the WAL; trying after the next commit");
+        }
     }
 
     /// How many messages wait for a PUBACK (the gateway status's `outbox_len`).
@@ -445,6 +529,12 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))
             .with_context(|| format!("counting the outbox in {}", self.path.display()))
     }
+}
+
+/// Cuts the WAL file back to `WAL_LIMIT` whenever it starts over (a per-connection setting).
+fn limit_wal(conn: &Connection) -> anyhow::Result<()> {
+    conn.pragma_update(None, "journal_size_limit", WAL_LIMIT as i64)
+        .context("setting journal_size_limit")
 }
 
 /// `IMMEDIATE` takes the write lock up front, so a busy database fails (after `BUSY_TIMEOUT`)

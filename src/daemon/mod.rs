@@ -656,6 +656,20 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
 
     fn flush_telemetry(&mut self, dropped: u64) {
         self.check_store_health();
+        // Records of quiet alerts (silent bands one gateway notice stands for) are written here
+        // in batches, never with an alarm's commit; retaken when they fail.
+        let (now, wall) = clock();
+        let background = self
+            .engine
+            .take_background(now, wall, crate::engine::BACKGROUND_BATCH);
+        if let Err(e) = self.store.commit(&background, &[]) {
+            self.telemetry_failing = true;
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cannot write silent bands' alerts to the state store; trying again in a second"
+            );
+            self.engine.retake_background(&background);
+        }
         let devices = self.engine.take_telemetry(TELEMETRY_ROWS);
         match self.store.commit_telemetry(&devices) {
             Ok(()) => {
@@ -717,6 +731,14 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         let changes = held.then(self.engine.take_changes(now, wall));
         if let Err(e) = self.store.commit(&changes, &messages) {
             tracing::error!(error = format!("{e:#}"), "cannot save state at shutdown");
+        }
+        // The quiet alerts' records not written yet.
+        let background = self.engine.take_background(now, wall, usize::MAX);
+        if let Err(e) = self.store.commit(&background, &[]) {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cannot save silent bands' alerts at shutdown"
+            );
         }
         let telemetry = self.engine.take_telemetry(usize::MAX);
         if let Err(e) = self.store.commit_telemetry(&telemetry) {

@@ -151,15 +151,73 @@ pub struct Alert {
     pub resolution: Option<Resolution>,
     pub battery_pct: Option<u8>,
     pub rssi: Option<i16>,
-    /// Seqs of the band frames merged into this alert (a Cancel names one of them).
+    /// Seqs of the band frames merged into this alert (a Cancel names one of them): the
+    /// first and the latest `SEQS_KEPT - 1`, so a stuck button cannot grow the record.
     pub seqs: Vec<u32>,
     /// A `gateway_fault`'s description of what went wrong (`None` for other kinds).
     pub detail: Option<String>,
+    /// How the band's presses of this open alert were coalesced.
+    pub presses: Presses,
+    /// Whether this alert is paged on its own or stands in a group (silent bands).
+    pub grouping: Grouping,
+}
+
+/// Seqs an alert remembers for a wearer's Cancel: the first press and the latest ones.
+pub const SEQS_KEPT: usize = 32;
+
+/// A band's presses merged into one open alert. Presses page again at most once per
+/// `renotify_every` after the alert's last page; a band pressing far faster than a person
+/// can is flagged as a probable device fault (it keeps paging: the flag hides nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presses {
+    /// Band frames merged into the alert, the one that raised it included (0 for alerts
+    /// that no band frame raised).
+    pub count: u32,
+    /// When the latest press was heard.
+    pub last_at: Option<Timestamp>,
+    /// When a page of this alert last went out (not kept across a restart).
+    pub paged_at: Option<Instant>,
+    /// A press that was coalesced, not paged yet: paged at this time.
+    pub due: Option<Instant>,
+    /// The current burst of presses: when it started and how many it holds.
+    pub burst: Option<(Instant, u32)>,
+    /// The band pressed far faster than a person can.
+    pub fault_suspected: bool,
+}
+
+/// Many silent bands make one gateway notice, not one page each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Grouping {
+    /// Paged on its own: every alert but a silence among many.
+    #[default]
+    Alone,
+    /// A band's silence waiting to see whether many others fall silent with it (not paged).
+    Held,
+    /// A band's silence that the gateway notice with this id stands for (never paged).
+    In(String),
+    /// The gateway notice for many silent bands.
+    Notice(SilentBands),
+}
+
+/// What the gateway notice of many silent bands says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SilentBands {
+    /// Bands that fell silent under this notice.
+    pub count: u32,
+    /// Of those, the ones not heard again yet.
+    pub still_silent: u32,
+    /// A few of them, by device id, to name in the page.
+    pub named: Vec<u32>,
 }
 
 impl Alert {
     pub fn is_resolved(&self) -> bool {
         matches!(self.state, State::Resolved { .. })
+    }
+
+    /// Held or grouped: changes are kept and stored but neither published nor paged.
+    pub fn is_quiet(&self) -> bool {
+        matches!(self.grouping, Grouping::Held | Grouping::In(_))
     }
 
     /// The next moment this alert needs the engine.
@@ -170,15 +228,24 @@ impl Alert {
                 escalate_at,
             } => {
                 let mut d = *remind_at;
-                for t in [*escalate_at, self.verify_until].into_iter().flatten() {
+                for t in [*escalate_at, self.verify_until, self.presses.due]
+                    .into_iter()
+                    .flatten()
+                {
                     d = d.min(t);
                 }
                 d
             }
-            State::Acknowledged { lapse_at } => *lapse_at,
-            State::OnScene { remind_at } => *remind_at,
+            State::Acknowledged { lapse_at } => self.press_due_or(*lapse_at),
+            State::OnScene { remind_at } => self.press_due_or(*remind_at),
             State::Resolved { clear_at } => *clear_at,
         }
+    }
+}
+
+impl Alert {
+    fn press_due_or(&self, t: Instant) -> Instant {
+        self.presses.due.map_or(t, |d| d.min(t))
     }
 }
 

@@ -14,10 +14,13 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::alert::{Action, Alert, Kind, NotifyReason, Output, Refusal, Resolution, State};
+use super::alert::{
+    Action, Alert, Grouping, Kind, NotifyReason, Output, Presses, Refusal, Resolution, SilentBands,
+    State, SEQS_KEPT,
+};
 use super::frame::Frame;
 use super::setup::{Setup, WearerCancel};
-use super::snapshot::AlertRecord;
+use super::snapshot::{AlertRecord, SilentBandsRecord};
 use super::time::{later, wall_plus, LOW_BATTERY_REMINDER};
 use super::{Counters, Engine};
 
@@ -39,6 +42,11 @@ fn open_deadline(s: &State) -> Option<Instant> {
         _ => None,
     }
 }
+
+/// More presses than this within `FAULT_WINDOW` is far faster than a person can press (five a
+/// second for ten seconds): the alert is flagged as a probable device fault.
+pub const FAULT_PRESSES: u32 = 50;
+pub const FAULT_WINDOW: Duration = Duration::from_secs(10);
 
 /// Everything a rule needs besides the alert it works on.
 struct Ctx<'a> {
@@ -161,11 +169,17 @@ impl Ctx<'_> {
         let next = wall_plus(a.updated_at, SignedDuration::from_millis(1));
         let wall = Timestamp::from_millisecond(self.wall.as_millisecond()).unwrap_or(self.wall);
         a.updated_at = if wall > a.updated_at { wall } else { next };
+        if a.is_quiet() {
+            return;
+        }
         self.out
             .push_back(Output::AlertChanged(Box::new(a.clone())));
     }
 
     fn notify(&mut self, a: &Alert, people: &[String], reason: NotifyReason) {
+        if a.is_quiet() {
+            return;
+        }
         for staff_id in people {
             self.out.push_back(Output::Notify {
                 staff_id: staff_id.clone(),
@@ -177,6 +191,15 @@ impl Ctx<'_> {
 
     /// Pages everyone at `tier` and (re)starts the tier's clocks.
     fn page(&mut self, a: &mut Alert, tier: u8, reason: NotifyReason) {
+        if a.is_quiet() {
+            // Held or grouped: its clock runs, nobody is paged (the group's notice is).
+            a.state = State::Open {
+                remind_at: self.after(self.remind_every(a, tier)),
+                escalate_at: None,
+            };
+            self.touch(a);
+            return;
+        }
         let mut people = self.people_at(a, tier);
         if people.is_empty() && tier >= self.last_tier(a) && !a.declined.is_empty() {
             tracing::error!(
@@ -213,6 +236,9 @@ impl Ctx<'_> {
             remind_at: self.after(self.remind_every(a, tier)),
             escalate_at,
         };
+        // A page tells of every press so far.
+        a.presses.paged_at = Some(self.now);
+        a.presses.due = None;
         self.touch(a);
         tracing::info!(
             alert_id = a.id,
@@ -252,6 +278,7 @@ impl Ctx<'_> {
         a.resolved_at = Some(self.wall);
         a.resolution = Some(resolution);
         a.verify_until = None;
+        a.presses.due = None;
         a.state = State::Resolved {
             clear_at: later(self.now, self.setup.resolved_retention),
         };
@@ -267,15 +294,69 @@ impl Ctx<'_> {
         self.notify(a, &everyone, NotifyReason::Resolved);
     }
 
+    /// Pages the band's latest presses: the current tier when nobody claimed the alert,
+    /// else the people paged last (the claimer among them must know the wearer pressed again).
+    fn page_presses(&mut self, a: &mut Alert) {
+        a.presses.due = None;
+        match a.state {
+            State::Open { .. } => {
+                let tier = a.tier;
+                self.page(a, tier, NotifyReason::Reminder);
+            }
+            State::Resolved { .. } => {}
+            _ => {
+                a.presses.paged_at = Some(self.now);
+                self.touch(a);
+                let paged = a.paged.clone();
+                self.notify(a, &paged, NotifyReason::Reminder);
+            }
+        }
+    }
+
+    /// A band pressing far faster than a person can: the supervisors hear of it once, as a
+    /// probable device fault. The alert goes on paging as before (a person may be in trouble
+    /// and the band broken at once).
+    fn suspect_device_fault(&mut self, a: &mut Alert) {
+        a.presses.fault_suspected = true;
+        let supervisors: Vec<String> = self
+            .setup
+            .escalation
+            .supervisors
+            .iter()
+            .filter(|s| !a.declined.contains(s))
+            .cloned()
+            .collect();
+        for s in &supervisors {
+            if !a.notified.contains(s) {
+                a.notified.push(s.clone());
+            }
+        }
+        self.touch(a);
+        tracing::error!(
+            alert_id = a.id,
+            device_id = a.device_id,
+            presses = a.presses.count,
+            "band presses far faster than a person can: probable device fault; supervisors told, the alert keeps paging"
+        );
+        self.notify(a, &supervisors, NotifyReason::Reminder);
+    }
+
     /// One overdue deadline of `a`. Returns `false` when the alert's retention ended.
     fn fire(&mut self, a: &mut Alert) -> bool {
         self.due = a.deadline();
+        if !a.is_resolved() && a.presses.due.is_some_and(|d| d <= self.now) {
+            self.page_presses(a);
+            return true;
+        }
         match a.state.clone() {
             State::Resolved { .. } => {
-                tracing::info!(alert_id = a.id, "retention over; retained copy cleared");
-                self.out.push_back(Output::AlertCleared {
-                    alert_id: a.id.clone(),
-                });
+                // A quiet alert was never published: there is no retained copy to clear.
+                if !a.is_quiet() {
+                    tracing::info!(alert_id = a.id, "retention over; retained copy cleared");
+                    self.out.push_back(Output::AlertCleared {
+                        alert_id: a.id.clone(),
+                    });
+                }
                 return false;
             }
             State::Acknowledged { .. } => {
@@ -353,6 +434,8 @@ impl Engine {
         let (mut ctx, alerts) = self.ctx(now, wall);
         let a = alerts.get_mut(id)?;
         let r = f(&mut ctx, a);
+        let deadline = a.deadline();
+        self.index.set_deadline(id, deadline);
         self.dirty_alerts.insert(id.to_string());
         Some(r)
     }
@@ -371,48 +454,56 @@ impl Engine {
         rssi: Option<i16>,
         only: Option<String>,
     ) {
-        let alert = Alert {
-            id: id.clone(),
-            kind,
-            state: State::Open {
-                remind_at: now,
-                escalate_at: None,
-            },
-            cancel_requested: false,
-            verify_until: None,
-            tier: 0,
-            device_id,
-            raised_at: wall,
-            updated_at: wall_plus(wall, SignedDuration::from_millis(-1)),
-            notified: only.into_iter().collect(),
-            paged: Vec::new(),
-            delivered_to: Vec::new(),
-            declined: Vec::new(),
-            acked_by: None,
-            acked_at: None,
-            on_scene_at: None,
-            resolved_by: None,
-            resolved_at: None,
-            resolution: None,
-            battery_pct,
-            rssi,
-            seqs: seq.into_iter().collect(),
-            detail: None,
-        };
-        self.open(now, wall, alert);
+        let mut alert = new_alert(now, wall, id, kind, device_id, battery_pct, rssi);
+        alert.notified = only.into_iter().collect();
+        if let Some(seq) = seq {
+            alert.seqs.push(seq);
+            alert.presses.count = 1;
+            alert.presses.last_at = Some(wall);
+            alert.presses.burst = Some((now, 1));
+        }
+        self.open_alert(now, wall, alert);
     }
 
-    /// Adds a new alert (built by `raise` or another raiser) and pages its first tier.
-    pub(super) fn open(&mut self, now: Instant, wall: Timestamp, alert: Alert) {
+    /// Takes `alert` in and, unless it is quiet (a held silence), pages its first tier.
+    pub(super) fn open_alert(&mut self, now: Instant, wall: Timestamp, alert: Alert) {
         let id = alert.id.clone();
-        tracing::info!(
-            alert_id = id,
-            kind = alert.kind.as_str(),
-            device_id = alert.device_id,
-            "alert raised"
-        );
+        if !alert.is_quiet() {
+            tracing::info!(
+                alert_id = id,
+                kind = alert.kind.as_str(),
+                device_id = alert.device_id,
+                "alert raised"
+            );
+        }
+        self.index.insert(&alert);
         self.alerts.insert(id.clone(), alert);
         self.with_alert(now, wall, &id, |ctx, a| {
+            let tier = ctx.first_tier_with_people(a, 1);
+            ctx.page(a, tier, NotifyReason::New);
+        });
+    }
+
+    /// Publishes the alert's document again (it changed without a page).
+    pub(super) fn republish(&mut self, now: Instant, wall: Timestamp, id: &str) {
+        self.with_alert(now, wall, id, |ctx, a| ctx.touch(a));
+    }
+
+    /// A held silence that turned out to be alone: paged as any alert is.
+    pub(super) fn page_alone(&mut self, now: Instant, wall: Timestamp, id: &str) {
+        // Its band's record goes with it now, no longer in the background batches.
+        if let Some(d) = self.alerts.get(id).and_then(|a| a.device_id) {
+            self.background_devices.remove(&d);
+            self.urgent_devices.insert(d);
+        }
+        self.with_alert(now, wall, id, |ctx, a| {
+            a.grouping = Grouping::Alone;
+            tracing::warn!(
+                alert_id = a.id,
+                kind = a.kind.as_str(),
+                device_id = a.device_id,
+                "band not heard for silent_after: alert raised"
+            );
             let tier = ctx.first_tier_with_people(a, 1);
             ctx.page(a, tier, NotifyReason::New);
         });
@@ -449,17 +540,18 @@ impl Engine {
             return id;
         };
         self.flapping.remove(&id);
+        let renotify = self.setup.escalation.renotify_every;
         self.with_alert(now, wall, &id, |ctx, a| {
             if a.is_resolved() {
                 return;
             }
+            let upgraded = kind > a.kind;
             a.kind = a.kind.max(kind);
-            if !a.seqs.contains(&frame.seq) {
-                a.seqs.push(frame.seq);
-            }
+            remember_seq(&mut a.seqs, frame.seq);
             a.battery_pct = Some(frame.battery_pct);
             a.rssi = rssi.or(a.rssi);
-            if a.cancel_requested {
+            let withdrawn = a.cancel_requested;
+            if withdrawn {
                 tracing::warn!(
                     alert_id = a.id,
                     "band pressed again after cancelling: cancel withdrawn"
@@ -467,22 +559,47 @@ impl Engine {
             }
             a.cancel_requested = false;
             a.verify_until = None;
-            tracing::info!(
-                alert_id = a.id,
-                kind = a.kind.as_str(),
-                seq = frame.seq,
-                "band pressed again: same alert, current tier paged again"
-            );
-            match a.state {
-                State::Open { .. } => {
-                    let tier = a.tier;
-                    ctx.page(a, tier, NotifyReason::Reminder);
+            let p = &mut a.presses;
+            p.count = p.count.saturating_add(1);
+            p.last_at = Some(wall);
+            let in_burst = match p.burst {
+                Some((from, n)) if now.saturating_duration_since(from) < FAULT_WINDOW => {
+                    n.saturating_add(1)
                 }
                 _ => {
-                    ctx.touch(a);
-                    let paged = a.paged.clone();
-                    ctx.notify(a, &paged, NotifyReason::Reminder);
+                    p.burst = Some((now, 0));
+                    1
                 }
+            };
+            if let Some((_, n)) = &mut p.burst {
+                *n = in_burst;
+            }
+            let newly_faulty = !p.fault_suspected && in_burst > FAULT_PRESSES;
+            // Presses page again at most once per renotify_every after the last page; a more
+            // serious kind or a withdrawn cancel is news and pages at once.
+            let quiet_until = p.paged_at.map(|t| t + renotify);
+            if upgraded || withdrawn || quiet_until.is_none_or(|q| q <= now) {
+                tracing::info!(
+                    alert_id = a.id,
+                    kind = a.kind.as_str(),
+                    seq = frame.seq,
+                    presses = a.presses.count,
+                    "band pressed again: same alert, paged again"
+                );
+                ctx.page_presses(a);
+            } else {
+                tracing::debug!(
+                    alert_id = a.id,
+                    seq = frame.seq,
+                    presses = a.presses.count,
+                    "band pressed again within renotify_every: coalesced"
+                );
+                if a.presses.due.is_none() {
+                    a.presses.due = quiet_until;
+                }
+            }
+            if newly_faulty {
+                ctx.suspect_device_fault(a);
             }
         });
         id
@@ -496,14 +613,18 @@ impl Engine {
         device_id: u32,
         of_seq: u32,
     ) -> Option<String> {
+        // The alert keeps only its first and latest seqs; a band's seqs only grow, so any
+        // seq between the first and the latest was one of its presses too.
         let id = self
-            .alerts
-            .values()
+            .index
+            .of_device(device_id)
+            .filter_map(|id| self.alerts.get(id))
             .find(|a| {
-                a.device_id == Some(device_id)
-                    && a.kind.is_emergency()
+                a.kind.is_emergency()
                     && !a.is_resolved()
-                    && a.seqs.contains(&of_seq)
+                    && (a.seqs.contains(&of_seq)
+                        || a.seqs.first().is_some_and(|f| *f <= of_seq)
+                            && a.seqs.last().is_some_and(|l| of_seq <= *l))
             })
             .map(|a| a.id.clone());
         let Some(id) = id else {
@@ -846,13 +967,7 @@ impl Engine {
     }
 
     pub(super) fn fire_alert_deadlines(&mut self, now: Instant, wall: Timestamp) {
-        let due: Vec<String> = self
-            .alerts
-            .values()
-            .filter(|a| a.deadline() <= now)
-            .map(|a| a.id.clone())
-            .collect();
-        for id in due {
+        for id in self.index.due(now) {
             // A deadline is "something else happening": a claimer's decline may escalate again.
             self.flapping.remove(&id);
             self.forget_late_acks(&id);
@@ -860,12 +975,81 @@ impl Engine {
             while self.alerts.get(&id).is_some_and(|a| a.deadline() <= now) {
                 let keep = self.with_alert(now, wall, &id, |ctx, a| ctx.fire(a));
                 if keep == Some(false) {
-                    self.alerts.remove(&id);
-                    self.dirty_alerts.remove(&id);
-                    self.removed_alerts.push(id.clone());
+                    self.remove_alert(&id);
                 }
             }
+            if !self.alerts.contains_key(&id) {
+                self.index.remove(&id, None);
+            }
         }
+    }
+
+    /// Forgets an alert whose retention ended.
+    fn remove_alert(&mut self, id: &str) {
+        let quiet = self.alerts.remove(id).is_some_and(|a| {
+            self.index.remove(id, a.device_id);
+            a.is_quiet()
+        });
+        self.dirty_alerts.remove(id);
+        self.background_alerts.remove(id);
+        if quiet {
+            self.background_removed.push(id.to_string());
+        } else {
+            self.removed_alerts.push(id.to_string());
+        }
+    }
+}
+
+/// Keeps the first seq and the latest `SEQS_KEPT - 1`.
+fn remember_seq(seqs: &mut Vec<u32>, seq: u32) {
+    if seqs.contains(&seq) {
+        return;
+    }
+    if seqs.len() >= SEQS_KEPT {
+        seqs.remove(1);
+    }
+    seqs.push(seq);
+}
+
+/// A new alert, open but not paged yet (`Engine::open_alert` pages it).
+pub(super) fn new_alert(
+    now: Instant,
+    wall: Timestamp,
+    id: String,
+    kind: Kind,
+    device_id: Option<u32>,
+    battery_pct: Option<u8>,
+    rssi: Option<i16>,
+) -> Alert {
+    Alert {
+        id,
+        kind,
+        state: State::Open {
+            remind_at: now,
+            escalate_at: None,
+        },
+        cancel_requested: false,
+        verify_until: None,
+        tier: 0,
+        device_id,
+        raised_at: wall,
+        updated_at: wall_plus(wall, SignedDuration::from_millis(-1)),
+        notified: Vec::new(),
+        paged: Vec::new(),
+        delivered_to: Vec::new(),
+        declined: Vec::new(),
+        acked_by: None,
+        acked_at: None,
+        on_scene_at: None,
+        resolved_by: None,
+        resolved_at: None,
+        resolution: None,
+        battery_pct,
+        rssi,
+        seqs: Vec::new(),
+        detail: None,
+        presses: Presses::default(),
+        grouping: Grouping::Alone,
     }
 }
 
@@ -927,6 +1111,23 @@ pub(super) fn alert_record(a: &Alert, now: Instant, wall: Timestamp) -> AlertRec
         rssi: a.rssi,
         seqs: a.seqs.clone(),
         detail: a.detail.clone(),
+        presses: a.presses.count,
+        last_press_at: a.presses.last_at,
+        press_due: a.presses.due.map(w),
+        device_fault_suspected: a.presses.fault_suspected,
+        held: a.grouping == Grouping::Held,
+        grouped_in: match &a.grouping {
+            Grouping::In(g) => Some(g.clone()),
+            _ => None,
+        },
+        silent_bands: match &a.grouping {
+            Grouping::Notice(b) => Some(SilentBandsRecord {
+                count: b.count,
+                still_silent: b.still_silent,
+                named: b.named.clone(),
+            }),
+            _ => None,
+        },
     }
 }
 
@@ -983,5 +1184,28 @@ pub(super) fn alert_from_record(r: &AlertRecord, now: Instant, wall: Timestamp) 
         rssi: r.rssi,
         seqs: r.seqs.clone(),
         detail: r.detail.clone(),
+        presses: Presses {
+            // A record older than press counting: each seq it kept was one press.
+            count: if r.presses == 0 {
+                u32::try_from(r.seqs.len()).unwrap_or(u32::MAX)
+            } else {
+                r.presses
+            },
+            last_at: r.last_press_at,
+            paged_at: None,
+            due: r.press_due.map(i),
+            burst: None,
+            fault_suspected: r.device_fault_suspected,
+        },
+        grouping: match (&r.silent_bands, &r.grouped_in, r.held) {
+            (Some(b), _, _) => Grouping::Notice(SilentBands {
+                count: b.count,
+                still_silent: b.still_silent,
+                named: b.named.clone(),
+            }),
+            (None, Some(g), _) => Grouping::In(g.clone()),
+            (None, None, true) => Grouping::Held,
+            (None, None, false) => Grouping::Alone,
+        },
     })
 }

@@ -5,9 +5,10 @@
 
 use std::time::Instant;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
-use super::alert::{Alert, Kind, State};
+use super::alert::Kind;
+use super::escalation::new_alert;
 use super::Engine;
 
 impl Engine {
@@ -27,35 +28,9 @@ impl Engine {
             detail,
             "gateway fault: paging the supervisors"
         );
-        let alert = Alert {
-            id: id.clone(),
-            kind: Kind::GatewayFault,
-            state: State::Open {
-                remind_at: now,
-                escalate_at: None,
-            },
-            cancel_requested: false,
-            verify_until: None,
-            tier: 0,
-            device_id: None,
-            raised_at: wall,
-            updated_at: wall - SignedDuration::from_millis(1),
-            notified: Vec::new(),
-            paged: Vec::new(),
-            delivered_to: Vec::new(),
-            declined: Vec::new(),
-            acked_by: None,
-            acked_at: None,
-            on_scene_at: None,
-            resolved_by: None,
-            resolved_at: None,
-            resolution: None,
-            battery_pct: None,
-            rssi: None,
-            seqs: Vec::new(),
-            detail: Some(detail.to_string()),
-        };
-        self.open(now, wall, alert);
+        let mut alert = new_alert(now, wall, id.clone(), Kind::GatewayFault, None, None, None);
+        alert.detail = Some(detail.to_string());
+        self.open_alert(now, wall, alert);
         id
     }
 

@@ -8,6 +8,7 @@ mod device_map;
 mod escalation;
 mod fault;
 pub mod frame;
+mod index;
 pub mod replay;
 pub mod setup;
 pub mod snapshot;
@@ -21,7 +22,8 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 pub use alert::{
-    Action, Alert, DeviceState, Kind, NotifyReason, Output, Refusal, Resolution, State,
+    Action, Alert, DeviceState, Grouping, Kind, NotifyReason, Output, Presses, Refusal, Resolution,
+    SilentBands, State, SEQS_KEPT,
 };
 pub use frame::{BandEvent, DeviceKey, Frame, Keyring, Reject};
 pub use replay::ReplayWindow;
@@ -29,6 +31,10 @@ pub use setup::{
     Escalation, Locale, Resident, Rota, Setup, Shift, Staff, Supervision, WearerCancel,
 };
 pub use snapshot::{AlertRecord, Changes, DeviceRecord, MetaRecord, Snapshot};
+
+/// Quiet alerts' records per `take_background` batch the loop writes (once a second): small
+/// enough that the write never holds an alarm back for long.
+pub const BACKGROUND_BATCH: usize = 256;
 
 /// Steps 1 to 6 of the wire spec: decode, authenticate, then the per-band replay window.
 #[derive(Debug, Clone)]
@@ -127,15 +133,25 @@ pub struct Engine {
     setup: Setup,
     intake: Intake,
     alerts: BTreeMap<String, Alert>,
+    /// `alerts` by band and by deadline.
+    index: index::AlertIndex,
     devices: HashMap<u32, supervision::Band>,
     /// Silence deadlines of bands without an open `device_silent` alert.
     silence: BTreeSet<(Instant, u32)>,
+    /// Silences held to see whether many bands fall silent together.
+    held_silences: supervision::HeldSilences,
     outputs: VecDeque<Output>,
     dirty_alerts: BTreeSet<String>,
     removed_alerts: Vec<String>,
     /// Bands whose record must be written with the next alert commit: an alarm frame moved
     /// their replay window, or a counter in an alert id moved.
     urgent_devices: BTreeSet<u32>,
+    /// Records of quiet alerts (silences the gateway notice stands for), their removals and
+    /// their bands: written in batches by `take_background`, never with an alarm's commit
+    /// (thousands of them would hold it back).
+    background_alerts: BTreeSet<String>,
+    background_removed: Vec<String>,
+    background_devices: BTreeSet<u32>,
     /// Bands whose record changed by telemetry only (heartbeats): written in batches.
     dirty_devices: BTreeSet<u32>,
     /// Where the next `take_telemetry` starts in `dirty_devices`.
@@ -186,7 +202,7 @@ impl Engine {
             devices.insert(d.device_id, supervision::Band::from_record(d));
         }
         let limits = time::Limits::new(&setup);
-        let alerts = snapshot
+        let alerts: BTreeMap<String, Alert> = snapshot
             .alerts
             .iter()
             .filter_map(|r| escalation::alert_from_record(r, now, wall))
@@ -204,16 +220,25 @@ impl Engine {
                 (a.id.clone(), a)
             })
             .collect();
+        let mut index = index::AlertIndex::default();
+        for a in alerts.values() {
+            index.insert(a);
+        }
         let mut engine = Engine {
             setup,
             intake,
             alerts,
+            index,
             devices,
             silence: BTreeSet::new(),
+            held_silences: supervision::HeldSilences::default(),
             outputs: VecDeque::new(),
             dirty_alerts: BTreeSet::new(),
             removed_alerts: Vec::new(),
             urgent_devices: BTreeSet::new(),
+            background_alerts: BTreeSet::new(),
+            background_removed: Vec::new(),
+            background_devices: BTreeSet::new(),
             dirty_devices: BTreeSet::new(),
             telemetry_cursor: 0,
             meta: snapshot.meta,
@@ -267,18 +292,21 @@ impl Engine {
 
     /// When `handle_timeout` must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let alerts = self.alerts.values().map(Alert::deadline).min();
-        let silence = self.silence.first().map(|(t, _)| *t);
-        match (alerts, silence) {
-            (Some(a), Some(s)) => Some(a.min(s)),
-            (a, s) => a.or(s),
-        }
+        [
+            self.index.next_deadline(),
+            self.silence.first().map(|(t, _)| *t),
+            self.held_silences.until(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Fires every deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant, wall: Timestamp) {
         self.last_timeout = Some(now);
         self.fire_silence(now, wall);
+        self.release_held_silences(now, wall);
         self.fire_alert_deadlines(now, wall);
     }
 
@@ -314,14 +342,22 @@ impl Engine {
     /// alerts, and the bands that go with them. Heartbeat-only band changes are left for
     /// `take_telemetry`, so an alert's commit stays small however many bands are heard.
     pub fn take_changes(&mut self, now: Instant, wall: Timestamp) -> Changes {
-        let alerts = std::mem::take(&mut self.dirty_alerts)
-            .into_iter()
-            .filter_map(|id| self.alerts.get(&id))
-            .map(|a| escalation::alert_record(a, now, wall))
-            .collect();
+        let mut alerts = Vec::new();
+        for id in std::mem::take(&mut self.dirty_alerts) {
+            let Some(a) = self.alerts.get(&id) else {
+                continue;
+            };
+            if a.is_quiet() {
+                self.background_alerts.insert(id);
+            } else {
+                self.background_alerts.remove(&id);
+                alerts.push(escalation::alert_record(a, now, wall));
+            }
+        }
         let urgent = std::mem::take(&mut self.urgent_devices);
         for id in &urgent {
             self.dirty_devices.remove(id);
+            self.background_devices.remove(id);
         }
         let devices = urgent
             .into_iter()
@@ -353,6 +389,59 @@ impl Engine {
         }
         self.telemetry_cursor = ids.last().map_or(0, |&id| id.wrapping_add(1));
         ids.into_iter().map(|id| self.device_record(id)).collect()
+    }
+
+    /// Up to `max` records of quiet alerts (and as many of their bands and removals), for a
+    /// batched write off the alarms' path, e.g. with the telemetry. Empty when nothing waits.
+    /// These are silences that one gateway notice stands for: a power cut may lose the last
+    /// batch, and a band still silent after a restart is found silent again.
+    pub fn take_background(&mut self, now: Instant, wall: Timestamp, max: usize) -> Changes {
+        // Quiet alerts changed since the last commit wait here, not for the next alarm's.
+        let alerts = &self.alerts;
+        let quiet: Vec<String> = self
+            .dirty_alerts
+            .iter()
+            .filter(|id| alerts.get(*id).is_some_and(Alert::is_quiet))
+            .cloned()
+            .collect();
+        for id in quiet {
+            self.dirty_alerts.remove(&id);
+            self.background_alerts.insert(id);
+        }
+        let ids: Vec<String> = self.background_alerts.iter().take(max).cloned().collect();
+        let mut alerts = Vec::with_capacity(ids.len());
+        for id in ids {
+            self.background_alerts.remove(&id);
+            if let Some(a) = self.alerts.get(&id) {
+                alerts.push(escalation::alert_record(a, now, wall));
+            }
+        }
+        let n = self.background_removed.len().min(max);
+        let removed_alerts: Vec<String> = self.background_removed.drain(..n).collect();
+        let bands: Vec<u32> = self.background_devices.iter().take(max).copied().collect();
+        for id in &bands {
+            self.background_devices.remove(id);
+            self.dirty_devices.remove(id);
+        }
+        Changes {
+            alerts,
+            removed_alerts,
+            devices: bands.into_iter().map(|id| self.device_record(id)).collect(),
+            meta: None,
+        }
+    }
+
+    /// A `take_background` batch that could not be written: taken again later.
+    pub fn retake_background(&mut self, changes: &Changes) {
+        for a in &changes.alerts {
+            if self.alerts.contains_key(&a.id) {
+                self.background_alerts.insert(a.id.clone());
+            }
+        }
+        self.background_removed
+            .extend(changes.removed_alerts.iter().cloned());
+        self.background_devices
+            .extend(changes.devices.iter().map(|d| d.device_id));
     }
 
     /// Bands of a `take_telemetry` batch that could not be written: taken again later.

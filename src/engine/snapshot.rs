@@ -39,10 +39,30 @@ pub struct AlertRecord {
     pub resolution: Option<String>,
     pub battery_pct: Option<u8>,
     pub rssi: Option<i16>,
+    /// The first seq and the latest ones (bounded: `alert::SEQS_KEPT`).
     pub seqs: Vec<u32>,
     /// A `gateway_fault`'s description of what went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Band frames merged into the alert (records older than issue 19 read 0).
+    #[serde(default)]
+    pub presses: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_press_at: Option<Timestamp>,
+    /// A coalesced press waiting to be paged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub press_due: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub device_fault_suspected: bool,
+    /// A band's silence held to see whether many fall silent together.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub held: bool,
+    /// The gateway notice that stands for this band's silence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grouped_in: Option<String>,
+    /// Only on a gateway notice of many silent bands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_bands: Option<SilentBandsRecord>,
 }
 
 impl AlertRecord {
@@ -56,6 +76,18 @@ impl AlertRecord {
         }
         Ok(())
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `alert::SilentBands` as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SilentBandsRecord {
+    pub count: u32,
+    pub still_silent: u32,
+    pub named: Vec<u32>,
 }
 
 /// One band as stored: its replay window and what supervision remembers.
@@ -81,6 +113,9 @@ pub struct MetaRecord {
     /// How many `gateway_fault` alerts this gateway raised (for their ids).
     #[serde(default)]
     pub fault_count: u32,
+    /// How many gateway notices of many silent bands there were (for their ids).
+    #[serde(default)]
+    pub silent_groups: u32,
 }
 
 /// What changed since the last `Engine::take_changes`: write it in one transaction before

@@ -4,12 +4,21 @@
 //! since start-up, so a restart does not page about every band at once); it clears itself
 //! when the band is heard again. A battery under `low_battery_pct` raises one `low_battery`
 //! notice per band per local day.
+//!
+//! Many bands falling silent together is one problem (a dead radio, a jammed building), not
+//! thousands: a band's silence is held for `SILENCE_WINDOW`; when more than `HANDFUL` are held
+//! together, one gateway notice (`gateway-{gateway_id}-silent-{n}`, kind `device_silent`, no
+//! band) pages tier 1 for all of them, naming a few, and each band's own `device_silent` alert
+//! stays open but quiet (stored, listed, never published or paged). While that notice is open,
+//! further silences join it. A band heard again clears its own alert quietly; the notice
+//! resolves when the last of its bands is heard. Emergencies never pass through here.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use super::alert::{DeviceState, Kind, Output, Resolution};
+use super::alert::{DeviceState, Grouping, Kind, Output, Resolution, SilentBands};
+use super::escalation::new_alert;
 use super::frame::{BandEvent, Frame};
 use super::replay::ReplayWindow;
 use super::snapshot::DeviceRecord;
@@ -18,6 +27,27 @@ use super::Engine;
 
 /// A band's battery must fall this many points before its state is re-published early.
 const BATTERY_STEP: u8 = 5;
+
+/// How long a band's silence is held to see whether others fall silent with it.
+pub const SILENCE_WINDOW: Duration = Duration::from_secs(10);
+/// More silences than this within one window make one gateway notice.
+pub const HANDFUL: usize = 5;
+/// Bands named in the gateway notice.
+pub const NAMED: usize = 5;
+
+/// Silences held until `until`, and the gateway notice that new silences join while it is open.
+#[derive(Debug, Default)]
+pub(super) struct HeldSilences {
+    until: Option<Instant>,
+    ids: Vec<String>,
+    notice: Option<String>,
+}
+
+impl HeldSilences {
+    pub fn until(&self) -> Option<Instant> {
+        self.until
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct Band {
@@ -67,6 +97,17 @@ impl Band {
 impl Engine {
     /// Arms the silence watch of every resident's band that has no open `device_silent`.
     pub(super) fn start_supervision(&mut self, now: Instant) {
+        // Restored silences: held ones are held again, and an open notice is joined again.
+        for a in self.alerts.values().filter(|a| !a.is_resolved()) {
+            match a.grouping {
+                Grouping::Held => {
+                    self.held_silences.ids.push(a.id.clone());
+                    self.held_silences.until = Some(now + SILENCE_WINDOW);
+                }
+                Grouping::Notice(_) => self.held_silences.notice = Some(a.id.clone()),
+                _ => {}
+            }
+        }
         let ids: Vec<u32> = self.setup.residents.keys().copied().collect();
         for id in ids {
             if self
@@ -144,12 +185,7 @@ impl Engine {
             self.arm_silence(id, later(now, self.setup.supervision.silent_after));
         }
         if let Some(alert_id) = self.open_alert_of(id, |k| k == Kind::DeviceSilent) {
-            tracing::info!(
-                alert_id,
-                device_id = id,
-                "band heard again; device_silent clears"
-            );
-            self.resolve(now, wall, &alert_id, "gateway", Resolution::DeviceFault);
+            self.silent_band_heard(now, wall, id, &alert_id);
         }
         if frame.battery_pct < self.setup.supervision.low_battery_pct {
             self.low_battery(now, wall, id, frame.battery_pct, rssi);
@@ -195,7 +231,11 @@ impl Engine {
         );
     }
 
+    /// Opens a quiet `device_silent` for every band whose silence is due: held for
+    /// `SILENCE_WINDOW`, or joined to the open gateway notice.
     pub(super) fn fire_silence(&mut self, now: Instant, wall: Timestamp) {
+        let notice = self.open_notice();
+        let mut joined: Vec<u32> = Vec::new();
         while let Some(&(due, id)) = self.silence.first() {
             if due > now {
                 break;
@@ -206,19 +246,171 @@ impl Engine {
             band.silent_count += 1;
             let alert_id = format!("{id}-silent-{}", band.silent_count);
             let battery = band.battery_pct;
-            self.urgent_devices.insert(id);
-            tracing::warn!(alert_id, device_id = id, "band not heard for silent_after");
-            self.raise(
+            // Written with its quiet alert, in the background batches.
+            self.background_devices.insert(id);
+            tracing::debug!(
+                alert_id,
+                device_id = id,
+                "band not heard for silent_after; held to see whether others fall silent with it"
+            );
+            let mut alert = new_alert(
                 now,
                 wall,
-                alert_id,
+                alert_id.clone(),
                 Kind::DeviceSilent,
                 Some(id),
-                None,
                 battery,
                 None,
-                None,
             );
+            match &notice {
+                Some(n) => {
+                    alert.grouping = Grouping::In(n.clone());
+                    joined.push(id);
+                }
+                None => {
+                    alert.grouping = Grouping::Held;
+                    self.held_silences.ids.push(alert_id);
+                    self.held_silences.until.get_or_insert(now + SILENCE_WINDOW);
+                }
+            }
+            self.open_alert(now, wall, alert);
+        }
+        if let (Some(n), false) = (notice, joined.is_empty()) {
+            let by = u32::try_from(joined.len()).unwrap_or(u32::MAX);
+            self.grow_notice(&n, by, &joined);
+            self.republish(now, wall, &n);
+        }
+    }
+
+    /// The gateway notice of many silent bands, while it is unresolved.
+    fn open_notice(&self) -> Option<String> {
+        let id = self.held_silences.notice.as_ref()?;
+        let a = self.alerts.get(id)?;
+        (!a.is_resolved()).then(|| id.clone())
+    }
+
+    fn grow_notice(&mut self, notice: &str, by: u32, devices: &[u32]) {
+        if let Some(a) = self.alerts.get_mut(notice) {
+            if let Grouping::Notice(b) = &mut a.grouping {
+                b.count = b.count.saturating_add(by);
+                b.still_silent = b.still_silent.saturating_add(by);
+                for d in devices {
+                    if b.named.len() < NAMED {
+                        b.named.push(*d);
+                    }
+                }
+                self.dirty_alerts.insert(notice.to_string());
+            }
+        }
+    }
+
+    /// At the end of the window: a handful of silences are paged one by one; more make one
+    /// gateway notice that stands for them all.
+    pub(super) fn release_held_silences(&mut self, now: Instant, wall: Timestamp) {
+        if self.held_silences.until.is_none_or(|t| t > now) {
+            return;
+        }
+        self.held_silences.until = None;
+        let ids: Vec<String> = std::mem::take(&mut self.held_silences.ids)
+            .into_iter()
+            .filter(|id| {
+                self.alerts
+                    .get(id)
+                    .is_some_and(|a| !a.is_resolved() && a.grouping == Grouping::Held)
+            })
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let devices: Vec<u32> = ids
+            .iter()
+            .filter_map(|id| self.alerts.get(id).and_then(|a| a.device_id))
+            .collect();
+        let count = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+        let existing = self.open_notice();
+        if existing.is_none() && ids.len() <= HANDFUL {
+            for id in &ids {
+                self.page_alone(now, wall, id);
+            }
+            return;
+        }
+        let notice = existing.clone().unwrap_or_else(|| {
+            self.meta.silent_groups += 1;
+            self.meta_dirty = true;
+            format!(
+                "gateway-{}-silent-{}",
+                self.setup.gateway_id, self.meta.silent_groups
+            )
+        });
+        for id in &ids {
+            if let Some(a) = self.alerts.get_mut(id) {
+                a.grouping = Grouping::In(notice.clone());
+                self.dirty_alerts.insert(id.clone());
+            }
+        }
+        if existing.is_some() {
+            self.grow_notice(&notice, count, &devices);
+            self.republish(now, wall, &notice);
+            return;
+        }
+        tracing::warn!(
+            alert_id = notice,
+            bands = ids.len(),
+            named = ?&devices[..devices.len().min(NAMED)],
+            "many bands fell silent together: one notice for all of them (radio or adapter?)"
+        );
+        let mut alert = new_alert(
+            now,
+            wall,
+            notice.clone(),
+            Kind::DeviceSilent,
+            None,
+            None,
+            None,
+        );
+        alert.grouping = Grouping::Notice(SilentBands {
+            count,
+            still_silent: count,
+            named: devices.iter().take(NAMED).copied().collect(),
+        });
+        self.held_silences.notice = Some(notice);
+        self.open_alert(now, wall, alert);
+    }
+
+    /// A band whose `device_silent` is open was heard: the alert clears (quietly when the
+    /// gateway notice stands for it; the notice resolves with its last band).
+    fn silent_band_heard(&mut self, now: Instant, wall: Timestamp, device_id: u32, alert_id: &str) {
+        let grouping = self.alerts.get(alert_id).map(|a| a.grouping.clone());
+        match &grouping {
+            Some(Grouping::In(_) | Grouping::Held) => tracing::debug!(
+                alert_id,
+                device_id,
+                "band heard again; its grouped device_silent clears"
+            ),
+            _ => tracing::info!(
+                alert_id,
+                device_id,
+                "band heard again; device_silent clears"
+            ),
+        }
+        self.resolve(now, wall, alert_id, "gateway", Resolution::DeviceFault);
+        let Some(Grouping::In(notice)) = grouping else {
+            return;
+        };
+        let mut last = false;
+        if let Some(a) = self.alerts.get_mut(&notice) {
+            if let Grouping::Notice(b) = &mut a.grouping {
+                b.still_silent = b.still_silent.saturating_sub(1);
+                last = b.still_silent == 0 && !a.is_resolved();
+                self.dirty_alerts.insert(notice.clone());
+            }
+        }
+        if last {
+            tracing::info!(
+                alert_id = notice,
+                "every band of the notice heard again; the notice clears"
+            );
+            self.resolve(now, wall, &notice, "gateway", Resolution::DeviceFault);
         }
     }
 
@@ -228,9 +420,10 @@ impl Engine {
         device_id: u32,
         kind: impl Fn(Kind) -> bool,
     ) -> Option<String> {
-        self.alerts
-            .values()
-            .find(|a| a.device_id == Some(device_id) && !a.is_resolved() && kind(a.kind))
+        self.index
+            .of_device(device_id)
+            .filter_map(|id| self.alerts.get(id))
+            .find(|a| !a.is_resolved() && kind(a.kind))
             .map(|a| a.id.clone())
     }
 }

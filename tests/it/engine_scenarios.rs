@@ -370,10 +370,20 @@ fn a_new_press_updates_the_open_alert_and_pages_again() {
         t+5.0s   doc 17-101 sos open tier 1 notified ["zhang"]
         t+5.0s   page zhang reminder 17-101
         t+5.0s band 17 #103 fall -> accepted 17-101
-        t+5.0s   doc 17-101 sos open tier 1 notified ["zhang"]
-        t+5.0s   page zhang reminder 17-101
     "#]]
     .assert_eq(&s.take_log());
+    // The fall came within renotify_every (20 s) of the last page: coalesced, and paged once
+    // renotify_every after that page, with every press counted.
+    s.advance(20.0);
+    expect![[r#"
+        t+25.0s   doc 17-101 sos open tier 1 notified ["zhang"]
+        t+25.0s   page zhang reminder 17-101
+    "#]]
+    .assert_eq(&s.take_log());
+    let a = s.engine.alert(&id).unwrap();
+    assert_eq!(a.presses.count, 3);
+    assert_eq!(a.seqs, [101, 102, 103]);
+    assert!(!a.presses.fault_suspected);
 }
 
 #[test]
@@ -463,8 +473,8 @@ fn silent_band_raises_device_silent_after_a_full_window_and_clears_when_heard() 
     }
     let log = s.take_log();
     expect![[r#"
-        t+1800.0s   doc 17-silent-1 device_silent open tier 1 notified ["zhang"]
-        t+1800.0s   page zhang new 17-silent-1
+        t+1810.0s   doc 17-silent-1 device_silent open tier 1 notified ["zhang"]
+        t+1810.0s   page zhang new 17-silent-1
     "#]]
     .assert_eq(&log);
     s.frame(17, hb);

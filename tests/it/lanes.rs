@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bandgate::adapters::lanes::{advert_lanes, Advert, Lane, TELEMETRY_CAPACITY};
+use bandgate::adapters::lanes::{advert_lanes, Advert, Lane, ALARM_PER_BAND, TELEMETRY_CAPACITY};
 use bandgate::engine::{frame, BandEvent, DeviceKey, Frame, Keyring};
 
 fn advert(data: Vec<u8>) -> Advert {
@@ -61,4 +61,127 @@ async fn forged_alarms_cannot_use_the_alarm_lane() {
     let forged = sealed(1, BandEvent::Sos, &DeviceKey([0x99; 16]));
     assert_eq!(tx.lane(&forged), Lane::Telemetry);
     assert_eq!(tx.lane(&[0xB1, 17]), Lane::Telemetry);
+}
+
+fn band_frame(device_id: u32, seq: u32, event: BandEvent) -> Vec<u8> {
+    frame::seal(
+        &Frame {
+            device_id,
+            seq,
+            battery_pct: 80,
+            worn: true,
+            event,
+        },
+        0xFFFF,
+        &DeviceKey([device_id as u8; 16]),
+    )
+}
+
+fn two_bands() -> Keyring {
+    [(17, DeviceKey([17; 16])), (18, DeviceKey([18; 16]))]
+        .into_iter()
+        .collect()
+}
+
+fn device_of(a: &Advert) -> u32 {
+    frame::open(&a.data, 0xFFFF, &two_bands())
+        .unwrap()
+        .device_id
+}
+
+#[tokio::test]
+async fn a_storming_band_cannot_hold_back_another_bands_first_alarm() {
+    let (tx, mut rx) = advert_lanes(0xFFFF, Arc::new(two_bands()));
+    // Band 17's stuck button: 10,000 SOS frames with fresh seqs, faster than the loop reads;
+    // the source never waits for room.
+    let first17 = band_frame(17, 1, BandEvent::Sos);
+    assert!(tx.send(advert(first17.clone())).await);
+    for seq in 2..=10_000 {
+        assert!(tx.send(advert(band_frame(17, seq, BandEvent::Sos))).await);
+    }
+    // Then band 18 presses once.
+    let sos18 = band_frame(18, 1, BandEvent::Sos);
+    assert!(tx.send(advert(sos18.clone())).await);
+    assert_eq!(
+        rx.alarms.len(),
+        ALARM_PER_BAND + 1,
+        "band 17's surplus collapsed"
+    );
+    assert_eq!(rx.alarms.collapsed(), 10_000 - ALARM_PER_BAND as u64);
+    // Band 17's first alarm comes first (it was first), band 18's right after it.
+    assert_eq!(rx.alarms.recv().await.unwrap().data, first17);
+    assert_eq!(rx.alarms.recv().await.unwrap().data, sos18);
+    let mut rest = 0;
+    while let Ok(a) = rx.alarms.try_recv() {
+        assert_eq!(device_of(&a), 17);
+        rest += 1;
+    }
+    assert_eq!(rest, ALARM_PER_BAND - 1);
+}
+
+#[tokio::test]
+async fn a_cancel_after_a_storm_is_kept_and_the_first_alarm_too() {
+    let (tx, mut rx) = advert_lanes(0xFFFF, Arc::new(two_bands()));
+    let first = band_frame(17, 1, BandEvent::Sos);
+    tx.send(advert(first.clone())).await;
+    for seq in 2..500 {
+        tx.send(advert(band_frame(17, seq, BandEvent::Sos))).await;
+    }
+    let cancel = band_frame(17, 500, BandEvent::Cancel { of_seq: 1 });
+    tx.send(advert(cancel.clone())).await;
+    let fall = band_frame(17, 501, BandEvent::Fall { impact_dg: 30 });
+    tx.send(advert(fall.clone())).await;
+    let mut got = Vec::new();
+    while let Ok(a) = rx.alarms.try_recv() {
+        got.push(a.data);
+    }
+    assert_eq!(got.len(), ALARM_PER_BAND);
+    assert_eq!(got[0], first, "the head is never dropped");
+    assert!(got.contains(&cancel), "a new kind of news is kept");
+    assert!(got.contains(&fall));
+}
+
+#[tokio::test]
+async fn bands_take_turns_and_each_keeps_its_own_order() {
+    let (tx, mut rx) = advert_lanes(0xFFFF, Arc::new(two_bands()));
+    for seq in 1..=3 {
+        tx.send(advert(band_frame(17, seq, BandEvent::Sos))).await;
+    }
+    for seq in 1..=3 {
+        tx.send(advert(band_frame(18, seq, BandEvent::Sos))).await;
+    }
+    let mut order = Vec::new();
+    while let Ok(a) = rx.alarms.try_recv() {
+        let f = frame::open(&a.data, 0xFFFF, &two_bands()).unwrap();
+        order.push((f.device_id, f.seq));
+    }
+    assert_eq!(
+        order,
+        [(17, 1), (18, 1), (17, 2), (18, 2), (17, 3), (18, 3)]
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_loop_is_woken_and_the_lane_closes_with_its_sources() {
+    let (tx, mut rx) = advert_lanes(0xFFFF, Arc::new(two_bands()));
+    let sos = band_frame(18, 7, BandEvent::Sos);
+    let sent = sos.clone();
+    let source = tokio::spawn(async move {
+        tokio::task::yield_now().await;
+        assert!(tx.send(advert(sent)).await);
+        // `tx` dropped here: the only source is gone.
+    });
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.alarms.recv())
+        .await
+        .expect("woken by the send");
+    assert_eq!(got.unwrap().data, sos);
+    source.await.unwrap();
+    assert!(
+        rx.alarms.recv().await.is_none(),
+        "closed once its sources are gone"
+    );
+
+    let (tx, rx) = advert_lanes(0xFFFF, Arc::new(two_bands()));
+    drop(rx);
+    assert!(!tx.send(advert(band_frame(17, 1, BandEvent::Sos))).await);
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use bandgate::adapters::mqtt::{
     self, connect, parse_ack, render, LinkEvent, MqttLink, MqttSettings, Publish, Topics,
 };
-use bandgate::engine::{Action, Alert, Kind, NotifyReason, Output, Setup, State};
+use bandgate::engine::{
+    Action, Alert, Grouping, Kind, NotifyReason, Output, Presses, Setup, State,
+};
 use tokio::sync::mpsc;
 
 use crate::harness::{sim, Broker, Phone};
@@ -54,6 +56,11 @@ fn alert() -> Alert {
         rssi: Some(-67),
         seqs: vec![42],
         detail: None,
+        presses: Presses {
+            count: 1,
+            ..Presses::default()
+        },
+        grouping: Grouping::Alone,
     }
 }
 

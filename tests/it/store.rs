@@ -7,8 +7,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bandgate::adapters::store::{OutboxMessage, Store, DB_FILE, SCHEMA_VERSION};
-use bandgate::engine::snapshot::{AlertRecord, Changes, DeviceRecord, MetaRecord, Snapshot};
+use bandgate::adapters::store::{OutboxMessage, Store, DB_FILE, SCHEMA_VERSION, WAL_LIMIT};
+use bandgate::engine::snapshot::{
+    AlertRecord, Changes, DeviceRecord, MetaRecord, SilentBandsRecord, Snapshot,
+};
 use jiff::Timestamp;
 use proptest::prelude::*;
 
@@ -43,6 +45,13 @@ fn alert(id: &str, tier: u8) -> AlertRecord {
         rssi: Some(-61),
         seqs: vec![42],
         detail: None,
+        presses: 1,
+        last_press_at: None,
+        press_due: None,
+        device_fault_suspected: false,
+        held: false,
+        grouped_in: None,
+        silent_bands: None,
     }
 }
 
@@ -61,6 +70,17 @@ fn full_alert(id: &str) -> AlertRecord {
         resolved_at: Some(at(600)),
         resolution: Some("fall, no injury".into()),
         seqs: vec![42, 43, u32::MAX],
+        presses: 9000,
+        last_press_at: Some(at(400)),
+        press_due: Some(at(401)),
+        device_fault_suspected: true,
+        held: true,
+        grouped_in: Some("gateway-gw-silent-1".into()),
+        silent_bands: Some(SilentBandsRecord {
+            count: 2000,
+            still_silent: 1990,
+            named: vec![1, 2, 3],
+        }),
         ..alert(id, 2)
     }
 }
@@ -844,4 +864,62 @@ fn changes_kept_from_a_failed_commit_merge_with_the_next_one_later_wins() {
         .collect();
     assert_eq!(windows, BTreeMap::from([(17, 3), (18, 1)]));
     assert_eq!(snap.meta.test_count, 1);
+}
+
+fn wal_bytes(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join(format!("{DB_FILE}-wal"))).map_or(0, |m| m.len())
+}
+
+#[test]
+fn the_wal_stays_bounded_under_a_storm_of_writes_and_shrinks_when_it_ends() {
+    // 160 MB through the WAL as fast as the disk takes it (2 MB commits, each acknowledged
+    // at once, as a storm of pages would be): the WAL never passes 64 MB and is cut back to
+    // `WAL_LIMIT` once the storm is over.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let payload = "x".repeat(256 * 1024);
+    let batch: Vec<OutboxMessage> = (0..8).map(|_| message("storm", &payload)).collect();
+    let started = Instant::now();
+    let mut largest = 0;
+    for n in 0..80 {
+        let changes = Changes {
+            alerts: vec![alert(&format!("17-{n}"), 1)],
+            ..Changes::default()
+        };
+        let ids = store.commit(&changes, &batch).unwrap();
+        store.mark_sent(&ids).unwrap();
+        largest = largest.max(wal_bytes(dir.path()));
+    }
+    let took = started.elapsed();
+    assert!(
+        largest < 64 * 1024 * 1024,
+        "the WAL reached {largest} bytes"
+    );
+    // After the storm: a checkpoint, then the next write starts the WAL over and cuts it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        store
+            .commit(
+                &Changes {
+                    alerts: vec![alert("18-1", 1)],
+                    ..Changes::default()
+                },
+                &[],
+            )
+            .unwrap();
+        if wal_bytes(dir.path()) <= WAL_LIMIT {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the WAL stayed at {} bytes after the storm",
+            wal_bytes(dir.path())
+        );
+    }
+    eprintln!(
+        "160 MB in {took:?}; largest WAL {:.1} MB",
+        largest as f64 / 1e6
+    );
+    assert_eq!(store.load().unwrap().alerts.len(), 81);
 }

@@ -39,6 +39,13 @@ pub fn open_alert(id: &str, device_id: u32) -> AlertRecord {
         rssi: Some(-61),
         seqs: vec![5],
         detail: None,
+        presses: 1,
+        last_press_at: None,
+        press_due: None,
+        device_fault_suspected: false,
+        held: false,
+        grouped_in: None,
+        silent_bands: None,
     }
 }
 

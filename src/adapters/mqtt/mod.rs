@@ -12,7 +12,7 @@ pub mod text;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Action, Alert, DeviceState, Output, Resolution, Setup};
+use crate::engine::{Action, Alert, DeviceState, Grouping, Output, Resolution, Setup};
 
 pub use link::{
     connect, connect_with, Broker, LinkEvent, MqttLink, MqttSettings, MAX_INCOMING_PACKET,
@@ -139,6 +139,27 @@ struct AlertDoc<'a> {
     battery_pct: Option<u8>,
     rssi: Option<i16>,
     text: String,
+    // Extensions (issue 19), after the contract's keys and only when they say something, so
+    // an alert of one press reads exactly as the contract's example.
+    /// Band presses merged into this alert, when more than one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presses: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_press_at: Option<String>,
+    /// The band pressed far faster than a person can: probably a broken band.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    device_fault_suspected: bool,
+    /// The gateway notice of many silent bands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    silent_bands: Option<SilentBandsDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct SilentBandsDoc<'a> {
+    count: u32,
+    still_silent: u32,
+    /// A few of the bands, by device id.
+    named: &'a [u32],
 }
 
 impl<'a> AlertDoc<'a> {
@@ -175,6 +196,20 @@ impl<'a> AlertDoc<'a> {
             battery_pct: alert.battery_pct,
             rssi: alert.rssi,
             text: text::summary(alert, setup),
+            presses: (alert.presses.count > 1).then_some(alert.presses.count),
+            last_press_at: (alert.presses.count > 1)
+                .then_some(alert.presses.last_at)
+                .flatten()
+                .map(format_time),
+            device_fault_suspected: alert.presses.fault_suspected,
+            silent_bands: match &alert.grouping {
+                Grouping::Notice(b) => Some(SilentBandsDoc {
+                    count: b.count,
+                    still_silent: b.still_silent,
+                    named: &b.named,
+                }),
+                _ => None,
+            },
         }
     }
 }

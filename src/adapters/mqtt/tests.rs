@@ -102,6 +102,11 @@ fn sos() -> Alert {
         rssi: Some(-67),
         seqs: vec![42],
         detail: None,
+        presses: crate::engine::Presses {
+            count: 1,
+            ..Default::default()
+        },
+        grouping: crate::engine::Grouping::Alone,
     }
 }
 
@@ -440,7 +445,60 @@ fn texts(locale: Locale) -> Vec<String> {
     let mut u = sos();
     u.device_id = Some(99);
     out.push(text::summary(&u, &s));
+    let mut f = sos();
+    f.presses.count = 812;
+    f.presses.fault_suspected = true;
+    out.push(text::summary(&f, &s));
+    out.push(text::summary(&notice(), &s));
     out
+}
+
+/// The gateway notice of many silent bands, naming band 17 (a resident) and 99 (none).
+fn notice() -> Alert {
+    let mut n = sos();
+    n.id = "gateway-gw-guanghuiyuan-1-silent-1".into();
+    n.kind = Kind::DeviceSilent;
+    n.device_id = None;
+    n.seqs = vec![];
+    n.presses = crate::engine::Presses::default();
+    n.grouping = crate::engine::Grouping::Notice(crate::engine::SilentBands {
+        count: 2000,
+        still_silent: 1990,
+        named: vec![17, 99],
+    });
+    n
+}
+
+#[test]
+fn storm_keys_appear_only_when_they_say_something() {
+    let doc = |a: &Alert| -> serde_json::Value {
+        serde_json::from_slice(&alert_document(a, &setup(Locale::ZhCn))).unwrap()
+    };
+    let one = doc(&sos());
+    for key in [
+        "presses",
+        "last_press_at",
+        "device_fault_suspected",
+        "silent_bands",
+    ] {
+        assert!(one.get(key).is_none(), "{key} in {one}");
+    }
+    let mut a = sos();
+    a.presses.count = 812;
+    a.presses.last_at = Some(ts("2026-11-23T03:45:10.5Z"));
+    a.presses.fault_suspected = true;
+    let stuck = doc(&a);
+    assert_eq!(stuck["presses"], 812);
+    assert_eq!(stuck["last_press_at"], "2026-11-23T03:45:10.500Z");
+    assert_eq!(stuck["device_fault_suspected"], true);
+    let n = doc(&notice());
+    assert_eq!(
+        n["silent_bands"],
+        serde_json::json!({"count": 2000, "still_silent": 1990, "named": [17, 99]})
+    );
+    assert_eq!(n["resident"], serde_json::Value::Null);
+    assert_eq!(n["device_id"], serde_json::Value::Null);
+    assert!(n.get("presses").is_none());
 }
 
 #[test]
@@ -456,7 +514,9 @@ fn text_in_chinese() {
         【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键，张伟已到场
         【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键，已处理（真实紧急情况）
         【测试】这是一条测试报警，请点确认
-        【紧急求救】99号手环按下求救键"#]]
+        【紧急求救】99号手环按下求救键
+        【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键（812 次按键，手环疑似故障）
+        【大量手环失联】2000 个手环已 30 分钟未收到信号（王秀英、99号手环等），请检查网关的无线电或蓝牙适配器"#]]
     .assert_eq(&texts(Locale::ZhCn).join("\n"));
 }
 
@@ -473,7 +533,9 @@ fn text_in_english() {
         [SOS] 王秀英 (广惠园社区 3号楼 2单元 401) pressed the SOS button, 张伟 is on scene
         [SOS] 王秀英 (广惠园社区 3号楼 2单元 401) pressed the SOS button, resolved (real emergency)
         [Test] This is a test alert, please acknowledge
-        [SOS] band 99 pressed the SOS button"#]]
+        [SOS] band 99 pressed the SOS button
+        [SOS] 王秀英 (广惠园社区 3号楼 2单元 401) pressed the SOS button (812 presses: probable device fault)
+        [Bands silent] 2000 bands silent for 30 min — radio or adapter? (王秀英, band 99, …)"#]]
     .assert_eq(&texts(Locale::En).join("\n"));
 }
 

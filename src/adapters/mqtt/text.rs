@@ -1,7 +1,7 @@
 //! The one-line human summary of an alert (`text`), in the deployment's language, so that a
 //! plain MQTT phone app can show it as is.
 
-use crate::engine::{Alert, Kind, Locale, Resolution, Setup, State};
+use crate::engine::{Alert, Grouping, Kind, Locale, Resolution, Setup, SilentBands, State};
 
 /// `【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键，张伟已确认前往`.
 pub fn summary(alert: &Alert, setup: &Setup) -> String {
@@ -36,6 +36,23 @@ fn silent_minutes(setup: &Setup) -> u64 {
     setup.supervision.silent_after.as_secs() / 60
 }
 
+/// The bands a notice of many silent bands names: residents' names, else band numbers.
+fn named(b: &SilentBands, setup: &Setup, locale: Locale) -> String {
+    let names: Vec<String> = b
+        .named
+        .iter()
+        .map(|d| match (setup.resident(*d), locale) {
+            (Some(r), _) => r.name.clone(),
+            (None, Locale::ZhCn) => format!("{d}号手环"),
+            (None, Locale::En) => format!("band {d}"),
+        })
+        .collect();
+    match locale {
+        Locale::ZhCn => names.join("、"),
+        Locale::En => names.join(", "),
+    }
+}
+
 fn zh(alert: &Alert, setup: &Setup) -> String {
     let who = subject(alert, setup, Locale::ZhCn);
     let mut s = match alert.kind {
@@ -59,6 +76,17 @@ fn zh(alert: &Alert, setup: &Setup) -> String {
             alert.detail.as_deref().unwrap_or("-")
         ),
     };
+    if let Grouping::Notice(b) = &alert.grouping {
+        s = format!(
+            "【大量手环失联】{} 个手环已 {} 分钟未收到信号（{}等），请检查网关的无线电或蓝牙适配器",
+            b.count,
+            silent_minutes(setup),
+            named(b, setup, Locale::ZhCn)
+        );
+    }
+    if alert.presses.fault_suspected {
+        s += &format!("（{} 次按键，手环疑似故障）", alert.presses.count);
+    }
     let by = |id: &Option<String>| setup.staff_name(id.as_deref().unwrap_or("?")).to_owned();
     match alert.state {
         State::Open { .. } => {}
@@ -111,6 +139,17 @@ fn en(alert: &Alert, setup: &Setup) -> String {
             alert.detail.as_deref().unwrap_or("-")
         ),
     };
+    if let Grouping::Notice(b) = &alert.grouping {
+        s = format!(
+            "[Bands silent] {} bands silent for {} min — radio or adapter? ({}, …)",
+            b.count,
+            silent_minutes(setup),
+            named(b, setup, Locale::En)
+        );
+    }
+    if alert.presses.fault_suspected {
+        s += &format!(" ({} presses: probable device fault)", alert.presses.count);
+    }
     let by = |id: &Option<String>| setup.staff_name(id.as_deref().unwrap_or("?")).to_owned();
     match alert.state {
         State::Open { .. } => {}

@@ -17,6 +17,8 @@ pub struct Msg {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// When the phone received it.
+    pub at: jiff::Timestamp,
 }
 
 impl Msg {
@@ -142,6 +144,7 @@ impl Phone {
                             topic: p.topic.clone(),
                             payload: p.payload.to_vec(),
                             retain: p.retain,
+                            at: jiff::Timestamp::now(),
                         }),
                         Ok(_) => {}
                         Err(_) => {

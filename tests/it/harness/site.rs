@@ -36,7 +36,12 @@ pub struct SiteConfig {
     pub residents: Vec<u32>,
     /// The bands with a key in keys.toml (of 17 and 18).
     pub keys: Vec<u32>,
+    /// This many more residents with bands `EXTRA_BANDS..EXTRA_BANDS + n` (no team), keyed.
+    pub extra_bands: u32,
 }
+
+/// The first device id of `SiteConfig::extra_bands`.
+pub const EXTRA_BANDS: u32 = 1000;
 
 impl Default for SiteConfig {
     fn default() -> SiteConfig {
@@ -51,6 +56,7 @@ impl Default for SiteConfig {
             silent_after: "1h",
             residents: vec![17],
             keys: vec![17, 18],
+            extra_bands: 0,
         }
     }
 }
@@ -100,7 +106,12 @@ impl Site {
         let capture_path = dir.path().join("capture.jsonl");
         write_capture(&capture_path, capture);
         let mut keys = String::from("[devices]\n");
-        for &id in &cfg.keys {
+        for id in cfg
+            .keys
+            .iter()
+            .copied()
+            .chain(EXTRA_BANDS..EXTRA_BANDS + cfg.extra_bands)
+        {
             keys.push_str(&format!("{id} = \"{}\"\n", key_of(id).to_hex()));
         }
         write_private(dir.path(), "keys.toml", &keys);
@@ -238,6 +249,11 @@ fn config_text(site_id: &str, port: u16, c: &SiteConfig) -> String {
             .join(", ")
     };
     let mut residents = String::new();
+    for d in EXTRA_BANDS..EXTRA_BANDS + c.extra_bands {
+        residents.push_str(&format!(
+            "\n[[residents]]\nid = \"r{d}\"\nname = \"住户{d}\"\naddress = \"广惠园社区\"\nphone = \"13800000000\"\nnotes = \"\"\ndevice_id = {d}\nteam = []\n"
+        ));
+    }
     if c.residents.contains(&17) {
         residents.push_str(
             r#"
