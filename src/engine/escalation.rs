@@ -577,7 +577,7 @@ impl Engine {
             let newly_faulty = !p.fault_suspected && in_burst > FAULT_PRESSES;
             // Presses page again at most once per renotify_every after the last page; a more
             // serious kind or a withdrawn cancel is news and pages at once.
-            let quiet_until = p.paged_at.map(|t| t + renotify);
+            let quiet_until = p.paged_at.map(|t| later(t, renotify));
             if upgraded || withdrawn || quiet_until.is_none_or(|q| q <= now) {
                 tracing::info!(
                     alert_id = a.id,

@@ -102,7 +102,7 @@ impl Engine {
             match a.grouping {
                 Grouping::Held => {
                     self.held_silences.ids.push(a.id.clone());
-                    self.held_silences.until = Some(now + SILENCE_WINDOW);
+                    self.held_silences.until = Some(later(now, SILENCE_WINDOW));
                 }
                 Grouping::Notice(_) => self.held_silences.notice = Some(a.id.clone()),
                 _ => {}
@@ -270,7 +270,9 @@ impl Engine {
                 None => {
                     alert.grouping = Grouping::Held;
                     self.held_silences.ids.push(alert_id);
-                    self.held_silences.until.get_or_insert(now + SILENCE_WINDOW);
+                    self.held_silences
+                        .until
+                        .get_or_insert(later(now, SILENCE_WINDOW));
                 }
             }
             self.open_alert(now, wall, alert);

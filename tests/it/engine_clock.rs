@@ -133,9 +133,11 @@ fn every_state_fires_at_once_when_its_stored_deadline_is_further_ahead_than_it_a
     ));
 
     // A silent band's notice (reminded every silent_after, 30 min), clock 2 h behind.
+    // Past the 10 s a silence is held to see whether many fall silent together: it is paged.
     let mut s = Sim::at(local(10, 0));
-    s.advance(30.0 * 60.0 + 1.0);
+    s.advance(30.0 * 60.0 + 11.0);
     let silent = "17-silent-1";
+    assert!(s.last_page(silent).is_some(), "the held silence was paged");
     assert!(s.engine.alert(silent).is_some());
     s.restart_with_clock(1.0, -2.0 * HOUR);
     assert_eq!(s.last_page(silent), Some(s.elapsed()));
