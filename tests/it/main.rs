@@ -9,6 +9,7 @@ mod config_file;
 mod config_texts;
 mod daemon;
 mod demo;
+mod disk_full;
 mod engine_bounds_props;
 mod engine_clock;
 mod engine_props;
