@@ -11,10 +11,10 @@
 //!   dispatch, with no call back to bluetoothd: a foreign company id costs one comparison, ours
 //!   goes straight to `AdvertTx::send`, which sorts it into the alarm or telemetry lane. So
 //!   an SOS is behind nothing but the D-Bus socket, and a forgotten device cannot lose one.
-//! - **Nothing dropped silently.** `send` cannot wait inside the dispatch: when the alarm lane
-//!   is full, adverts wait in a bounded backlog that this task drains; past that bound they are
-//!   counted (`backlog_dropped`), like heartbeats past a full telemetry lane (`lanes.rs`).
-//!   Signals whose arguments are not what BlueZ documents are counted (`unreadable_adverts`).
+//! - **Nothing dropped silently.** `AdvertTx::send` never waits, so it is called inside the
+//!   dispatch: the alarm lane is fair between bands and collapses a storming band's repeats
+//!   (counted there), heartbeats past a full telemetry lane are counted (`lanes.rs`). Signals
+//!   whose arguments are not what BlueZ documents are counted (`unreadable_adverts`).
 //! - **Recovery.** When bluetoothd restarts or the adapter goes away, signals just stop. So the
 //!   bus is probed every second (owner of `org.bluez`, adapter `Powered`/`Discovering`), every
 //!   call has a timeout (calls hang forever when the bus daemon dies), the adapter's `Powered`
@@ -29,7 +29,7 @@
 pub mod recovery;
 pub mod signals;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -39,7 +39,6 @@ use dbus::arg::{PropMap, Variant};
 use dbus::message::MatchRule;
 use dbus::nonblock::{MsgMatch, NonblockReply, Proxy, SyncConnection};
 use dbus::Message;
-use futures::FutureExt;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
@@ -91,9 +90,6 @@ pub struct BleStatus {
     pub foreign_adverts: u64,
     /// Signals whose arguments were not the types BlueZ documents (dropped here, counted).
     pub unreadable_adverts: u64,
-    /// Adverts under our company id dropped because the alarm lane and the backlog behind it
-    /// were both full (the daemon stopped taking them for a long time).
-    pub backlog_dropped: u64,
 }
 
 /// Bound on every D-Bus round trip: the daemon dying leaves calls hanging forever otherwise.
@@ -104,8 +100,6 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// Devices we remember (ours only: those that sent data under our company id).
 pub const DEVICE_TABLE_CAPACITY: usize = 2048;
-/// Adverts held while the alarm lane is full (`send` cannot wait inside the D-Bus dispatch).
-pub const BACKLOG_CAPACITY: usize = 4096;
 
 const BLUEZ: &str = "org.bluez";
 
@@ -123,29 +117,7 @@ pub async fn run(
         company_id: cfg.company_id,
         service_uuids: Vec::new(),
     };
-    let mut src = Source {
-        shared: Arc::new(Shared {
-            intake: Mutex::new(Intake {
-                tx,
-                interest,
-                adapter_path: adapter_prefix(&cfg),
-                devices: DeviceTable::new(DEVICE_TABLE_CAPACITY),
-                counts: Counts::default(),
-                last_heard: None,
-                wake_on_hear: false,
-                backlog: VecDeque::new(),
-                draining: false,
-                powered: None,
-                closed: false,
-                warned_backlog: false,
-            }),
-            wake: Notify::new(),
-        }),
-        status,
-        local: BleStatus::default(),
-        dog: Watchdog::new(Instant::now().into_std(), cfg.silence_restart),
-        cfg,
-    };
+    let mut src = Source::new(cfg, tx, interest, status);
     let mut reported_unreachable = false;
     loop {
         let session = tokio::select! {
@@ -206,14 +178,12 @@ struct Counts {
     seen: u64,
     foreign: u64,
     unreadable: u64,
-    backlog_dropped: u64,
 }
 
 /// What the D-Bus dispatch (signal callbacks) and the source task share.
 struct Shared {
     intake: Mutex<Intake>,
-    /// Wakes the source task: backlog to drain, adapter power changed, heard after a silence,
-    /// the daemon gone.
+    /// Wakes the source task: adapter power changed, heard after a silence, the daemon gone.
     wake: Notify,
 }
 
@@ -244,15 +214,10 @@ struct Intake {
     last_heard: Option<std::time::Instant>,
     /// Wake the source task on the next thing heard (the watchdog counts silences).
     wake_on_hear: bool,
-    /// Adverts the alarm lane had no room for, oldest first.
-    backlog: VecDeque<Advert>,
-    /// The source task holds one advert out of the backlog while it waits to send it.
-    draining: bool,
     /// The adapter's `Powered`, last signalled and not yet acted on.
     powered: Option<bool>,
     /// The daemon side of the lanes has gone away.
     closed: bool,
-    warned_backlog: bool,
 }
 
 impl Intake {
@@ -314,39 +279,17 @@ impl Intake {
         wake | self.hand_on(advert)
     }
 
-    /// `AdvertTx::send` when it completes at once (telemetry always does; an alarm when its
-    /// lane has room), the backlog otherwise. Returns whether the source task must be woken.
+    /// Into the lanes (which never wait). Returns whether the source task must be woken: the
+    /// daemon has gone away.
     fn hand_on(&mut self, advert: Advert) -> bool {
         if self.closed {
             return false;
         }
-        if self.backlog.is_empty() && !self.draining {
-            // Unconstrained: tokio's cooperative budget would make a send with room pending
-            // after 128 of them in one dispatch.
-            let sent = tokio::task::unconstrained(self.tx.send(advert.clone())).now_or_never();
-            match sent {
-                Some(true) => return false,
-                Some(false) => {
-                    self.closed = true;
-                    return true;
-                }
-                // The alarm lane is full: the advert was not taken (the future is dropped
-                // before it acquired a slot), so it waits in the backlog.
-                None => {}
-            }
-        }
-        if self.backlog.len() >= BACKLOG_CAPACITY {
-            self.counts.backlog_dropped += 1;
-            if !std::mem::replace(&mut self.warned_backlog, true) {
-                tracing::warn!(
-                    capacity = BACKLOG_CAPACITY,
-                    "BLE: the daemon is not taking alarms; adverts past the backlog are dropped and counted"
-                );
-            }
+        if !self.tx.send(advert) {
+            self.closed = true;
             return true;
         }
-        self.backlog.push_back(advert);
-        true
+        false
     }
 }
 
@@ -360,6 +303,34 @@ struct Source {
 }
 
 impl Source {
+    fn new(
+        cfg: BleSettings,
+        tx: AdvertTx,
+        interest: Interest,
+        status: watch::Sender<BleStatus>,
+    ) -> Source {
+        Source {
+            shared: Arc::new(Shared {
+                intake: Mutex::new(Intake {
+                    tx,
+                    interest,
+                    adapter_path: adapter_prefix(&cfg),
+                    devices: DeviceTable::new(DEVICE_TABLE_CAPACITY),
+                    counts: Counts::default(),
+                    last_heard: None,
+                    wake_on_hear: false,
+                    powered: None,
+                    closed: false,
+                }),
+                wake: Notify::new(),
+            }),
+            status,
+            local: BleStatus::default(),
+            dog: Watchdog::new(Instant::now().into_std(), cfg.silence_restart),
+            cfg,
+        }
+    }
+
     /// Publishes `local`, with `adapter_ok` false while the watchdog counts silences: a scan
     /// that hears nobody is not one the operator may trust, whatever BlueZ says.
     fn publish(&mut self) {
@@ -367,7 +338,6 @@ impl Source {
         self.local.adverts_seen = c.seen;
         self.local.foreign_adverts = c.foreign;
         self.local.unreadable_adverts = c.unreadable;
-        self.local.backlog_dropped = c.backlog_dropped;
         let mut now = self.local.clone();
         now.adapter_ok &= self.dog.silences() == 0;
         self.status.send_if_modified(|s| {
@@ -518,31 +488,7 @@ impl Source {
             }
             _ => {}
         }
-        self.drain().await
-    }
-
-    /// Sends the backlog, waiting for room in the alarm lane. Returns `false` once the
-    /// daemon is gone.
-    async fn drain(&mut self) -> bool {
-        let tx = self.shared.lock().tx.clone();
-        loop {
-            let next = {
-                let mut i = self.shared.lock();
-                let next = i.backlog.pop_front();
-                i.draining = next.is_some();
-                if next.is_none() {
-                    i.warned_backlog = false;
-                }
-                next
-            };
-            let Some(advert) = next else { return true };
-            if !tx.send(advert).await {
-                let mut i = self.shared.lock();
-                i.closed = true;
-                i.draining = false;
-                return false;
-            }
-        }
+        true
     }
 
     async fn restart_scan(&mut self, session: &Session, why: &str) {
@@ -918,32 +864,11 @@ mod tests {
             ..BleSettings::default()
         };
         let (status, _) = watch::channel(BleStatus::default());
-        let src = Source {
-            shared: Arc::new(Shared {
-                intake: Mutex::new(Intake {
-                    tx,
-                    interest: Interest {
-                        company_id: 0xFFFF,
-                        service_uuids: Vec::new(),
-                    },
-                    adapter_path: adapter_prefix(&cfg),
-                    devices: DeviceTable::new(DEVICE_TABLE_CAPACITY),
-                    counts: Counts::default(),
-                    last_heard: None,
-                    wake_on_hear: false,
-                    backlog: VecDeque::new(),
-                    draining: false,
-                    powered: None,
-                    closed: false,
-                    warned_backlog: false,
-                }),
-                wake: Notify::new(),
-            }),
-            status,
-            local: BleStatus::default(),
-            dog: Watchdog::new(Instant::now().into_std(), cfg.silence_restart),
-            cfg,
+        let interest = Interest {
+            company_id: 0xFFFF,
+            service_uuids: Vec::new(),
         };
+        let src = Source::new(cfg, tx, interest, status);
         (src, rx)
     }
 
@@ -961,7 +886,7 @@ mod tests {
     #[test]
     fn a_storm_of_alarms_never_waits_in_the_source_and_its_first_alarm_reaches_the_daemon() {
         // The alarm lane is fair between bands and never makes a source wait (a storming
-        // band's repeats collapse there, counted): the source's backlog stays empty.
+        // band's repeats collapse there, counted): every advert is handed on at once.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -974,8 +899,7 @@ mod tests {
                 for seq in 0..total {
                     i.take(DEV, ours(sealed(seq, BandEvent::Sos)), true);
                 }
-                assert!(i.backlog.is_empty());
-                assert_eq!(i.counts.backlog_dropped, 0);
+                assert!(!i.closed);
                 assert_eq!(i.counts.seen, u64::from(total));
             }
             let first = rx.alarms.recv().await.unwrap();
@@ -992,7 +916,7 @@ mod tests {
     }
 
     #[test]
-    fn the_daemon_gone_ends_the_source_instead_of_filling_the_backlog() {
+    fn the_daemon_gone_ends_the_source() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -1004,7 +928,6 @@ mod tests {
             assert!(i.take(DEV, ours(sealed(1, BandEvent::Sos)), true));
             assert!(i.closed);
             assert!(!i.take(DEV, ours(sealed(2, BandEvent::Sos)), true));
-            assert!(i.backlog.is_empty());
         });
     }
 

@@ -228,10 +228,11 @@ impl AdvertTx {
             .filter(|f| !matches!(f.event, BandEvent::Heartbeat { .. }))
     }
 
-    /// Hands an advertisement to the daemon. Alarms take their band's turn (never waiting,
-    /// a storming band's surplus collapsing); telemetry is dropped and counted when its lane
-    /// is full. Returns `false` once the daemon has gone away.
-    pub async fn send(&self, advert: Advert) -> bool {
+    /// Hands an advertisement to the daemon, never waiting (so a source may call it from
+    /// inside a D-Bus dispatch): alarms take their band's turn, a storming band's surplus
+    /// collapsing; telemetry is dropped and counted when its lane is full. Returns `false` once
+    /// the daemon has gone away.
+    pub fn send(&self, advert: Advert) -> bool {
         match self.alarm(&advert.data) {
             Some(f) => {
                 if self.bell.is_closed() {

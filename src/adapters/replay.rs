@@ -86,7 +86,7 @@ pub async fn run(settings: ReplaySettings, tx: AdvertTx) -> anyhow::Result<Repla
             data,
             received_at: jiff::Timestamp::now(),
         };
-        if !tx.send(advert).await {
+        if !tx.send(advert) {
             break;
         }
         report.sent += 1;

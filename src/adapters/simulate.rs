@@ -151,7 +151,7 @@ pub async fn run(
                     data: data.clone(),
                     received_at: jiff::Timestamp::now(),
                 };
-                if !tx.send(advert).await {
+                if !tx.send(advert) {
                     return Ok(());
                 }
             }

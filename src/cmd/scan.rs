@@ -320,12 +320,11 @@ impl ScanTable {
         }
         let _ = writeln!(
             s,
-            "adverts seen {}, not ours {}, unreadable {}, backlog dropped {}, scan restarts {}, \
+            "adverts seen {}, not ours {}, unreadable {}, scan restarts {}, \
              BlueZ reconnects {}, telemetry dropped {}",
             status.adverts_seen,
             status.foreign_adverts,
             status.unreadable_adverts,
-            status.backlog_dropped,
             status.scan_restarts,
             status.manager_recreations,
             dropped

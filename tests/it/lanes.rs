@@ -41,13 +41,13 @@ async fn an_sos_in_a_heartbeat_flood_takes_the_alarm_lane_and_is_never_dropped()
     };
     let flood = TELEMETRY_CAPACITY as u32 * 2;
     for seq in 0..flood {
-        assert!(tx.send(advert(sealed(seq, heartbeat, &key))).await);
+        assert!(tx.send(advert(sealed(seq, heartbeat, &key))));
     }
     // The telemetry lane is full; the excess was dropped and counted, not queued.
     assert_eq!(rx.dropped(), u64::from(flood) - TELEMETRY_CAPACITY as u64);
     let sos = sealed(flood, BandEvent::Sos, &key);
     assert_eq!(tx.lane(&sos), Lane::Alarm);
-    assert!(tx.send(advert(sos.clone())).await);
+    assert!(tx.send(advert(sos.clone())));
     // The daemon polls the alarm lane first: the SOS is there, ahead of 4096 heartbeats.
     assert_eq!(rx.alarms.try_recv().unwrap().data, sos);
     assert_eq!(rx.telemetry.len(), TELEMETRY_CAPACITY);
@@ -95,13 +95,13 @@ async fn a_storming_band_cannot_hold_back_another_bands_first_alarm() {
     // Band 17's stuck button: 10,000 SOS frames with fresh seqs, faster than the loop reads;
     // the source never waits for room.
     let first17 = band_frame(17, 1, BandEvent::Sos);
-    assert!(tx.send(advert(first17.clone())).await);
+    assert!(tx.send(advert(first17.clone())));
     for seq in 2..=10_000 {
-        assert!(tx.send(advert(band_frame(17, seq, BandEvent::Sos))).await);
+        assert!(tx.send(advert(band_frame(17, seq, BandEvent::Sos))));
     }
     // Then band 18 presses once.
     let sos18 = band_frame(18, 1, BandEvent::Sos);
-    assert!(tx.send(advert(sos18.clone())).await);
+    assert!(tx.send(advert(sos18.clone())));
     assert_eq!(
         rx.alarms.len(),
         ALARM_PER_BAND + 1,
@@ -123,14 +123,14 @@ async fn a_storming_band_cannot_hold_back_another_bands_first_alarm() {
 async fn a_cancel_after_a_storm_is_kept_and_the_first_alarm_too() {
     let (tx, mut rx) = advert_lanes(0xFFFF, Arc::new(two_bands()));
     let first = band_frame(17, 1, BandEvent::Sos);
-    tx.send(advert(first.clone())).await;
+    tx.send(advert(first.clone()));
     for seq in 2..500 {
-        tx.send(advert(band_frame(17, seq, BandEvent::Sos))).await;
+        tx.send(advert(band_frame(17, seq, BandEvent::Sos)));
     }
     let cancel = band_frame(17, 500, BandEvent::Cancel { of_seq: 1 });
-    tx.send(advert(cancel.clone())).await;
+    tx.send(advert(cancel.clone()));
     let fall = band_frame(17, 501, BandEvent::Fall { impact_dg: 30 });
-    tx.send(advert(fall.clone())).await;
+    tx.send(advert(fall.clone()));
     let mut got = Vec::new();
     while let Ok(a) = rx.alarms.try_recv() {
         got.push(a.data);
@@ -145,10 +145,10 @@ async fn a_cancel_after_a_storm_is_kept_and_the_first_alarm_too() {
 async fn bands_take_turns_and_each_keeps_its_own_order() {
     let (tx, mut rx) = advert_lanes(0xFFFF, Arc::new(two_bands()));
     for seq in 1..=3 {
-        tx.send(advert(band_frame(17, seq, BandEvent::Sos))).await;
+        tx.send(advert(band_frame(17, seq, BandEvent::Sos)));
     }
     for seq in 1..=3 {
-        tx.send(advert(band_frame(18, seq, BandEvent::Sos))).await;
+        tx.send(advert(band_frame(18, seq, BandEvent::Sos)));
     }
     let mut order = Vec::new();
     while let Ok(a) = rx.alarms.try_recv() {
@@ -168,7 +168,7 @@ async fn a_waiting_loop_is_woken_and_the_lane_closes_with_its_sources() {
     let sent = sos.clone();
     let source = tokio::spawn(async move {
         tokio::task::yield_now().await;
-        assert!(tx.send(advert(sent)).await);
+        assert!(tx.send(advert(sent)));
         // `tx` dropped here: the only source is gone.
     });
     let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.alarms.recv())
@@ -183,5 +183,5 @@ async fn a_waiting_loop_is_woken_and_the_lane_closes_with_its_sources() {
 
     let (tx, rx) = advert_lanes(0xFFFF, Arc::new(two_bands()));
     drop(rx);
-    assert!(!tx.send(advert(band_frame(17, 1, BandEvent::Sos))).await);
+    assert!(!tx.send(advert(band_frame(17, 1, BandEvent::Sos))));
 }
