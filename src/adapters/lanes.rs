@@ -68,16 +68,20 @@ impl FairQueue {
             return;
         }
         self.collapsed += 1;
-        let repeat = q.iter().any(|(_, a)| a.data == advert.data)
-            || q.iter().skip(1).any(|(k, _)| *k == kind);
-        if repeat {
+        // The same frame heard again (bands repeat each one): nothing new.
+        if q.iter().any(|(_, a)| a.data == advert.data) {
             return;
         }
-        // A kind of news the queue does not hold: it replaces the newest frame whose kind is
-        // there twice (one exists: there are fewer kinds than places), never the head.
-        let evict = (1..q.len()).rev().find(|&i| {
-            let k = q[i].0;
-            q.iter().filter(|(other, _)| *other == k).count() > 1
+        // A new frame goes to the back, so that the newest frame of every kind keeps its place
+        // in arrival order (a press after a Cancel must reach the engine after it). To make
+        // room it takes out the oldest frame of its own kind behind the head; failing that (a
+        // kind of news the queue does not hold), the newest frame whose kind is there twice
+        // (one exists: there are fewer kinds than places). Never the head.
+        let evict = (1..q.len()).find(|&i| q[i].0 == kind).or_else(|| {
+            (1..q.len()).rev().find(|&i| {
+                let k = q[i].0;
+                q.iter().filter(|(other, _)| *other == k).count() > 1
+            })
         });
         if let Some(i) = evict {
             q.remove(i);

@@ -142,6 +142,35 @@ async fn a_cancel_after_a_storm_is_kept_and_the_first_alarm_too() {
 }
 
 #[tokio::test]
+async fn a_press_after_a_cancel_in_a_full_queue_still_comes_after_the_cancel() {
+    // A slow commit: the band's queue fills with one SOS heard again and again, then the
+    // wearer's Cancel, then the wearer presses SOS again. The new press must not be taken for
+    // a repeat (it is a new frame), and it must reach the engine after the Cancel, or the
+    // engine would close the alert on the Cancel and lose the second press.
+    let (tx, mut rx) = advert_lanes(0xFFFF, Arc::new(two_bands()));
+    let first = band_frame(17, 1, BandEvent::Sos);
+    for _ in 0..ALARM_PER_BAND - 1 {
+        tx.send(advert(first.clone()));
+    }
+    let cancel = band_frame(17, 2, BandEvent::Cancel { of_seq: 1 });
+    tx.send(advert(cancel.clone()));
+    let again = band_frame(17, 3, BandEvent::Sos);
+    tx.send(advert(again.clone()));
+    let mut got = Vec::new();
+    while let Ok(a) = rx.alarms.try_recv() {
+        got.push(a.data);
+    }
+    assert_eq!(got[0], first, "the head is never dropped");
+    let at = |f: &Vec<u8>| got.iter().position(|g| g == f);
+    let (c, a) = (
+        at(&cancel).expect("the cancel is kept"),
+        at(&again).expect("the new press is kept"),
+    );
+    assert!(c < a, "the press after the cancel came before it: {c} {a}");
+    assert_eq!(got.len(), ALARM_PER_BAND);
+}
+
+#[tokio::test]
 async fn bands_take_turns_and_each_keeps_its_own_order() {
     let (tx, mut rx) = advert_lanes(0xFFFF, Arc::new(two_bands()));
     for seq in 1..=3 {
