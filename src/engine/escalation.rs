@@ -682,7 +682,9 @@ impl Engine {
         alert_id: &str,
         action: Action,
     ) -> Result<(), Refusal> {
-        self.act(now, wall, staff_id, alert_id, action, true)
+        let done = self.act(now, wall, staff_id, alert_id, action, true);
+        self.release_notice(now, wall, alert_id);
+        done
     }
 
     /// An operator's action from the control socket, taken `--as` a person: the operator is
@@ -695,7 +697,9 @@ impl Engine {
         alert_id: &str,
         action: Action,
     ) -> Result<(), Refusal> {
-        self.act(now, wall, staff_id, alert_id, action, false)
+        let done = self.act(now, wall, staff_id, alert_id, action, false);
+        self.release_notice(now, wall, alert_id);
+        done
     }
 
     /// Whether `staff_id` may take `action` on `a` (the contract's "who may act").

@@ -284,6 +284,29 @@ impl Engine {
         }
     }
 
+    /// A gateway notice that a person resolved while some of its bands are still silent
+    /// (the radio was mended, but a band is really dead or its wearer gone): those bands no
+    /// longer have anything standing for them, so each is paged on its own from now on.
+    pub(super) fn release_notice(&mut self, now: Instant, wall: Timestamp, notice: &str) {
+        let resolved_notice = self
+            .alerts
+            .get(notice)
+            .is_some_and(|a| a.is_resolved() && matches!(a.grouping, Grouping::Notice(_)));
+        if !resolved_notice {
+            return;
+        }
+        let member = Grouping::In(notice.to_string());
+        let still_silent: Vec<String> = self
+            .alerts
+            .values()
+            .filter(|a| !a.is_resolved() && a.grouping == member)
+            .map(|a| a.id.clone())
+            .collect();
+        for id in still_silent {
+            self.page_alone(now, wall, &id);
+        }
+    }
+
     /// The gateway notice of many silent bands, while it is unresolved.
     fn open_notice(&self) -> Option<String> {
         let id = self.held_silences.notice.as_ref()?;

@@ -490,3 +490,42 @@ fn a_background_batch_that_could_not_be_written_is_taken_again() {
     assert_eq!(ids.len(), 302, "every band's silence: the 300, 17 and 18");
     assert!(first.alerts.iter().all(|r| ids.contains(&r.id)));
 }
+
+#[test]
+fn bands_still_silent_when_a_person_resolves_the_notice_are_paged_one_by_one() {
+    // The radio was mended and the notice resolved, but two bands are really silent (dead,
+    // or their wearers gone): nothing stands for them any more, so each is paged.
+    let mut c = Community::new(20);
+    c.advance(1800 + 60);
+    let notice = c
+        .pages()
+        .iter()
+        .find(|p| matches!(p.2.grouping, Grouping::Notice(_)))
+        .map(|p| p.2.id.clone())
+        .expect("one gateway notice");
+    // Every band but 1000 and 1001 is heard again.
+    for d in (1002..1020).chain([17, 18]) {
+        c.frame(d, HEARTBEAT);
+    }
+    let before = c.pages().len();
+    let supervisor = c.engine.setup().escalation.supervisors[0].clone();
+    let (now, wall) = (c.now, c.wall());
+    c.engine
+        .handle_action(
+            now,
+            wall,
+            &supervisor,
+            &notice,
+            Action::Resolve(Resolution::DeviceFault),
+        )
+        .unwrap();
+    c.drain();
+    let mut alone: Vec<String> = c.pages()[before..]
+        .iter()
+        .filter(|p| p.1 == NotifyReason::New)
+        .map(|p| p.2.id.clone())
+        .collect();
+    alone.sort();
+    alone.dedup();
+    assert_eq!(alone, ["1000-silent-1", "1001-silent-1"]);
+}
