@@ -16,19 +16,26 @@ use proptest::prelude::*;
 use crate::harness::sim::*;
 use crate::harness::vectors::write_private;
 
-/// A duration as a config string, around the limits.
+/// A duration as a config string, around the limits. Mostly within them: a configuration
+/// is accepted only when all of its ~14 durations are, and only an accepted one reaches the
+/// engine (with an even mix, about one case in 3,000 did).
 fn duration_text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        (1u64..1_000_000_000).prop_map(|n| format!("{n}ns")),
-        (1u64..2_000).prop_map(|n| format!("{n}ms")),
+    let within = prop_oneof![
         Just("1s".to_string()),
         (1u64..600).prop_map(|n| format!("{n}s")),
         (1u64..48).prop_map(|n| format!("{n}h")),
-        (29u64..32).prop_map(|n| format!("{n}d")),
-        (0u64..3).prop_map(|n| format!("30days {n}s")),
+        (29u64..=30).prop_map(|n| format!("{n}d")),
+        Just("30days 0s".to_string()),
+    ];
+    let around = prop_oneof![
+        (1u64..1_000_000_000).prop_map(|n| format!("{n}ns")),
+        (1u64..2_000).prop_map(|n| format!("{n}ms")),
+        Just("31d".to_string()),
+        (1u64..3).prop_map(|n| format!("30days {n}s")),
         Just("300000000000y".to_string()),
         Just("500000000000y".to_string()),
-    ]
+    ];
+    prop_oneof![24 => within, 1 => around]
 }
 
 #[derive(Debug, Clone)]
@@ -54,7 +61,7 @@ fn timers() -> impl Strategy<Value = Timers> {
             duration_text(),
             duration_text(),
         ),
-        proptest::collection::vec(duration_text(), 1..8),
+        proptest::collection::vec(duration_text(), 1..=6),
         (
             duration_text(),
             duration_text(),
