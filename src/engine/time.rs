@@ -145,6 +145,10 @@ impl Limits {
         if let Some(v) = &mut a.verify_until {
             fix("verify_until", v, self.verify);
         }
+        // A coalesced press waits at most one `renotify_every` for its page.
+        if let Some(p) = &mut a.presses.due {
+            fix("press_due", p, self.renotify);
+        }
         moved
     }
 }
