@@ -15,23 +15,7 @@ struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(path).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("SKIPPED: mounting a tmpfs needs root");
-            return None;
-        }
-        Some(Tmpfs(path.to_path_buf()))
+        mount_tmpfs(path, size).then(|| Tmpfs(path.to_path_buf()))
     }
 
     /// Fills what is left with one file; returns its path.

@@ -445,14 +445,7 @@ impl ReadOnlyMount {
 
     /// The same at `path` (created if needed).
     pub fn at(path: &Path, fill: impl FnOnce(&Path)) -> Option<ReadOnlyMount> {
-        std::fs::create_dir_all(path).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs"])
-            .arg(path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("SKIPPED: mounting a tmpfs needs root");
+        if !crate::harness::mount_tmpfs(path, "8m") {
             return None;
         }
         let m = ReadOnlyMount {

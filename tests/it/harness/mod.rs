@@ -32,3 +32,32 @@ pub fn ms(t: &Value) -> i64 {
     );
     s.parse::<jiff::Timestamp>().unwrap().as_millisecond()
 }
+
+/// Mounts a tmpfs of `size` at `path` (created if needed), for the tests whose disk must be
+/// full or read-only. Without root this is impossible: the test is skipped (`false`, said on
+/// stderr). As root (CI) a failed mount fails the test, so that it cannot pass unseen.
+pub fn mount_tmpfs(path: &std::path::Path, size: &str) -> bool {
+    std::fs::create_dir_all(path).unwrap();
+    let out = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
+        .arg(path)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => true,
+        // SAFETY: geteuid reads the process's user id and cannot fail.
+        _ if unsafe { libc::geteuid() } != 0 => {
+            eprintln!("SKIPPED: mounting a tmpfs needs root");
+            false
+        }
+        other => panic!(
+            "mounting a tmpfs at {} failed as root: {other:?}",
+            path.display()
+        ),
+    }
+}
