@@ -124,8 +124,8 @@ const WAL_SOFT: u64 = 8 * 1024 * 1024;
 pub const WAL_HARD: u64 = 32 * 1024 * 1024;
 
 /// A thread with its own connection that runs `wal_checkpoint(PASSIVE)` every
-/// `CHECKPOINT_EVERY` (sooner when the WAL passes `WAL_SOFT`, with `TRUNCATE` past
-/// `WAL_HARD`). SQLite's automatic checkpoint would run inside whichever commit
+/// `CHECKPOINT_EVERY` (sooner when the WAL passes `WAL_SOFT`, then `TRUNCATE` when a passive one
+/// left it above `WAL_SOFT`). SQLite's automatic checkpoint would run inside whichever commit
 /// crosses 1000 WAL pages — often an alert's, on the daemon loop — and sync the whole
 /// database file there; a passive checkpoint here never blocks a writer.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Time reaches the engine as a value; a `::now()` call there would make it untestable by
 /// arithmetic.
 const FORBIDDEN_IN_ENGINE: &[&str] = &[
-    "tokio", "btleplug", "dbus", "rumqttc", "rusqlite", "std::fs", "std::net", "::now()",
+    "tokio", "dbus", "rumqttc", "rusqlite", "std::fs", "std::net", "::now()",
 ];
 
 fn src_dir() -> PathBuf {
@@ -101,10 +101,9 @@ const BOUNDARIES: &[(&str, &[&str])] = &[
     ("rumqttc", &["adapters/mqtt/", "cmd/demo/"]),
     // The embedded broker only in the demo.
     ("rumqttd", &["cmd/demo/"]),
-    // The radio (and D-Bus, which is how BlueZ and ModemManager are reached) only in the
+    // The radio (and D-Bus, which is how BlueZ is reached) only in the
     // adapters that speak to those services.
-    ("btleplug", &["adapters/ble"]),
-    ("dbus", &["adapters/ble", "adapters/modem"]),
+    ("dbus", &["adapters/ble"]),
 ];
 
 /// The sans-IO state machines: like the engine, they take time and results as values.

@@ -1,6 +1,6 @@
 //! Escalation scenarios as transcripts: time, input, what the engine sent.
 //!
-//! The community (see `engine_sim::setup`): zhang on duty 08:00-20:00 daily, nobody at night;
+//! The community (see `harness::sim::setup`): zhang on duty 08:00-20:00 daily, nobody at night;
 //! band 17 (王秀英) has team li + wang; band 18 has team wang; chen supervises. Ack timeouts
 //! 60 s + 60 s, reminders every 20 s, last tier repeats every 60 s, claim 15 min, cancel
 //! verification 5 min, retention 10 min.

@@ -1,7 +1,7 @@
 //! The contract's "who may act" and "a phone cannot drown the gateway", in the engine:
 //! transcripts and a property over random actions.
 //!
-//! The community is `engine_sim::setup`: zhang on duty 08:00-20:00 (tier 1), band 17's team
+//! The community is `harness::sim::setup`: zhang on duty 08:00-20:00 (tier 1), band 17's team
 //! li + wang (tier 2), chen supervises (tier 3); zhao is staff on no rota, team or tier.
 
 use expect_test::expect;
