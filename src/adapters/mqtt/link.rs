@@ -687,13 +687,11 @@ impl Session {
                 self.subs.last_subacked = self.subs.subscribing.take();
                 if self.subs.next(&self.client) {
                     self.subs.done();
-                    ready(self);
                 }
             }
             Event::Incoming(Incoming::UnsubAck(_)) if self.subs.awaiting => {
                 self.subs.awaiting = false;
                 self.subs.done();
-                ready(self);
             }
             Event::Outgoing(Outgoing::Disconnect) if lock(&self.tracker).shutdown => {
                 {
@@ -714,11 +712,13 @@ impl Session {
     /// After CONNACK: the subscriptions, all at once or (careful) one topic at a time.
     fn subscribe(&mut self, eventloop: &mut EventLoop) {
         if self.subs.careful {
+            // Pages go out at once: the topic-by-topic pass only concerns what phones send,
+            // and a pass that never completes (a bad packet on no topic it can name) must not
+            // keep the outbox from the broker.
             self.subs.plan(&self.client, Instant::now());
-            if self.subs.next(&self.client) {
-                let ev = ready(&self.tracker, &mut self.connected);
-                self.out.push(ev);
-            }
+            self.subs.next(&self.client);
+            let ev = ready(&self.tracker, &mut self.connected);
+            self.out.push(ev);
         } else if self.subs.filters.is_empty() {
             let ev = ready(&self.tracker, &mut self.connected);
             self.out.push(ev);
