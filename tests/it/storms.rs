@@ -89,8 +89,15 @@ fn stuck_button_band_18_paged_at_once_band_17_paged_per_renotify_db_and_wal_boun
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Reminders for a few renotify periods after the storm.
-    std::thread::sleep(Duration::from_secs(5));
+    // Reminders keep coming after the storm (renotify_every 2 s): wait for three pages about
+    // band 17 to zhang, so that a gateway that stopped paging it fails here.
+    let to_zhang_17 = |msgs: &[Msg]| {
+        msgs.iter()
+            .filter_map(|m| m.notification(&p))
+            .filter(|(s, _, d)| s == "zhang" && d["alert_id"] == "17-1")
+            .count()
+    };
+    phone.wait_until("three pages about band 17", |m| to_zhang_17(m) >= 3);
     let (db, wal) = db_sizes(&site);
     largest = (largest.0.max(db), largest.1.max(wal));
     let msgs = phone.messages();
