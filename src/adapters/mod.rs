@@ -15,6 +15,7 @@ pub mod mqtt;
 pub mod replay;
 pub mod simulate;
 pub mod store;
+pub mod web;
 
 pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Lane};
 pub use store::{OutboxMessage, Store};

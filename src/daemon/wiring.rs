@@ -67,6 +67,10 @@ pub async fn run(
         }
     };
 
+    if let Some(web) = cfg.web.clone() {
+        tokio::spawn(crate::adapters::web::serve(web, console_site(&cfg, 5)));
+    }
+
     let site = Site {
         gateway_id: cfg.gateway_id.clone(),
         broker: cfg.mqtt.broker.url.clone(),
@@ -102,6 +106,23 @@ pub async fn run(
         .await;
     drop(control_socket);
     result
+}
+
+/// What the duty console's page is told about the site; `mqtt_version` 4 where the broker's
+/// WebSocket listener speaks only MQTT 3.1.1 (the demo's embedded broker).
+pub fn console_site(cfg: &Config, mqtt_version: u8) -> crate::adapters::web::ConsoleSite {
+    crate::adapters::web::ConsoleSite {
+        broker_url: cfg
+            .web
+            .as_ref()
+            .map(|w| w.broker_url.clone())
+            .unwrap_or_default(),
+        topic_prefix: cfg.mqtt.topic_prefix.clone(),
+        site_id: cfg.site_id.clone(),
+        locale: cfg.setup.locale.tag(),
+        supervisors: cfg.setup.escalation.supervisors.clone(),
+        mqtt_version,
+    }
 }
 
 /// Opens the durable state whatever the disk holds (what was lost is logged and paged:

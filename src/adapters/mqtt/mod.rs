@@ -9,6 +9,8 @@ pub mod guard;
 mod link;
 pub mod text;
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -152,6 +154,12 @@ struct AlertDoc<'a> {
     /// The gateway notice of many silent bands.
     #[serde(skip_serializing_if = "Option::is_none")]
     silent_bands: Option<SilentBandsDoc<'a>>,
+    // Extensions (issue 16), for the duty console: who declined (their phones stop ringing),
+    // and the `[[staff]] name` of everyone the document names by id.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    declined: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    names: BTreeMap<&'a str, &'a str>,
 }
 
 #[derive(Serialize)]
@@ -210,6 +218,15 @@ impl<'a> AlertDoc<'a> {
                 }),
                 _ => None,
             },
+            declined: &alert.declined,
+            names: alert
+                .notified
+                .iter()
+                .chain(&alert.declined)
+                .chain(&alert.acked_by)
+                .chain(&alert.resolved_by)
+                .filter_map(|id| setup.staff.get(id).map(|s| (id.as_str(), s.name.as_str())))
+                .collect(),
         }
     }
 }

@@ -164,11 +164,14 @@ fn alert_document_is_the_contracts_example() {
     let p = render_one(&Output::AlertChanged(Box::new(sos())));
     assert_eq!(p.topic, "bandgate/guanghuiyuan/alerts/17-42");
     assert_eq!((p.qos, p.retain), (1, true));
-    expect![[r#"{"alert_id":"17-42","kind":"sos","state":"open","cancel_requested":false,"tier":1,"resident":{"id":"r017","name":"王秀英","address":"广惠园社区 3号楼 2单元 401","phone":"13800000000","notes":"高血压, 独居"},"device_id":17,"gateway_id":"gw-guanghuiyuan-1","raised_at":"2026-11-23T03:44:14.120Z","updated_at":"2026-11-23T03:45:14.121Z","notified":["zhang","li"],"delivered_to":["zhang"],"acked_by":null,"acked_at":null,"on_scene_at":null,"resolved_by":null,"resolved_at":null,"resolution":null,"battery_pct":80,"rssi":-67,"text":"【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键"}"#]]
+    expect![[r#"{"alert_id":"17-42","kind":"sos","state":"open","cancel_requested":false,"tier":1,"resident":{"id":"r017","name":"王秀英","address":"广惠园社区 3号楼 2单元 401","phone":"13800000000","notes":"高血压, 独居"},"device_id":17,"gateway_id":"gw-guanghuiyuan-1","raised_at":"2026-11-23T03:44:14.120Z","updated_at":"2026-11-23T03:45:14.121Z","notified":["zhang","li"],"delivered_to":["zhang"],"acked_by":null,"acked_at":null,"on_scene_at":null,"resolved_by":null,"resolved_at":null,"resolution":null,"battery_pct":80,"rssi":-67,"text":"【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键","names":{"li":"李娜","zhang":"张伟"}}"#]]
     .assert_eq(p.payload_str());
 
-    // Same values as the contract's pretty-printed example.
-    let ours: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+    // Same values as the contract's pretty-printed example, plus the console's extension: the
+    // names of the people it names by id.
+    let mut ours: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+    let names = ours.as_object_mut().unwrap().remove("names").unwrap();
+    assert_eq!(names, serde_json::json!({"zhang": "张伟", "li": "李娜"}));
     let contract: serde_json::Value = serde_json::from_str(
         r#"{
       "alert_id": "17-42", "kind": "sos", "state": "open", "cancel_requested": false, "tier": 1,

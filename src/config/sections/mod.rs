@@ -12,6 +12,7 @@ pub mod rota;
 pub mod site;
 pub mod staff;
 pub mod supervision;
+pub mod web;
 
 /// Every default of `bandgate.toml`: the key and its default as a TOML value, as the
 /// commented example (`config/bandgate.toml`) must state it.
@@ -52,5 +53,7 @@ pub fn defaults() -> Vec<(&'static str, String)> {
             "privacy.publish_vitals",
             privacy::PUBLISH_VITALS.to_string(),
         ),
+        ("web.listen", q(web::LISTEN)),
+        ("web.broker_url", q(web::BROKER_URL)),
     ]
 }

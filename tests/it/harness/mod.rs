@@ -1,8 +1,9 @@
 //! The one harness of the integration tests: a real Mosquitto (`broker`), a gateway's site on
-//! disk (`site`), the built daemon (`gateway`), duty phones (`phone`), the engine in simulated
+//! disk (`site`), the built daemon (`gateway`), duty phones (`phone`), real Chromium on the duty console (`browser`), the engine in simulated
 //! time (`sim`) and the spec's test vectors (`vectors`).
 
 pub mod broker;
+pub mod browser;
 pub mod gateway;
 pub mod phone;
 pub mod sim;

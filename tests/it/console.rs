@@ -1,0 +1,364 @@
+//! The duty console (issue 16) as duty staff use it: real headless Chromium (phone-sized,
+//! zh-CN) on the page the built daemon serves, speaking MQTT v5 over WebSockets to a real
+//! Mosquitto started from the shipped config (WebSocket listener, passwords, ACL). SOS frames
+//! come from a live replay feed (a named pipe); the gateway's own alert documents are read by
+//! an MQTT client as the gateway's user, so every assertion about state is the gateway's.
+//!
+//! Pages are read through CDP (no user activation); only taps a person makes touch the page.
+
+use std::fs::File;
+use std::time::{Duration, Instant};
+
+use bandgate::engine::frame::BandEvent;
+use serde_json::Value;
+
+use crate::harness::browser::Browser;
+use crate::harness::{
+    acl_gateway_user, sent, write_capture, Broker, Gateway, Phone, Site, SiteConfig, WAIT,
+};
+
+const USERS: [&str; 4] = ["zhang", "li", "wang", "chen"];
+
+fn password(user: &str) -> String {
+    format!("{user}-pw")
+}
+
+struct Console {
+    // Dropped in this order: the browser, the gateway, then the broker and the site's files.
+    browser: Browser,
+    gateway: Gateway,
+    /// The gateway's user reading every alert document (what the gateway published).
+    board: Phone,
+    /// Holds the live feed open, so that the replay source never sees its end.
+    _feed: File,
+    site: Site,
+    broker: Broker,
+    web_port: u16,
+    seq: u32,
+}
+
+impl Console {
+    /// A site whose rota puts `on_duty` on duty now, its console at a free port, and Chromium.
+    fn start(on_duty: &[&str]) -> Console {
+        Console::start_with(on_duty, |acl| acl)
+    }
+
+    fn start_with(on_duty: &[&str], edit_acl: impl FnOnce(String) -> String) -> Console {
+        let gw = acl_gateway_user();
+        let mut accounts: Vec<(String, String)> = vec![(gw.clone(), password(&gw))];
+        accounts.extend(USERS.iter().map(|u| (u.to_string(), password(u))));
+        let users: Vec<(&str, &str)> = accounts
+            .iter()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
+            .collect();
+        let mut broker = Broker::shipped(&users);
+        let acl = broker.dir().join("bandgate.acl");
+        let text = std::fs::read_to_string(&acl).unwrap();
+        let edited = edit_acl(text.clone());
+        if edited != text {
+            std::fs::write(&acl, edited).unwrap();
+            broker.stop();
+            broker.restart();
+        }
+        let cfg = SiteConfig {
+            ack_timeouts: vec!["5m", "5m"],
+            renotify_every: "1m",
+            repeat_every: "2m",
+            claim_timeout: "15m",
+            resolved_retention: "1m",
+            ..SiteConfig::default()
+        };
+        let site = Site::new("console", broker.port(), &cfg, &[]);
+        site.login(&gw, &password(&gw));
+        // The live feed: a named pipe where the capture was.
+        let feed = site.path().join("capture.jsonl");
+        std::fs::remove_file(&feed).unwrap();
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&feed)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let holder = File::options().read(true).write(true).open(&feed).unwrap();
+        let web_port = bandgate::cmd::demo::mosquitto::free_port().unwrap();
+        let mut text = std::fs::read_to_string(&site.config).unwrap();
+        let rota = format!(
+            "staff = [{}]",
+            on_duty
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        text = text.replacen("staff = [\"zhang\"]", &rota, 1);
+        // Top-level keys come first in TOML: the section goes after [privacy]-like sections,
+        // before the arrays of tables.
+        text = text.replacen(
+            "[[staff]]",
+            &format!(
+                "[web]\nlisten = \"127.0.0.1:{web_port}\"\nbroker_url = \"ws://{{host}}:{}\"\n\n[[staff]]",
+                broker.ws_port()
+            ),
+            1,
+        );
+        std::fs::write(&site.config, text).unwrap();
+        let mut gateway = Gateway::start_args(&site, "gw.log", &["--fast"], &[]);
+        gateway.wait_ready(&site);
+        bandgate::cmd::demo::mosquitto::wait_for_port(web_port, || Ok(()))
+            .unwrap_or_else(|e| panic!("the console is not served: {e:#}\n{}", gateway.log()));
+        let board = Phone::login(
+            broker.port(),
+            &gw,
+            &password(&gw),
+            &[format!("{}/alerts/#", site.prefix())],
+        );
+        Console {
+            browser: Browser::start(),
+            gateway,
+            board,
+            _feed: holder,
+            site,
+            broker,
+            web_port,
+            seq: 100,
+        }
+    }
+
+    /// The sign-in link `bandgate console-link` prints, for `user`.
+    fn link(&self, user: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/#u={user}&p={}",
+            self.web_port,
+            password(user)
+        )
+    }
+
+    /// Band 17 (王秀英) presses SOS; returns the alert id.
+    fn sos(&mut self) -> String {
+        self.seq += 1;
+        write_capture(
+            &self.site.path().join("capture.jsonl"),
+            &[sent(0, 17, self.seq, BandEvent::Sos)],
+        );
+        format!("17-{}", self.seq)
+    }
+
+    /// The gateway's alert document once `pick` holds for it.
+    fn doc(&self, alert_id: &str, pick: impl Fn(&Value) -> bool) -> Value {
+        self.board
+            .wait_doc(&format!("{}/alerts/{alert_id}", self.site.prefix()), pick)
+    }
+
+    /// The newest alert document the gateway has published so far.
+    fn latest(&self, alert_id: &str) -> Value {
+        let topic = format!("{}/alerts/{alert_id}", self.site.prefix());
+        let msgs = self.board.messages();
+        let last = msgs
+            .iter()
+            .rev()
+            .find(|m| m.topic == topic)
+            .expect("a document");
+        serde_json::from_slice(&last.payload).unwrap()
+    }
+
+    fn signed_in_armed(&mut self, phone: &str) {
+        let link = self.link(phone);
+        self.browser.open(phone, &link);
+        self.browser.wait_status(phone, &["未开启提示音"], &[]);
+        self.browser.tap(phone, None, "开始值班");
+        self.browser.wait_status(phone, &["值班中"], &[]);
+    }
+}
+
+#[test]
+fn two_phones_one_sos_from_ringing_to_resolved() {
+    let mut c = Console::start(&["zhang", "li"]);
+    c.signed_in_armed("zhang");
+    c.signed_in_armed("li");
+    let t0 = Instant::now();
+    let id = c.sos();
+    // Both consoles show it, ringing, within 2 s of the press reaching the gateway.
+    let buttons = c
+        .browser
+        .wait_region("zhang", "王秀英", &["无人接单", "呼叫我"], &[]);
+    assert_eq!(buttons, ["我去", "我去不了"]);
+    c.browser.wait_region("li", "王秀英", &["无人接单"], &[]);
+    let shown = t0.elapsed();
+    assert!(shown < Duration::from_secs(2) + WAIT / 10, "{shown:?}");
+    c.browser.wait_status("zhang", &["值班中", "响铃中"], &[]);
+    c.browser.wait_status("li", &["响铃中"], &[]);
+    c.browser.screenshot("zhang", "1-open-ringing");
+    let doc = c.doc(&id, |d| d["delivered_to"].as_array().unwrap().len() == 2);
+    assert_eq!(doc["state"], "open", "both consoles said delivered: {doc}");
+
+    c.browser.tap("zhang", Some("王秀英"), "我去");
+    let doc = c.doc(&id, |d| d["state"] == "acknowledged");
+    assert_eq!(doc["acked_by"], "zhang");
+    let buttons = c
+        .browser
+        .wait_region("li", "王秀英", &["已有人前往（张伟）"], &[]);
+    assert!(buttons.is_empty(), "li is not the claimer: {buttons:?}");
+    c.browser.wait_status("li", &["值班中"], &["响铃中"]);
+    c.browser.wait_status("zhang", &["值班中"], &["响铃中"]);
+    let buttons = c.browser.wait_region(
+        "zhang",
+        "王秀英",
+        &["已有人前往（张伟）", "已发送：我去"],
+        &[],
+    );
+    assert_eq!(buttons, ["已到场", "处理完毕", "误报"]);
+    c.browser.screenshot("zhang", "2-acknowledged");
+
+    c.browser.tap("zhang", Some("王秀英"), "已到场");
+    c.doc(&id, |d| d["state"] == "on_scene");
+    let buttons = c
+        .browser
+        .wait_region("zhang", "王秀英", &["已到场"], &["已有人前往"]);
+    assert_eq!(buttons, ["处理完毕", "误报"]);
+    c.browser.tap("zhang", Some("王秀英"), "处理完毕");
+    // A second tap confirms; until then nothing is sent.
+    c.browser
+        .wait_region("zhang", "王秀英", &["确定“处理完毕”吗？"], &[]);
+    assert_eq!(c.latest(&id)["state"], "on_scene");
+    c.browser.tap("zhang", Some("王秀英"), "确认");
+    let doc = c.doc(&id, |d| d["state"] == "resolved");
+    assert_eq!(doc["resolution"], "real_emergency");
+    assert_eq!(doc["resolved_by"], "zhang");
+    for phone in ["zhang", "li"] {
+        let buttons = c.browser.wait_region(phone, "王秀英", &["已处理"], &[]);
+        assert!(buttons.is_empty(), "{phone}: {buttons:?}");
+    }
+    c.browser.screenshot("zhang", "3-resolved");
+    let logs = c.browser.logs("zhang");
+    assert!(logs.iter().any(|l| l.contains("ringing on")), "{logs:?}");
+    assert!(logs.iter().any(|l| l.contains("ringing off")), "{logs:?}");
+}
+
+#[test]
+fn an_unarmed_console_says_so_and_never_rings() {
+    let mut c = Console::start(&["zhang"]);
+    // Signed in by link, never tapped: the page has had no user activation.
+    let link = c.link("zhang");
+    c.browser.open("zhang", &link);
+    c.browser.wait_status("zhang", &["未开启提示音"], &[]);
+    let id = c.sos();
+    let buttons = c
+        .browser
+        .wait_region("zhang", "王秀英", &["无人接单", "呼叫我"], &[]);
+    assert_eq!(buttons, ["我去", "我去不了"]);
+    c.doc(&id, |d| d["state"] == "open");
+    // Reminders come every minute; two seconds of an open alert paged to this person is long
+    // enough for a console that would ring to have started.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let s = c.browser.status("zhang");
+        assert_eq!(s, "未开启提示音", "an unarmed console must not ring");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = c.browser.logs("zhang");
+    assert!(
+        logs.iter().any(|l| l.contains(&format!("page new {id}"))),
+        "{logs:?}"
+    );
+    assert!(!logs.iter().any(|l| l.contains("ringing on")), "{logs:?}");
+    // The fragment (credentials) is gone from the address bar.
+    let html = c
+        .browser
+        .cmd(serde_json::json!({"cmd": "html", "phone": "zhang"}));
+    assert!(!html["html"].as_str().unwrap().contains("zhang-pw"));
+}
+
+#[test]
+fn a_refused_action_is_shown_and_changes_nothing() {
+    // A broker whose ACL does not let phones write their ack topic (an installer's mistake):
+    // the broker refuses the publish (v5 reason code) and the page must say so, not "sent".
+    let mut c = Console::start_with(&["zhang"], |acl| {
+        acl.replace("pattern write bandgate/+/ack/%u", "")
+    });
+    c.signed_in_armed("zhang");
+    let id = c.sos();
+    c.browser.wait_region("zhang", "王秀英", &["无人接单"], &[]);
+    c.browser.tap("zhang", Some("王秀英"), "我去");
+    c.browser.wait_region(
+        "zhang",
+        "王秀英",
+        &["未能发送：无权限 (0x87)", "无人接单"],
+        &["已发送"],
+    );
+    // Still ringing: nothing was claimed.
+    c.browser.wait_status("zhang", &["响铃中"], &[]);
+    assert_eq!(c.latest(&id)["state"], "open");
+    assert!(c.latest(&id)["acked_by"].is_null());
+}
+
+#[test]
+fn the_console_comes_back_after_a_broker_restart() {
+    let mut c = Console::start(&["zhang"]);
+    c.signed_in_armed("zhang");
+    let id = c.sos();
+    c.browser.wait_region("zhang", "王秀英", &["无人接单"], &[]);
+    c.broker.stop();
+    c.browser.wait_status("zhang", &["未连接"], &[]);
+    c.broker.restart();
+    // Reconnects by itself (back-off at most 15 s) and its actions work again.
+    c.browser.wait_status("zhang", &["值班中"], &["未连接"]);
+    c.gateway.wait_ready(&c.site);
+    c.browser.tap("zhang", Some("王秀英"), "我去");
+    let doc = c.doc(&id, |d| d["state"] == "acknowledged");
+    assert_eq!(doc["acked_by"], "zhang");
+    c.browser
+        .wait_region("zhang", "王秀英", &["已有人前往（张伟）"], &[]);
+}
+
+#[test]
+fn a_console_closed_during_an_sos_shows_it_on_reopening() {
+    let mut c = Console::start(&["zhang"]);
+    // As the gateway's user (the ACL lets it read every presence), beside the board's client.
+    let gw = acl_gateway_user();
+    let watcher = Phone::connect_with(
+        Phone::options_as(c.broker.port(), "presence-watcher", &gw, &password(&gw)),
+        &[format!("{}/phones/#", c.site.prefix())],
+    );
+    c.signed_in_armed("zhang");
+    let topic_prefix = format!("{}/phones/zhang/", c.site.prefix());
+    watcher.wait_until("the console's presence: online and armed", |msgs| {
+        msgs.iter().any(|m| {
+            m.topic.starts_with(&topic_prefix)
+                && serde_json::from_slice::<Value>(&m.payload)
+                    .is_ok_and(|v| v["online"] == true && v["armed"] == true)
+        })
+    });
+    c.browser.close("zhang");
+    watcher.wait_until("the console's presence: gone", |msgs| {
+        msgs.iter()
+            .rev()
+            .find(|m| m.topic.starts_with(&topic_prefix))
+            .is_some_and(|m| {
+                serde_json::from_slice::<Value>(&m.payload)
+                    .is_ok_and(|v| v["online"] == false && v["armed"] == false)
+            })
+    });
+    let id = c.sos();
+    c.doc(&id, |d| d["state"] == "open");
+    // The same phone (its storage remembers the sign-in and its client id) opens the page again.
+    let url = format!("http://127.0.0.1:{}/", c.web_port);
+    c.browser.open("zhang", &url);
+    c.browser
+        .wait_region("zhang", "王秀英", &["无人接单", "呼叫我"], &[]);
+    c.browser.wait_status("zhang", &["未开启提示音"], &[]);
+}
+
+#[test]
+fn the_board_shows_every_open_alert_to_a_supervisor() {
+    let mut c = Console::start(&["zhang"]);
+    c.signed_in_armed("chen");
+    let id = c.sos();
+    // chen is not paged yet (tier 3) but sees the alert on the board, and as a supervisor may
+    // claim it.
+    let buttons = c
+        .browser
+        .wait_region("chen", "王秀英", &["无人接单", "第 1 级"], &["呼叫我"]);
+    assert_eq!(buttons, ["我去", "我去不了"]);
+    c.browser.wait_status("chen", &["值班中"], &["响铃中"]);
+    c.browser.screenshot("chen", "4-board");
+    c.doc(&id, |d| d["state"] == "open");
+}
