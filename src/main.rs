@@ -166,6 +166,22 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print a staff member's sign-in link to the duty console ([web]), with a QR code to scan
+    /// with their phone; makes them an MQTT password unless one is given.
+    ConsoleLink {
+        /// The person's staff id ([[staff]] id, also their MQTT user name).
+        staff_id: String,
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The host name or address phones reach the gateway by (default: [web] listen's
+        /// address, else this machine's address on its default route).
+        #[arg(long)]
+        host: Option<String>,
+        /// The person's existing MQTT password (default: a new one, with the command that gives
+        /// it to Mosquitto).
+        #[arg(long)]
+        password: Option<String>,
+    },
     /// See it work: simulated bands, a broker on this machine, and the duty phones' view of one
     /// SOS alert from the press to resolved (about 30 s; no radio, no outside broker).
     ///
@@ -252,6 +268,17 @@ fn dispatch(command: Command) -> Result<Done, Failure> {
             keys,
             config,
         } => cmd::enrol::enrol(device_id, &resident, keys, config),
+        Command::ConsoleLink {
+            staff_id,
+            config,
+            host,
+            password,
+        } => cmd::console_link::console_link(cmd::console_link::LinkArgs {
+            config: &config,
+            staff_id: &staff_id,
+            host,
+            password,
+        }),
         Command::Demo { broker, locale } => cmd::demo::demo(cmd::demo::DemoArgs { broker, locale }),
     }
 }

@@ -14,7 +14,8 @@ use serde_json::Value;
 
 use crate::harness::browser::Browser;
 use crate::harness::{
-    acl_gateway_user, sent, write_capture, Broker, Gateway, Phone, Site, SiteConfig, WAIT,
+    acl_gateway_user, bandgate, sent, text, write_capture, Broker, Gateway, Phone, Site,
+    SiteConfig, WAIT,
 };
 
 const USERS: [&str; 4] = ["zhang", "li", "wang", "chen"];
@@ -123,13 +124,31 @@ impl Console {
         }
     }
 
-    /// The sign-in link `bandgate console-link` prints, for `user`.
+    /// The sign-in link `bandgate console-link` prints for `user` (the installer's command).
     fn link(&self, user: &str) -> String {
-        format!(
-            "http://127.0.0.1:{}/#u={user}&p={}",
-            self.web_port,
-            password(user)
-        )
+        let out = bandgate(&[
+            "console-link",
+            user,
+            "--config",
+            self.site.config.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--password",
+            &password(user),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains('█'), "a QR code: {stdout}");
+        let link = stdout
+            .lines()
+            .find(|l| l.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no link in: {stdout}"))
+            .to_owned();
+        assert_eq!(
+            link,
+            format!("http://127.0.0.1:{}/#u={user}&p={user}-pw", self.web_port)
+        );
+        link
     }
 
     /// Band 17 (王秀英) presses SOS; returns the alert id.
@@ -361,4 +380,45 @@ fn the_board_shows_every_open_alert_to_a_supervisor() {
     c.browser.wait_status("chen", &["值班中"], &["响铃中"]);
     c.browser.screenshot("chen", "4-board");
     c.doc(&id, |d| d["state"] == "open");
+}
+
+#[test]
+fn console_link_makes_a_password_and_names_mistakes() {
+    let site = Site::new("linkcheck", 1883, &SiteConfig::default(), &[]);
+    let config = site.config.to_str().unwrap().to_owned();
+    let out = bandgate(&["console-link", "zhang", "--config", &config]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("has no [web] section"),
+        "{}",
+        text(&out.stderr)
+    );
+    let with_web = std::fs::read_to_string(&site.config).unwrap().replacen(
+        "[[staff]]",
+        "[web]\nlisten = \"192.168.7.2:8080\"\n\n[[staff]]",
+        1,
+    );
+    std::fs::write(&site.config, with_web).unwrap();
+    let out = bandgate(&["console-link", "zhnag", "--config", &config]);
+    assert!(
+        text(&out.stderr).contains("no [[staff]] with id \"zhnag\""),
+        "{}",
+        text(&out.stderr)
+    );
+    // No --host: the listen address; no --password: a new one, and how to give it to Mosquitto.
+    let out = bandgate(&["console-link", "zhang", "--config", &config]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let link = stdout
+        .lines()
+        .find(|l| l.starts_with("http://192.168.7.2:8080/#u=zhang&p="))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let pw = link.rsplit("p=").next().unwrap();
+    assert_eq!(pw.len(), 16, "{link}");
+    assert!(
+        stdout.contains(&format!(
+            "mosquitto_passwd -b /etc/mosquitto/bandgate.passwd zhang '{pw}'"
+        )),
+        "{stdout}"
+    );
 }
