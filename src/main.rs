@@ -194,6 +194,10 @@ enum Command {
         /// Language of the pages' text: zh-CN (the example community's) or en.
         #[arg(long)]
         locale: Option<String>,
+        /// Seconds before the scripted SOS: time to open the duty console first (its link is
+        /// printed at the start), tap 开始值班 and answer the alert yourself.
+        #[arg(long, default_value_t = 3)]
+        sos_after: u64,
     },
     /// Check bandgate.toml, the key file and the environment overrides without starting.
     ///
@@ -279,7 +283,15 @@ fn dispatch(command: Command) -> Result<Done, Failure> {
             host,
             password,
         }),
-        Command::Demo { broker, locale } => cmd::demo::demo(cmd::demo::DemoArgs { broker, locale }),
+        Command::Demo {
+            broker,
+            locale,
+            sos_after,
+        } => cmd::demo::demo(cmd::demo::DemoArgs {
+            broker,
+            locale,
+            sos_after: std::time::Duration::from_secs(sos_after),
+        }),
     }
 }
 

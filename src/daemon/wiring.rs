@@ -25,6 +25,9 @@ pub struct RunOptions {
     pub fast_replay: bool,
     /// Simulate source: replaces the default simulation (the demo scripts its SOS here).
     pub simulate: Option<simulate::SimulateSettings>,
+    /// The MQTT version the duty console speaks to the broker's WebSocket listener: 5 unless
+    /// that listener speaks only 3.1.1 (the demo's embedded broker says 4).
+    pub console_mqtt_version: Option<u8>,
 }
 
 /// Runs the gateway until `shutdown` completes (graceful) or a source fails for good (error:
@@ -68,7 +71,11 @@ pub async fn run(
     };
 
     if let Some(web) = cfg.web.clone() {
-        tokio::spawn(crate::adapters::web::serve(web, console_site(&cfg, 5)));
+        let version = opts.console_mqtt_version.unwrap_or(5);
+        tokio::spawn(crate::adapters::web::serve(
+            web,
+            console_site(&cfg, version),
+        ));
     }
 
     let site = Site {

@@ -422,3 +422,84 @@ fn console_link_makes_a_password_and_names_mistakes() {
         "{stdout}"
     );
 }
+
+/// `bandgate demo` serves the console too (its embedded broker speaks MQTT 3.1.1 on
+/// WebSockets): a person signs in with a printed link and takes the scripted alert over; the
+/// scripted phones step back and the demo ends when the person resolved it.
+#[test]
+fn the_demo_serves_the_console_and_a_person_can_answer() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+        .args(["demo", "--sos-after", "8"])
+        .env("TMPDIR", tmp.path())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_line = |pred: &dyn Fn(&str) -> bool| -> String {
+        let deadline = Instant::now() + WAIT * 2;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) => {
+                    seen.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "the demo did not print the line awaited:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    };
+    let line = wait_line(&|l| l.contains("sign in as 陈静 (chen):"));
+    let link = line.split_whitespace().last().unwrap().to_owned();
+    assert!(
+        link.starts_with("http://127.0.0.1:") && link.contains("#u=chen&p="),
+        "{link}"
+    );
+    let mut browser = Browser::start();
+    browser.open("chen", &link);
+    browser.wait_status("chen", &["未开启提示音"], &[]);
+    browser.tap("chen", None, "开始值班");
+    browser.wait_status("chen", &["值班中"], &[]);
+    // The supervisor claims it from the board before the scripted tier-2 phone would.
+    let buttons = browser.wait_region("chen", "王秀英", &["无人接单"], &[]);
+    assert_eq!(buttons, ["我去", "我去不了"]);
+    browser.tap("chen", Some("王秀英"), "我去");
+    browser.wait_region("chen", "王秀英", &["已有人前往（陈静）"], &[]);
+    wait_line(&|l| l.contains("the scripted phones step back"));
+    browser.tap("chen", Some("王秀英"), "已到场");
+    browser.wait_region("chen", "王秀英", &["已到场"], &["已有人前往"]);
+    browser.tap("chen", Some("王秀英"), "处理完毕");
+    browser.tap("chen", Some("王秀英"), "确认");
+    browser.wait_region("chen", "王秀英", &["已处理"], &[]);
+    wait_line(&|l| l.contains("acked by:    陈静 (chen)"));
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the demo did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}\n{}", seen.join("\n"));
+}
