@@ -424,7 +424,10 @@ async function main() {
   window.addEventListener("pagehide", goodbye);
   setInterval(render, 15000); // "2 分钟前" moves on
   if ("serviceWorker" in navigator && window.isSecureContext) {
-    navigator.serviceWorker.register("sw.js").catch((e) => log("no offline cache", e.message));
+    navigator.serviceWorker.register("sw.js").then(
+      () => log("offline cache registered"),
+      (e) => log("no offline cache", e.message),
+    );
   }
   const creds = readFragment() || remembered();
   render();

@@ -18,6 +18,8 @@ const browser = await chromium.launch({
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     // The autoplay policy under test is Chromium's default one: no flag here relaxes it.
+    // A test may add flags (the HTTPS test trusts its throwaway certificate this way).
+    ...(process.env.BANDGATE_CHROMIUM_ARGS || "").split(" ").filter(Boolean),
   ],
 });
 

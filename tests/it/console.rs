@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use crate::harness::browser::Browser;
 use crate::harness::{
-    acl_gateway_user, bandgate, sent, text, write_capture, Broker, Gateway, Phone, Site,
-    SiteConfig, WAIT,
+    acl_gateway_user, bandgate, make_pki, sent, text, toml_path, write_capture, Broker, Gateway,
+    Phone, Site, SiteConfig, WAIT,
 };
 
 const USERS: [&str; 4] = ["zhang", "li", "wang", "chen"];
@@ -45,6 +45,16 @@ impl Console {
     }
 
     fn start_with(on_duty: &[&str], edit_acl: impl FnOnce(String) -> String) -> Console {
+        Console::start_opts(on_duty, edit_acl, None)
+    }
+
+    /// With `pki` (a directory from `make_pki`): the console over HTTPS and the broker's
+    /// WebSocket listener over TLS, both with its `server.pem`.
+    fn start_opts(
+        on_duty: &[&str],
+        edit_acl: impl FnOnce(String) -> String,
+        pki: Option<&std::path::Path>,
+    ) -> Console {
         let gw = acl_gateway_user();
         let mut accounts: Vec<(String, String)> = vec![(gw.clone(), password(&gw))];
         accounts.extend(USERS.iter().map(|u| (u.to_string(), password(u))));
@@ -52,7 +62,18 @@ impl Console {
             .iter()
             .map(|(u, p)| (u.as_str(), p.as_str()))
             .collect();
-        let mut broker = Broker::shipped(&users);
+        let mut broker = Broker::shipped_edited(&users, |conf| match pki {
+            None => conf,
+            Some(d) => conf.replacen(
+                "protocol websockets",
+                &format!(
+                    "protocol websockets\ncertfile {}\nkeyfile {}",
+                    d.join("server.pem").display(),
+                    d.join("server.key").display()
+                ),
+                1,
+            ),
+        });
         let acl = broker.dir().join("bandgate.acl");
         let text = std::fs::read_to_string(&acl).unwrap();
         let edited = edit_acl(text.clone());
@@ -93,14 +114,20 @@ impl Console {
         text = text.replacen("staff = [\"zhang\"]", &rota, 1);
         // Top-level keys come first in TOML: the section goes after [privacy]-like sections,
         // before the arrays of tables.
-        text = text.replacen(
-            "[[staff]]",
-            &format!(
-                "[web]\nlisten = \"127.0.0.1:{web_port}\"\nbroker_url = \"ws://{{host}}:{}\"\n\n[[staff]]",
+        let web = match pki {
+            None => format!(
+                "[web]\nlisten = \"127.0.0.1:{web_port}\"\nbroker_url = \"ws://{{host}}:{}\"\n",
                 broker.ws_port()
             ),
-            1,
-        );
+            Some(d) => format!(
+                "[web]\nlisten = \"127.0.0.1:{web_port}\"\nbroker_url = \"wss://{{host}}:{}\"\n\
+                 cert_file = {}\nkey_file = {}\n",
+                broker.ws_port(),
+                toml_path(&d.join("server.pem")),
+                toml_path(&d.join("server.key"))
+            ),
+        };
+        text = text.replacen("[[staff]]", &format!("{web}\n[[staff]]"), 1);
         std::fs::write(&site.config, text).unwrap();
         let mut gateway = Gateway::start_args(&site, "gw.log", &["--fast"], &[]);
         gateway.wait_ready(&site);
@@ -112,8 +139,15 @@ impl Console {
             &password(&gw),
             &[format!("{}/alerts/#", site.prefix())],
         );
+        // Chromium trusts the throwaway certificate only with this flag (a phone would have
+        // the site's CA installed, or a certificate from a public CA).
+        let flags: &[&str] = if pki.is_some() {
+            &["--ignore-certificate-errors"]
+        } else {
+            &[]
+        };
         Console {
-            browser: Browser::start(),
+            browser: Browser::start_with(flags),
             gateway,
             board,
             _feed: holder,
@@ -121,6 +155,17 @@ impl Console {
             broker,
             web_port,
             seq: 100,
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if std::fs::read_to_string(&self.site.config)
+            .unwrap()
+            .contains("cert_file = ")
+        {
+            "https"
+        } else {
+            "http"
         }
     }
 
@@ -141,12 +186,16 @@ impl Console {
         assert!(stdout.contains('█'), "a QR code: {stdout}");
         let link = stdout
             .lines()
-            .find(|l| l.starts_with("http://"))
+            .find(|l| l.starts_with("http"))
             .unwrap_or_else(|| panic!("no link in: {stdout}"))
             .to_owned();
         assert_eq!(
             link,
-            format!("http://127.0.0.1:{}/#u={user}&p={user}-pw", self.web_port)
+            format!(
+                "{}://127.0.0.1:{}/#u={user}&p={user}-pw",
+                self.scheme(),
+                self.web_port
+            )
         );
         link
     }
@@ -502,4 +551,38 @@ fn the_demo_serves_the_console_and_a_person_can_answer() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "{status:?}\n{}", seen.join("\n"));
+}
+
+/// Over HTTPS (and wss:// to the broker) the page is a secure context: its offline cache
+/// registers, and when the gateway is gone (kill -9) a reload still opens the console from the
+/// cache and shows the broker's retained alert.
+#[test]
+fn over_https_the_console_reloads_from_its_cache() {
+    let pki = tempfile::tempdir().unwrap();
+    make_pki(pki.path());
+    let mut c = Console::start_opts(&["zhang"], |acl| acl, Some(pki.path()));
+    c.signed_in_armed("zhang");
+    let id = c.sos();
+    c.browser
+        .wait_region("zhang", "王秀英", &["无人接单", "呼叫我"], &[]);
+    let deadline = Instant::now() + WAIT;
+    while !c
+        .browser
+        .logs("zhang")
+        .iter()
+        .any(|l| l.contains("offline cache registered"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the service worker did not register"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.doc(&id, |d| d["state"] == "open");
+    c.gateway.kill9();
+    let url = format!("https://127.0.0.1:{}/", c.web_port);
+    c.browser.open("zhang", &url);
+    c.browser
+        .wait_region("zhang", "王秀英", &["无人接单", "呼叫我"], &[]);
+    c.browser.wait_status("zhang", &["未开启提示音"], &[]);
 }

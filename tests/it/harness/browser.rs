@@ -25,6 +25,11 @@ impl Browser {
     /// Starts Chromium; fails the test, saying how to install them, where node, Chromium or
     /// the node packages are missing.
     pub fn start() -> Browser {
+        Browser::start_with(&[])
+    }
+
+    /// `start` with more Chromium flags.
+    pub fn start_with(flags: &[&str]) -> Browser {
         let dir = console_dir();
         assert!(
             dir.join("node_modules/playwright-core").is_dir(),
@@ -39,6 +44,7 @@ impl Browser {
         let mut child = Command::new("node")
             .arg(dir.join("driver.mjs"))
             .current_dir(&dir)
+            .env("BANDGATE_CHROMIUM_ARGS", flags.join(" "))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

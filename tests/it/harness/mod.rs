@@ -6,6 +6,7 @@ pub mod broker;
 pub mod browser;
 pub mod gateway;
 pub mod phone;
+pub mod pki;
 pub mod sim;
 pub mod site;
 pub mod vectors;
@@ -17,6 +18,7 @@ use serde_json::Value;
 pub use broker::{acl_gateway_user, Broker};
 pub use gateway::{bandgate, text, Gateway};
 pub use phone::*;
+pub use pki::{make_ca, make_pki};
 pub use site::*;
 
 /// How long anything a black-box test waits for may take: long enough for a debug build on a
