@@ -21,6 +21,7 @@ const alerts = new Map(); // alert_id -> document
 const feedback = new Map(); // alert_id -> {text, error}
 const confirming = new Map(); // alert_id -> {label, action, resolution}
 const deliveredFor = new Set(); // `${alert_id}@${updated_at}` already answered with `delivered`
+const shown = new Set(); // alert ids drawn at least once (logged once: `shown <id>`)
 
 // ---------- sign-in ----------
 
@@ -398,6 +399,12 @@ function render() {
   const list = $("#alerts");
   const sorted = [...alerts.values()].sort(order);
   list.replaceChildren(...(sorted.length ? sorted.map(alertRegion) : [el("p", { class: "empty" }, W.noAlerts)]));
+  for (const a of sorted) {
+    if (!shown.has(a.alert_id)) {
+      shown.add(a.alert_id);
+      log("shown", a.alert_id);
+    }
+  }
 }
 
 // ---------- start ----------

@@ -27,7 +27,12 @@ const phones = new Map(); // name -> {context, page, cdp, logs}
 
 async function openPage(phone, url) {
   const page = await phone.context.newPage();
-  page.on("console", (m) => phone.logs.push(`${m.type()}: ${m.text()}`));
+  page.on("console", (m) => {
+    // Stamped on arrival (epoch ms with a fraction), for the console benchmark.
+    const at = performance.timeOrigin + performance.now();
+    phone.logs.push(`${m.type()}: ${m.text()}`);
+    phone.stamped.push({ at, text: m.text() });
+  });
   page.on("pageerror", (e) => phone.logs.push(`pageerror: ${e.message}`));
   phone.page = page;
   phone.cdp = await phone.context.newCDPSession(page);
@@ -73,7 +78,7 @@ const commands = {
     let phone = phones.get(name);
     if (!phone) {
       const context = await browser.newContext({ viewport: { width, height }, locale: "zh-CN", timezoneId: "Asia/Shanghai", deviceScaleFactor: 2, isMobile: true, hasTouch: true });
-      phone = { context, logs: [] };
+      phone = { context, logs: [], stamped: [] };
       phones.set(name, phone);
     }
     await openPage(phone, url);
@@ -134,6 +139,18 @@ const commands = {
     const logs = p.logs;
     p.logs = [];
     return { logs };
+  },
+  // Waits for a console message containing `contains`; answers when it arrived (epoch ms).
+  async wait_log({ phone, contains, timeout_ms = 10000 }) {
+    const p = phones.get(phone);
+    const r = await poll(timeout_ms, async () => {
+      const i = p.stamped.findIndex((m) => m.text.includes(contains));
+      if (i < 0) return { ok: false };
+      const [m] = p.stamped.splice(0, i + 1).slice(-1);
+      return { ok: true, at_ms: m.at };
+    });
+    if (!r.ok) throw new Error(`no console message with ${JSON.stringify(contains)}`);
+    return { at_ms: r.at_ms };
   },
   async screenshot({ phone, path }) {
     await phones.get(phone).page.screenshot({ path, fullPage: false });

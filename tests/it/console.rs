@@ -586,3 +586,20 @@ fn over_https_the_console_reloads_from_its_cache() {
         .wait_region("zhang", "王秀英", &["无人接单", "呼叫我"], &[]);
     c.browser.wait_status("zhang", &["未开启提示音"], &[]);
 }
+
+#[test]
+fn english_by_the_locale() {
+    let mut c = Console::start(&["zhang"]);
+    let url = format!(
+        "http://127.0.0.1:{}/?lang=en#u=zhang&p={}",
+        c.web_port,
+        password("zhang")
+    );
+    c.browser.open("zhang", &url);
+    c.browser.wait_status("zhang", &["Sound off"], &[]);
+    c.sos();
+    let buttons = c
+        .browser
+        .wait_region("zhang", "王秀英", &["Nobody going yet", "Paged me"], &[]);
+    assert_eq!(buttons, ["I'm going", "I can't go"]);
+}
