@@ -210,6 +210,15 @@ impl Console {
         format!("17-{}", self.seq)
     }
 
+    /// Band 17 presses cancel for its frame `of_seq`.
+    fn cancel(&mut self, of_seq: u32) {
+        self.seq += 1;
+        write_capture(
+            &self.site.path().join("capture.jsonl"),
+            &[sent(0, 17, self.seq, BandEvent::Cancel { of_seq })],
+        );
+    }
+
     /// The gateway's alert document once `pick` holds for it.
     fn doc(&self, alert_id: &str, pick: impl Fn(&Value) -> bool) -> Value {
         self.board
@@ -413,6 +422,11 @@ fn a_console_closed_during_an_sos_shows_it_on_reopening() {
     c.browser
         .wait_region("zhang", "王秀英", &["无人接单", "呼叫我"], &[]);
     c.browser.wait_status("zhang", &["未开启提示音"], &[]);
+    // Not only the retained document: the page itself, queued in the phone's session while it
+    // was closed, arrives.
+    c.browser
+        .cmd(serde_json::json!({"cmd": "wait_log", "phone": "zhang",
+        "contains": format!("page new {id}"), "timeout_ms": 15000}));
 }
 
 #[test]
@@ -602,4 +616,41 @@ fn english_by_the_locale() {
         .browser
         .wait_region("zhang", "王秀英", &["Nobody going yet", "Paged me"], &[]);
     assert_eq!(buttons, ["I'm going", "I can't go"]);
+}
+
+#[test]
+fn declining_stops_my_ringing_only() {
+    let mut c = Console::start(&["zhang", "li"]);
+    c.signed_in_armed("zhang");
+    c.signed_in_armed("li");
+    let id = c.sos();
+    c.browser.wait_status("li", &["响铃中"], &[]);
+    c.browser.wait_status("zhang", &["响铃中"], &[]);
+    c.browser.tap("li", Some("王秀英"), "我去不了");
+    let doc = c.doc(&id, |d| d["declined"] == serde_json::json!(["li"]));
+    assert_eq!(doc["state"], "open");
+    c.browser.wait_status("li", &["值班中"], &["响铃中"]);
+    // Still unclaimed: zhang's phone goes on ringing.
+    c.browser.wait_region("zhang", "王秀英", &["无人接单"], &[]);
+    assert!(c.browser.status("zhang").contains("响铃中"));
+}
+
+#[test]
+fn after_a_wearer_cancel_the_page_asks_for_a_phone_call() {
+    let mut c = Console::start(&["zhang"]);
+    c.signed_in_armed("zhang");
+    let id = c.sos();
+    c.browser.wait_region("zhang", "王秀英", &["无人接单"], &[]);
+    c.cancel(c.seq);
+    c.doc(&id, |d| d["cancel_requested"] == true);
+    let buttons = c
+        .browser
+        .wait_region("zhang", "王秀英", &["老人已取消，请先打电话确认"], &[]);
+    assert_eq!(buttons, ["我去", "我去不了", "已电话确认"]);
+    c.browser.tap("zhang", Some("王秀英"), "已电话确认");
+    c.browser.tap("zhang", Some("王秀英"), "确认");
+    let doc = c.doc(&id, |d| d["state"] == "resolved");
+    assert_eq!(doc["resolution"], "wearer_cancel_verified");
+    c.browser
+        .wait_region("zhang", "王秀英", &["已处理"], &["老人已取消"]);
 }
