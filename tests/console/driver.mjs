@@ -133,6 +133,29 @@ const commands = {
     await phones.get(phone).page.getByLabel(label, { exact: true }).fill(value, { timeout: 10000 });
     return {};
   },
+  // What a person sees of the sizes, read through CDP (no activation): every button's and
+  // link's rendered box (CSS px) with its text, and the body text's computed font size.
+  async sizes({ phone }) {
+    const cdp = phones.get(phone).cdp;
+    await cdp.send("CSS.enable").catch(() => {});
+    const { root } = await cdp.send("DOM.getDocument", { depth: -1 });
+    const { nodeIds } = await cdp.send("DOM.querySelectorAll", { nodeId: root.nodeId, selector: "button:not([hidden]), a[href]" });
+    const boxes = [];
+    for (const nodeId of nodeIds) {
+      let model;
+      try {
+        ({ model } = await cdp.send("DOM.getBoxModel", { nodeId }));
+      } catch (_) {
+        continue; // not rendered (hidden)
+      }
+      const { outerHTML } = await cdp.send("DOM.getOuterHTML", { nodeId });
+      boxes.push({ text: textOf(outerHTML).trim(), width: model.width, height: model.height });
+    }
+    const { nodeId: body } = await cdp.send("DOM.querySelector", { nodeId: root.nodeId, selector: "body" });
+    const { computedStyle } = await cdp.send("CSS.getComputedStyleForNode", { nodeId: body });
+    const font = computedStyle.find((p) => p.name === "font-size").value;
+    return { boxes, body_font_px: parseFloat(font) };
+  },
   // Console messages since the last call.
   async logs({ phone }) {
     const p = phones.get(phone);
