@@ -443,7 +443,9 @@ fn the_board_shows_every_open_alert_to_a_supervisor() {
     c.browser.wait_status("chen", &["值班中"], &["响铃中"]);
     c.browser.screenshot("chen", "4-board");
     // Elder-friendly (MIIT 适老化): body text >= 18 px, the alert's tap targets >= 60 x 60 px.
-    let sizes = c.browser.cmd(serde_json::json!({"cmd": "sizes", "phone": "chen"}));
+    let sizes = c
+        .browser
+        .cmd(serde_json::json!({"cmd": "sizes", "phone": "chen"}));
     assert!(sizes["body_font_px"].as_f64().unwrap() >= 18.0, "{sizes}");
     let boxes = sizes["boxes"].as_array().unwrap();
     for name in ["我去", "我去不了", "打电话"] {
