@@ -23,7 +23,7 @@ use jiff::Timestamp;
 
 pub use alert::{
     Action, Alert, DeviceState, Grouping, Kind, NotifyReason, Output, Presses, Refusal, Resolution,
-    SilentBands, State, SEQS_KEPT,
+    SilentBands, SilentDevice, State, SEQS_KEPT,
 };
 pub use frame::{BandEvent, DeviceKey, Frame, Keyring, Reject};
 pub use replay::ReplayWindow;

@@ -171,6 +171,17 @@ fn alerts_json(site: &Site) -> Vec<Value> {
     v["alerts"].as_array().unwrap().clone()
 }
 
+/// How many bands' latest device state says `silent`.
+fn silent_states(msgs: &[Msg]) -> usize {
+    let mut latest = std::collections::HashMap::new();
+    for m in msgs {
+        if let Ok(v) = serde_json::from_slice::<Value>(&m.payload) {
+            latest.insert(m.topic.clone(), v["silent"] == true);
+        }
+    }
+    latest.values().filter(|s| **s).count()
+}
+
 fn silent_bands_listed(site: &Site) -> usize {
     alerts_json(site)
         .iter()
@@ -241,9 +252,18 @@ fn five_thousand_silent_bands_one_notice_sos_meanwhile_at_once_clears_do_not_sta
     assert_eq!(notice["silent_bands"]["named"].as_array().unwrap().len(), 5);
     let text = notice["text"].as_str().unwrap();
     assert!(text.starts_with("【大量手环失联】"), "{text}");
-    // Each band is still listed as silent with its own device_silent alert.
+    // Each band is still listed as silent with its own device_silent alert, and its device
+    // state (retained) says so.
     let listed = silent_bands_listed(&site);
     assert!(listed >= BANDS as usize, "{listed} silent bands listed");
+    let devices = Phone::connect_to(
+        broker.port(),
+        "devices-st2",
+        &[format!("{p}/devices/+/state")],
+    );
+    devices.wait_until("every silent band's device state says silent", |m| {
+        silent_states(m) >= BANDS as usize
+    });
 
     // Every band comes back; the notice resolves with the last of them.
     let msgs = phone.wait_until("the notice resolved", |m| {
@@ -280,6 +300,8 @@ fn five_thousand_silent_bands_one_notice_sos_meanwhile_at_once_clears_do_not_sta
         assert!(Instant::now() < deadline, "silent bands still listed");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Heard again: each device state is its telemetry again, without `silent`.
+    devices.wait_until("no device state says silent", |m| silent_states(m) == 0);
     assert!(
         !gw.log().contains("ERROR"),
         "errors in the log: {}",

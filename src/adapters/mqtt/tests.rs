@@ -366,6 +366,22 @@ fn device_state_hides_vitals_unless_allowed() {
     expect![[r#"{"device_id":17,"resident_id":"r017","last_seen":"2026-11-23T03:44:14.120Z","gateway_id":"gw-guanghuiyuan-1","rssi":-67,"battery_pct":80,"worn":true,"heart_rate":72,"spo2":null,"steps":1234}"#]]
     .assert_eq(p.payload_str());
 
+    // A silent band: what was last known, `silent`; never heard: nulls.
+    let silent = |last_seen: Option<&str>| {
+        let d = SilentDevice {
+            device_id: 17,
+            last_seen: last_seen.map(ts),
+            battery_pct: last_seen.map(|_| 55),
+            worn: last_seen.map(|_| true),
+        };
+        render(&Output::DeviceSilent(d), &s, &topics(), true)
+    };
+    let p = silent(Some("2026-11-23T03:44:14.12Z"));
+    assert_eq!(p.topic, "bandgate/guanghuiyuan/devices/17/state");
+    assert_eq!((p.qos, p.retain), (0, true));
+    expect![[r#"{"device_id":17,"resident_id":"r017","last_seen":"2026-11-23T03:44:14.120Z","gateway_id":"gw-guanghuiyuan-1","rssi":null,"battery_pct":55,"worn":true,"silent":true}"#]].assert_eq(p.payload_str());
+    expect![[r#"{"device_id":17,"resident_id":"r017","last_seen":null,"gateway_id":"gw-guanghuiyuan-1","rssi":null,"battery_pct":null,"worn":null,"silent":true}"#]].assert_eq(silent(None).payload_str());
+
     // A band nobody wears yet.
     let p = render(&Output::DeviceState(device(99)), &s, &topics(), false);
     let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();

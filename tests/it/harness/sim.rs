@@ -344,6 +344,7 @@ impl Sim {
                     alert.id
                 )),
                 Output::AlertCleared { alert_id } => Some(format!("  clear {alert_id}")),
+                Output::DeviceSilent(d) => Some(format!("  state band {} silent", d.device_id)),
                 Output::DeviceState(d) => self.show_telemetry.then(|| {
                     format!(
                         "  state band {} battery {} worn {}",
