@@ -232,12 +232,22 @@ function arm() {
     log("no sound", e.message);
   }
   navigator.vibrate?.(150);
-  if ("wakeLock" in navigator) navigator.wakeLock.request("screen").catch(() => {});
+  keepAwake();
   armed = true;
   log("armed");
   publishPresence();
   render();
   answerDelivered();
+}
+
+// The screen stays on while on duty (secure contexts only). The browser lets the lock go
+// whenever the page is hidden; it is taken again when the page comes back.
+function keepAwake() {
+  if (!("wakeLock" in navigator) || document.visibilityState !== "visible") return;
+  navigator.wakeLock.request("screen").then(
+    () => log("screen kept on"),
+    (e) => log("screen may sleep", e.message),
+  );
 }
 
 function beep(at, freq, len) {
@@ -427,7 +437,11 @@ async function main() {
     const u = $("#u").value.trim(), pw = $("#p").value;
     if (u && pw) signIn({ u, p: pw });
   });
-  document.addEventListener("visibilitychange", answerDelivered);
+  document.addEventListener("visibilitychange", () => {
+    if (armed) keepAwake();
+    if (audio && armed) audio.resume().catch(() => {});
+    answerDelivered();
+  });
   window.addEventListener("pagehide", goodbye);
   setInterval(render, 15000); // "2 分钟前" moves on
   if ("serviceWorker" in navigator && window.isSecureContext) {
