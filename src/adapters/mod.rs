@@ -16,5 +16,5 @@ pub mod replay;
 pub mod simulate;
 pub mod store;
 
-pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Lane};
+pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Format, Lane};
 pub use store::{OutboxMessage, Store};

@@ -11,17 +11,50 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 
-use super::lanes::{Advert, AdvertTx};
+use super::lanes::{Advert, AdvertTx, Format};
+use crate::engine::bthome;
 
-/// One line of a capture.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One line of a capture: a band's advert (`company_id` and `data`, the contract's form) or,
+/// an extension of it, a BTHome device's (`service_uuid` and `service_data`; README, "Replay
+/// captures"). Lines of the contract's form read as before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureLine {
     pub t_ms: u64,
     pub addr: String,
     pub rssi: Option<i16>,
-    pub company_id: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_id: Option<u16>,
     /// Manufacturer data after the company id, hex.
-    pub data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// The service data's 128-bit UUID (BTHome's: `engine::bthome::UUID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_uuid: Option<String>,
+    /// Service data from the device-information byte on, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_data: Option<String>,
+}
+
+impl CaptureLine {
+    /// The advert's format and bytes, or why the line cannot be played.
+    fn payload(&self, company_id: u16) -> Result<Option<(Format, Vec<u8>)>, String> {
+        if let Some(sd) = &self.service_data {
+            let uuid = self.service_uuid.as_deref().unwrap_or(bthome::UUID);
+            if !uuid.eq_ignore_ascii_case(bthome::UUID) {
+                return Ok(None);
+            }
+            let data = hex::decode(sd).map_err(|e| format!("service_data is not hex: {e}"))?;
+            return Ok(Some((Format::BtHome, data)));
+        }
+        let (Some(cid), Some(data)) = (self.company_id, &self.data) else {
+            return Err("neither company_id and data nor service_data".into());
+        };
+        if cid != company_id {
+            return Ok(None);
+        }
+        let data = hex::decode(data).map_err(|e| format!("data is not hex: {e}"))?;
+        Ok(Some((Format::Band, data)))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +69,7 @@ pub struct ReplaySettings {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplayReport {
     pub sent: u64,
+    /// Lines under another company id (or another service UUID).
     pub other_company: u64,
     pub bad_lines: u64,
 }
@@ -61,11 +95,8 @@ pub async fn run(settings: ReplaySettings, tx: AdvertTx) -> anyhow::Result<Repla
         }
         let parsed = serde_json::from_str::<CaptureLine>(&line)
             .map_err(|e| e.to_string())
-            .and_then(|c| {
-                let data = hex::decode(&c.data).map_err(|e| format!("data is not hex: {e}"))?;
-                Ok((c, data))
-            });
-        let (capture, data) = match parsed {
+            .and_then(|c| Ok((c.payload(settings.company_id)?, c)));
+        let (payload, capture) = match parsed {
             Ok(ok) => ok,
             Err(e) => {
                 report.bad_lines += 1;
@@ -73,10 +104,10 @@ pub async fn run(settings: ReplaySettings, tx: AdvertTx) -> anyhow::Result<Repla
                 continue;
             }
         };
-        if capture.company_id != settings.company_id {
+        let Some((format, data)) = payload else {
             report.other_company += 1;
             continue;
-        }
+        };
         if !settings.fast {
             tokio::time::sleep_until(start + Duration::from_millis(capture.t_ms)).await;
         }
@@ -85,6 +116,7 @@ pub async fn run(settings: ReplaySettings, tx: AdvertTx) -> anyhow::Result<Repla
             rssi: capture.rssi,
             data,
             received_at: jiff::Timestamp::now(),
+            format,
         };
         if !tx.send(advert) {
             break;

@@ -12,6 +12,7 @@ fn advert(data: Vec<u8>) -> Advert {
         rssi: Some(-60),
         data,
         received_at: jiff::Timestamp::UNIX_EPOCH,
+        format: bandgate::adapters::Format::Band,
     }
 }
 
@@ -46,7 +47,7 @@ async fn an_sos_in_a_heartbeat_flood_takes_the_alarm_lane_and_is_never_dropped()
     // The telemetry lane is full; the excess was dropped and counted, not queued.
     assert_eq!(rx.dropped(), u64::from(flood) - TELEMETRY_CAPACITY as u64);
     let sos = sealed(flood, BandEvent::Sos, &key);
-    assert_eq!(tx.lane(&sos), Lane::Alarm);
+    assert_eq!(tx.lane(&advert(sos.clone())), Lane::Alarm);
     assert!(tx.send(advert(sos.clone())));
     // The daemon polls the alarm lane first: the SOS is there, ahead of 4096 heartbeats.
     assert_eq!(rx.alarms.try_recv().unwrap().data, sos);
@@ -59,8 +60,8 @@ async fn forged_alarms_cannot_use_the_alarm_lane() {
     let keys: Keyring = [(17, key)].into_iter().collect();
     let (tx, _rx) = advert_lanes(0xFFFF, Arc::new(keys));
     let forged = sealed(1, BandEvent::Sos, &DeviceKey([0x99; 16]));
-    assert_eq!(tx.lane(&forged), Lane::Telemetry);
-    assert_eq!(tx.lane(&[0xB1, 17]), Lane::Telemetry);
+    assert_eq!(tx.lane(&advert(forged)), Lane::Telemetry);
+    assert_eq!(tx.lane(&advert(vec![0xB1, 17])), Lane::Telemetry);
 }
 
 fn band_frame(device_id: u32, seq: u32, event: BandEvent) -> Vec<u8> {
