@@ -198,6 +198,14 @@ impl MockBluez {
         assert!(reply.starts_with("ok"), "advert: {reply}");
     }
 
+    /// A BTHome advertisement: `data` as service data under UUID 0xFCD2 (from the
+    /// device-information byte on), as BlueZ signals it.
+    pub fn service(&mut self, addr: &str, rssi: i16, data: &[u8]) {
+        let reply = self.cmd(&json!({"cmd": "service", "adapter": "hci0", "addr": addr,
+            "rssi": rssi, "uuid": bandgate::engine::bthome::UUID, "data": hex::encode(data)}));
+        assert!(reply.starts_with("ok"), "service: {reply}");
+    }
+
     pub fn power(&mut self, on: bool) {
         let reply = self.cmd(&json!({"cmd": "power", "adapter": "hci0", "on": on}));
         assert!(reply.starts_with("ok"), "power: {reply}");

@@ -3,6 +3,7 @@
 mod architecture;
 mod ble;
 mod ble_daemon;
+mod bthome_daemon;
 mod cli_decode;
 mod clock_behind;
 mod config_file;
