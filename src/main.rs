@@ -46,6 +46,10 @@ enum Command {
     /// Each frame is checked on its own (steps 1-5 of the wire spec). With --window they pass
     /// through one anti-replay window per band in the order given, as in the gateway, so a
     /// repeated frame prints {"error": "duplicate"} and an old one {"error": "stale"}.
+    ///
+    /// With --bthome MAC the hex is BTHome service data heard from that device (from the
+    /// device-information byte on, or with the UUID d2fc in front), checked as the gateway
+    /// does: enrolled, encrypted, MIC; with --window, a counter newer than the last.
     Decode {
         /// The key file (keys.toml).
         #[arg(long)]
@@ -56,7 +60,11 @@ enum Command {
         /// Also apply the anti-replay window across the frames given.
         #[arg(long)]
         window: bool,
-        /// Manufacturer data after the company id, in hex.
+        /// The frames are BTHome service data from the device with this address
+        /// (AA:BB:CC:DD:EE:FF).
+        #[arg(long, value_name = "MAC")]
+        bthome: Option<String>,
+        /// Manufacturer data after the company id (or with --bthome, service data), in hex.
         #[arg(required = true)]
         hex: Vec<String>,
     },
@@ -200,8 +208,9 @@ fn dispatch(command: Command) -> Result<Done, Failure> {
             keys,
             company_id,
             window,
+            bthome,
             hex,
-        } => cmd::decode::decode(&keys, company_id, window, &hex),
+        } => cmd::decode::decode(&keys, company_id, window, bthome.as_deref(), &hex),
         Command::Scan {
             seconds,
             record,
