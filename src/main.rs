@@ -160,10 +160,22 @@ enum Command {
     },
     /// Enrol a new wristband: a fresh random key added to keys.toml (comments kept, written
     /// atomically, mode 0600), and what the band's firmware must be given.
+    ///
+    /// With --bthome MAC, a BTHome device (a Shelly BLU Button1, ...): its bind key (--key,
+    /// or a fresh one to set on the device) under [bthome."MAC"]. Enrolling a device again
+    /// (its counter went back after a battery change: its frames are refused as stale) makes
+    /// the gateway forget its stored counter at the next restart.
     Enrol {
-        /// The band's device id.
+        /// The band's (or BTHome device's) device id.
         #[arg(long)]
         device_id: u32,
+        /// Enrol the BTHome device with this Bluetooth address (AA:BB:CC:DD:EE:FF).
+        #[arg(long, value_name = "MAC")]
+        bthome: Option<String>,
+        /// With --bthome: the bind key the device already has (32 hex digits); without it a
+        /// device enrolled again keeps its key, a new one gets a fresh key.
+        #[arg(long, requires = "bthome")]
+        key: Option<String>,
         /// The resident who will wear it (their id in bandgate.toml).
         #[arg(long)]
         resident: String,
@@ -257,9 +269,26 @@ fn dispatch(command: Command) -> Result<Done, Failure> {
         }
         Command::Enrol {
             device_id,
+            bthome: Some(mac),
+            key,
             resident,
             keys,
             config,
+        } => cmd::enrol_bthome::enrol_bthome(
+            &mac,
+            key.as_deref(),
+            device_id,
+            &resident,
+            keys,
+            config,
+        ),
+        Command::Enrol {
+            device_id,
+            bthome: None,
+            resident,
+            keys,
+            config,
+            ..
         } => cmd::enrol::enrol(device_id, &resident, keys, config),
         Command::Demo { broker, locale } => cmd::demo::demo(cmd::demo::DemoArgs { broker, locale }),
     }

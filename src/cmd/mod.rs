@@ -7,6 +7,7 @@ pub mod cli;
 pub mod decode;
 pub mod demo;
 pub mod enrol;
+pub mod enrol_bthome;
 pub mod operate;
 pub mod run;
 pub mod scan;
