@@ -931,6 +931,38 @@ mod tests {
     }
 
     #[test]
+    fn bthome_service_data_is_handed_on_as_bthome_and_other_data_is_counted_foreign() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (src, mut rx) = source();
+            let mut i = src.shared.lock();
+            let up = DeviceUpdate {
+                rssi: Some(-50),
+                advert: true,
+                ours: None,
+                service: Some((crate::engine::bthome::UUID.into(), vec![0x44, 0, 1])),
+            };
+            i.take(DEV, up, true);
+            let nothing = DeviceUpdate {
+                rssi: Some(-50),
+                advert: true,
+                ..DeviceUpdate::default()
+            };
+            i.take(DEV, nothing, true);
+            assert_eq!((i.counts.seen, i.counts.foreign), (2, 1));
+            drop(i);
+            let a = rx.telemetry.recv().await.unwrap();
+            assert_eq!(a.format, Format::BtHome);
+            assert_eq!(a.data, vec![0x44, 0, 1]);
+            assert_eq!(a.addr, "C8:FD:19:00:00:11");
+            assert_eq!(a.rssi, Some(-50));
+        });
+    }
+
+    #[test]
     fn the_daemon_gone_ends_the_source() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -151,3 +151,50 @@ pub fn read_all(path: &Path) -> anyhow::Result<Vec<CaptureLine>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(text: &str) -> CaptureLine {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn band_lines_read_as_before_and_bthome_lines_carry_service_data() {
+        let band = line(
+            r#"{"t_ms": 1200, "addr": "C8:FD:19:00:00:11", "rssi": -61, "company_id": 65535, "data": "b111"}"#,
+        );
+        assert_eq!(
+            band.payload(0xFFFF),
+            Ok(Some((Format::Band, vec![0xb1, 0x11])))
+        );
+        assert_eq!(band.payload(0x004C), Ok(None));
+        let bt = line(
+            r#"{"t_ms": 5, "addr": "54:48:E6:8F:80:A5", "rssi": null, "service_uuid": "0000FCD2-0000-1000-8000-00805f9b34fb", "service_data": "4400"}"#,
+        );
+        assert_eq!(
+            bt.payload(0xFFFF),
+            Ok(Some((Format::BtHome, vec![0x44, 0])))
+        );
+        let other = line(
+            r#"{"t_ms": 5, "addr": "x", "rssi": null, "service_uuid": "0000fe95-0000-1000-8000-00805f9b34fb", "service_data": "00"}"#,
+        );
+        assert_eq!(other.payload(0xFFFF), Ok(None));
+        assert!(line(r#"{"t_ms": 5, "addr": "x", "rssi": null}"#)
+            .payload(0xFFFF)
+            .is_err());
+        assert!(
+            line(r#"{"t_ms": 5, "addr": "x", "rssi": null, "service_data": "zz"}"#)
+                .payload(0xFFFF)
+                .is_err()
+        );
+        // Written back, a band line is the contract's form, without the new keys.
+        let mut out = Vec::new();
+        write_line(&mut out, &band).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"t_ms\":1200,\"addr\":\"C8:FD:19:00:00:11\",\"rssi\":-61,\"company_id\":65535,\"data\":\"b111\"}\n"
+        );
+    }
+}

@@ -85,6 +85,13 @@ fn a_shelly_press_pages_sos_its_replays_and_plain_frames_are_refused_and_a_doubl
     assert_eq!(new["battery_pct"], 90);
     assert_eq!(new["rssi"], -57);
 
+    // Its device state: battery from the frame, the button's own RSSI.
+    let state = phone.wait_doc(&format!("{p}/devices/9001/state"), |d| {
+        d["battery_pct"] == 90
+    });
+    assert_eq!(state["resident_id"], "r9001", "{state}");
+    assert_eq!(state["rssi"], -57, "{state}");
+
     // The same frame again (a device repeats it; or a recording replayed): refused, counted.
     m.service(BUTTON, -57, &shelly(100, ButtonEvent::Press));
     wait_refused(&gw, &site, "duplicate", 1);
