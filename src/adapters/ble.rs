@@ -938,22 +938,23 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let (src, mut rx) = source();
-            let mut i = src.shared.lock();
-            let up = DeviceUpdate {
-                rssi: Some(-50),
-                advert: true,
-                ours: None,
-                service: Some((crate::engine::bthome::UUID.into(), vec![0x44, 0, 1])),
-            };
-            i.take(DEV, up, true);
-            let nothing = DeviceUpdate {
-                rssi: Some(-50),
-                advert: true,
-                ..DeviceUpdate::default()
-            };
-            i.take(DEV, nothing, true);
-            assert_eq!((i.counts.seen, i.counts.foreign), (2, 1));
-            drop(i);
+            {
+                let mut i = src.shared.lock();
+                let up = DeviceUpdate {
+                    rssi: Some(-50),
+                    advert: true,
+                    ours: None,
+                    service: Some((crate::engine::bthome::UUID.into(), vec![0x44, 0, 1])),
+                };
+                i.take(DEV, up, true);
+                let nothing = DeviceUpdate {
+                    rssi: Some(-50),
+                    advert: true,
+                    ..DeviceUpdate::default()
+                };
+                i.take(DEV, nothing, true);
+                assert_eq!((i.counts.seen, i.counts.foreign), (2, 1));
+            }
             let a = rx.telemetry.recv().await.unwrap();
             assert_eq!(a.format, Format::BtHome);
             assert_eq!(a.data, vec![0x44, 0, 1]);
