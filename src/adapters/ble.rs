@@ -99,7 +99,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Wait between attempts to reach BlueZ while it is away.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
-/// Devices we remember (ours only: those that sent data under our company id).
+/// Devices we remember (ours only: those that sent data under our company id or BTHome
+/// service data).
 pub const DEVICE_TABLE_CAPACITY: usize = 2048;
 
 const BLUEZ: &str = "org.bluez";

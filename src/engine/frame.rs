@@ -34,7 +34,8 @@ pub const MAX_PAYLOAD_LEN: usize = 12;
 // dead weight: 176 bytes less per band keeps a large keyring in cache.
 type Cipher = ccm::Ccm<Aes128Enc, U4, U13>;
 
-/// Why a frame was not accepted. The order of the variants is the order of the checks.
+/// Why a frame was not accepted. The order of the variants is the order of the wire
+/// format's checks; `Downgrade` is BTHome's alone (`bthome::open` gives its order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
 pub enum Reject {
     #[error("version")]
