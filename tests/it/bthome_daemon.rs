@@ -147,3 +147,41 @@ fn a_shelly_press_pages_sos_its_replays_and_plain_frames_are_refused_and_a_doubl
     assert!(other.is_empty(), "{other:?}");
     assert!(!gw.log().contains("panicked"));
 }
+
+#[test]
+fn a_bthome_line_of_a_replay_capture_pages_like_the_radio() {
+    let broker = Broker::start();
+    let site = Site::new("bt2", broker.port(), &SiteConfig::default(), &[]);
+    let keys = site.path().join("keys.toml");
+    let mut text = std::fs::read_to_string(&keys).unwrap();
+    text.push_str(&format!(
+        "\n[bthome.\"{BUTTON}\"]\ndevice_id = 9001\nkey = \"{KEY}\"\n"
+    ));
+    std::fs::write(&keys, text).unwrap();
+    let mut config = std::fs::read_to_string(&site.config).unwrap();
+    config.push_str(
+        "\n[[residents]]\nid = \"r9001\"\nname = \"赵德明\"\naddress = \"广惠园社区 7号楼 101\"\n\
+         phone = \"13800000020\"\nnotes = \"\"\ndevice_id = 9001\nteam = [\"li\"]\n",
+    );
+    std::fs::write(&site.config, config).unwrap();
+    // A capture as `bandgate scan --record` writes a BTHome advert, replayed twice.
+    let line = serde_json::json!({"t_ms": 0, "addr": BUTTON, "rssi": -60,
+        "service_uuid": bthome::UUID, "service_data": hex::encode(shelly(7, ButtonEvent::Press))});
+    std::fs::write(
+        site.path().join("capture.jsonl"),
+        format!("{line}\n{line}\n"),
+    )
+    .unwrap();
+    let p = site.prefix();
+    let phone = Phone::connect(broker.port(), "phones-bt2", &p);
+    let mut gw = Gateway::start(&site, "gateway.log", &[]);
+    gw.wait_ready(&site);
+    let new = phone.wait_page(&p, "zhang", "new", "9001-7");
+    assert_eq!(new["kind"], "sos", "{new}");
+    assert_eq!(new["resident"]["id"], "r9001");
+    let mut last = Value::Null;
+    wait(&gw, "the repeat refused as a duplicate", || {
+        last = site.status();
+        last["frames_rejected"]["duplicate"] == 1
+    });
+}
