@@ -309,15 +309,15 @@ pub struct BtHomeDevices {
 }
 
 impl BtHomeDevices {
+    /// Enrols `device` at `mac`, replacing what that MAC had.
     pub fn insert(&mut self, mac: Mac, device: BtHomeDevice) {
-        self.by_id.insert(device.device_id, mac);
-        if let Some(old) = self.by_mac.insert(mac, device) {
-            if self.by_id.get(&old.device_id) == Some(&mac)
-                && self.by_mac[&mac].device_id != old.device_id
-            {
+        if let Some(old) = self.by_mac.get(&mac) {
+            if self.by_id.get(&old.device_id) == Some(&mac) {
                 self.by_id.remove(&old.device_id);
             }
         }
+        self.by_id.insert(device.device_id, mac);
+        self.by_mac.insert(mac, device);
     }
 
     pub fn get(&self, mac: &Mac) -> Option<&BtHomeDevice> {
