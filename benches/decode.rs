@@ -1,15 +1,64 @@
 //! Throughput of the intake path (decode, authenticate, replay window) through
 //! `Intake::accept`, on the two streams a gateway sees: fresh heartbeats from many bands,
-//! and the repeats a band sends of each frame (duplicates, refused by the window).
+//! and the repeats a band sends of each frame (duplicates, refused by the window); and the
+//! same two for BTHome devices through `Intake::accept_bthome` (fresh encrypted beacons from
+//! 1,000 Shelly-style buttons, and one press heard over and over).
 
 use std::hint::black_box;
 
+use bandgate::engine::bthome::{self, BtHomeDevice, ButtonEvent, EventSet, Mac};
 use bandgate::engine::{frame, BandEvent, DeviceKey, Frame, Intake, Keyring};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const COMPANY_ID: u16 = 0xFFFF;
 const BANDS: u32 = 10_000;
 const FRAMES: usize = 100_000;
+const BUTTONS: u32 = 1_000;
+
+fn mac_of(i: u32) -> Mac {
+    let b = i.to_be_bytes();
+    [0x38, 0x39, b[0], b[1], b[2], b[3]]
+}
+
+/// The bands, and `BUTTONS` BTHome devices (ids from 900,000).
+fn keyring_with_buttons() -> Keyring {
+    let mut k = keyring();
+    for i in 0..BUTTONS {
+        k.insert_bthome(
+            mac_of(i),
+            BtHomeDevice {
+                device_id: 900_000 + i,
+                key: key_of(900_000 + i),
+                sos: EventSet::default_sos(),
+                cancel: EventSet::default_cancel(),
+                silent_after: None,
+                enrolment: String::new(),
+            },
+        );
+    }
+    k
+}
+
+/// Beacons round-robin over the buttons (packet id, battery, button "none"), each device's
+/// counter increasing: every frame is new. (MAC, service data.)
+fn beacon_stream() -> Vec<(Mac, Vec<u8>)> {
+    (0..FRAMES)
+        .map(|n| {
+            let i = (n as u32) % BUTTONS;
+            let counter = 500 + (n as u32) / BUTTONS;
+            let data = bthome::seal(
+                &mac_of(i),
+                &key_of(900_000 + i),
+                counter,
+                true,
+                counter as u8,
+                Some(90),
+                &[ButtonEvent::None],
+            );
+            (mac_of(i), data)
+        })
+        .collect()
+}
 
 fn key_of(device_id: u32) -> DeviceKey {
     let mut k = [0u8; 16];
@@ -90,6 +139,51 @@ fn bench_intake(c: &mut Criterion) {
         b.iter(|| {
             for _ in 0..FRAMES {
                 black_box(intake.accept(black_box(&sos)).unwrap_err());
+            }
+        })
+    });
+
+    let keys = keyring_with_buttons();
+    let beacons = beacon_stream();
+    group.bench_function("bthome_fresh_beacons_1k_devices", |b| {
+        b.iter_batched_ref(
+            || Intake::new(COMPANY_ID, keys.clone()),
+            |intake| {
+                for (mac, data) in &beacons {
+                    black_box(
+                        intake
+                            .accept_bthome(mac, black_box(data))
+                            .expect("fresh frame accepted"),
+                    );
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    // One press heard over and over (a button repeats each frame; several gateways): all but
+    // the first are duplicates.
+    let press = bthome::seal(
+        &mac_of(7),
+        &key_of(900_007),
+        42,
+        true,
+        1,
+        Some(90),
+        &[ButtonEvent::Press],
+    );
+    let mut intake = Intake::new(COMPANY_ID, keys.clone());
+    intake
+        .accept_bthome(&mac_of(7), &press)
+        .expect("first copy accepted");
+    group.bench_function("bthome_repeated_press_duplicates", |b| {
+        b.iter(|| {
+            for _ in 0..FRAMES {
+                black_box(
+                    intake
+                        .accept_bthome(&mac_of(7), black_box(&press))
+                        .unwrap_err(),
+                );
             }
         })
     });

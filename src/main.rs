@@ -46,6 +46,10 @@ enum Command {
     /// Each frame is checked on its own (steps 1-5 of the wire spec). With --window they pass
     /// through one anti-replay window per band in the order given, as in the gateway, so a
     /// repeated frame prints {"error": "duplicate"} and an old one {"error": "stale"}.
+    ///
+    /// With --bthome MAC the hex is BTHome service data heard from that device (from the
+    /// device-information byte on, or with the UUID d2fc in front), checked as the gateway
+    /// does: enrolled, encrypted, MIC; with --window, a counter newer than the last.
     Decode {
         /// The key file (keys.toml).
         #[arg(long)]
@@ -56,7 +60,11 @@ enum Command {
         /// Also apply the anti-replay window across the frames given.
         #[arg(long)]
         window: bool,
-        /// Manufacturer data after the company id, in hex.
+        /// The frames are BTHome service data from the device with this address
+        /// (AA:BB:CC:DD:EE:FF).
+        #[arg(long, value_name = "MAC")]
+        bthome: Option<String>,
+        /// Manufacturer data after the company id (or with --bthome, service data), in hex.
         #[arg(required = true)]
         hex: Vec<String>,
     },
@@ -152,10 +160,22 @@ enum Command {
     },
     /// Enrol a new wristband: a fresh random key added to keys.toml (comments kept, written
     /// atomically, mode 0600), and what the band's firmware must be given.
+    ///
+    /// With --bthome MAC, a BTHome device (a Shelly BLU Button1, ...): its bind key (--key,
+    /// or a fresh one to set on the device) under [bthome."MAC"]. Enrolling a device again
+    /// (its counter went back after a battery change: its frames are refused as stale) makes
+    /// the gateway forget its stored counter at the next restart.
     Enrol {
-        /// The band's device id.
+        /// The band's (or BTHome device's) device id.
         #[arg(long)]
         device_id: u32,
+        /// Enrol the BTHome device with this Bluetooth address (AA:BB:CC:DD:EE:FF).
+        #[arg(long, value_name = "MAC")]
+        bthome: Option<String>,
+        /// With --bthome: the bind key the device already has (32 hex digits); without it a
+        /// device enrolled again keeps its key, a new one gets a fresh key.
+        #[arg(long, requires = "bthome")]
+        key: Option<String>,
         /// The resident who will wear it (their id in bandgate.toml).
         #[arg(long)]
         resident: String,
@@ -220,8 +240,9 @@ fn dispatch(command: Command) -> Result<Done, Failure> {
             keys,
             company_id,
             window,
+            bthome,
             hex,
-        } => cmd::decode::decode(&keys, company_id, window, &hex),
+        } => cmd::decode::decode(&keys, company_id, window, bthome.as_deref(), &hex),
         Command::Scan {
             seconds,
             record,
@@ -268,9 +289,26 @@ fn dispatch(command: Command) -> Result<Done, Failure> {
         }
         Command::Enrol {
             device_id,
+            bthome: Some(mac),
+            key,
             resident,
             keys,
             config,
+        } => cmd::enrol_bthome::enrol_bthome(
+            &mac,
+            key.as_deref(),
+            device_id,
+            &resident,
+            keys,
+            config,
+        ),
+        Command::Enrol {
+            device_id,
+            bthome: None,
+            resident,
+            keys,
+            config,
+            ..
         } => cmd::enrol::enrol(device_id, &resident, keys, config),
         Command::ConsoleLink {
             staff_id,

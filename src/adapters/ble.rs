@@ -1,8 +1,8 @@
 //! The BlueZ advertisement source: D-Bus signals in, lanes out, and a scan that does not go
 //! deaf.
 //!
-//! Hands every advertisement carrying manufacturer data under our company id to an
-//! `AdvertTx`, and keeps scanning through what BlueZ does to long-running scanners (DESIGN.md,
+//! Hands every advertisement carrying manufacturer data under our company id, or BTHome service
+//! data (UUID `0000fcd2-…`, `engine::bthome`), to an `AdvertTx`, and keeps scanning through what BlueZ does to long-running scanners (DESIGN.md,
 //! "BLE on Linux"). How:
 //! - **Data from the signal.** BlueZ announces each advertisement (with `DuplicateData=true`)
 //!   as a `PropertiesChanged` on the device's `org.bluez.Device1` carrying `ManufacturerData`
@@ -42,7 +42,7 @@ use dbus::Message;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::adapters::{Advert, AdvertTx};
+use crate::adapters::{Advert, AdvertTx, Format};
 use recovery::{AdapterProbe, BluezHealth, HealthStep, Probe, SilenceStep, Watchdog};
 use signals::{addr_of_path, DeviceUpdate, Interest, Signal};
 
@@ -86,7 +86,8 @@ pub struct BleStatus {
     /// Advertisements heard with manufacturer or service data (and remembered devices listed
     /// by a new BlueZ connection).
     pub adverts_seen: u64,
-    /// Of those, ones without data under our company id (dropped here).
+    /// Of those, ones with neither data under our company id nor BTHome service data
+    /// (dropped here).
     pub foreign_adverts: u64,
     /// Signals whose arguments were not the types BlueZ documents (dropped here, counted).
     pub unreadable_adverts: u64,
@@ -98,7 +99,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Wait between attempts to reach BlueZ while it is away.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
-/// Devices we remember (ours only: those that sent data under our company id).
+/// Devices we remember (ours only: those that sent data under our company id or BTHome
+/// service data).
 pub const DEVICE_TABLE_CAPACITY: usize = 2048;
 
 const BLUEZ: &str = "org.bluez";
@@ -115,7 +117,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let interest = Interest {
         company_id: cfg.company_id,
-        service_uuids: Vec::new(),
+        service_uuids: vec![crate::engine::bthome::UUID.to_string()],
     };
     let mut src = Source::new(cfg, tx, interest, status);
     let mut reported_unreachable = false;
@@ -264,19 +266,33 @@ impl Intake {
             return wake;
         }
         self.counts.seen += 1;
-        let Some(data) = up.ours else {
-            // Service data under a UUID of ours (BTHome) has no decoder yet: counted here.
+        if up.ours.is_none() && up.service.is_none() {
             self.counts.foreign += 1;
             return wake;
-        };
+        }
         let rssi = self.devices.touch(path, up.rssi);
-        let advert = Advert {
-            addr: addr_of_path(path),
-            rssi,
-            data,
-            received_at: jiff::Timestamp::now(),
-        };
-        wake | self.hand_on(advert)
+        let received_at = jiff::Timestamp::now();
+        // Both formats in one advert (unlikely, but possible): both are handed on.
+        if let Some(data) = up.ours {
+            wake |= self.hand_on(Advert {
+                addr: addr_of_path(path),
+                rssi,
+                data,
+                received_at,
+                format: Format::Band,
+            });
+        }
+        if let Some((_uuid, data)) = up.service {
+            // BTHome service data (the only UUID in `Interest::service_uuids`).
+            wake |= self.hand_on(Advert {
+                addr: addr_of_path(path),
+                rssi,
+                data,
+                received_at,
+                format: Format::BtHome,
+            });
+        }
+        wake
     }
 
     /// Into the lanes (which never wait). Returns whether the source task must be woken: the
@@ -645,7 +661,7 @@ impl Session {
             let prefix = format!("{path}/");
             let mut wake = false;
             for (dev, up) in managed.devices {
-                if dev.starts_with(&prefix) && up.ours.is_some() {
+                if dev.starts_with(&prefix) && (up.ours.is_some() || up.service.is_some()) {
                     wake |= i.take(&dev, up, false);
                 }
             }
@@ -912,6 +928,39 @@ mod tests {
                 rx.alarms.collapsed() > 0,
                 "the band's surplus collapsed in the lane"
             );
+        });
+    }
+
+    #[test]
+    fn bthome_service_data_is_handed_on_as_bthome_and_other_data_is_counted_foreign() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (src, mut rx) = source();
+            {
+                let mut i = src.shared.lock();
+                let up = DeviceUpdate {
+                    rssi: Some(-50),
+                    advert: true,
+                    ours: None,
+                    service: Some((crate::engine::bthome::UUID.into(), vec![0x44, 0, 1])),
+                };
+                i.take(DEV, up, true);
+                let nothing = DeviceUpdate {
+                    rssi: Some(-50),
+                    advert: true,
+                    ..DeviceUpdate::default()
+                };
+                i.take(DEV, nothing, true);
+                assert_eq!((i.counts.seen, i.counts.foreign), (2, 1));
+            }
+            let a = rx.telemetry.recv().await.unwrap();
+            assert_eq!(a.format, Format::BtHome);
+            assert_eq!(a.data, vec![0x44, 0, 1]);
+            assert_eq!(a.addr, "C8:FD:19:00:00:11");
+            assert_eq!(a.rssi, Some(-50));
         });
     }
 

@@ -1,8 +1,9 @@
 //! The two bounded lanes between advertisement sources and the daemon loop.
 //!
-//! Which lane a frame takes is decided by authenticating it with `engine::frame::open` (a
-//! microsecond): only an authentic SOS, fall, no-motion or cancel takes the alarm lane, so a
-//! forger cannot flood it. Repeats of one frame (a band re-sends each one many times) are all
+//! Which lane a frame takes is decided by authenticating it with `engine::frame::open` (or
+//! `engine::bthome::open` for BTHome service data; a microsecond): only an authentic SOS,
+//! fall, no-motion or cancel (for a BTHome device: an event in its `sos` or `cancel` list)
+//! takes the alarm lane, so a forger cannot flood it. Repeats of one frame (a band re-sends each one many times) are all
 //! alarms too; the engine's replay window drops them cheaply.
 //!
 //! The alarm lane is fair between bands: each band has its own small queue and the loop takes
@@ -23,18 +24,36 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 pub use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::engine::{frame, BandEvent, Frame, Keyring};
+use crate::engine::{bthome, frame, BandEvent, Keyring};
 
-/// One advertisement under our company id, as a source heard it.
+/// One advertisement under our company id, or BTHome service data, as a source heard it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advert {
     /// The advertiser's Bluetooth address as text (`C8:FD:19:00:00:11`).
     pub addr: String,
     pub rssi: Option<i16>,
-    /// Manufacturer data after the company id.
+    /// Manufacturer data after the company id, or (`format` BtHome) the service data under
+    /// `bthome::UUID` from the device-information byte on.
     pub data: Vec<u8>,
     /// Wall-clock time of reception.
     pub received_at: jiff::Timestamp,
+    pub format: Format,
+}
+
+/// Which frame format an advert's `data` is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// bandgate's wire format (`wire-format.md`), manufacturer data under our company id.
+    #[default]
+    Band,
+    /// BTHome v2 service data (`bthome.md`).
+    BtHome,
+}
+
+/// The address of a BTHome advert as its MAC; an address that is not one (a test's, a
+/// capture's) names no device.
+pub fn mac_of(addr: &str) -> bthome::Mac {
+    bthome::parse_mac(addr).unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,19 +236,36 @@ impl AdvertTx {
         self.company_id
     }
 
-    /// Which lane `data` belongs in.
-    pub fn lane(&self, data: &[u8]) -> Lane {
-        match self.alarm(data) {
+    /// Which lane `advert` belongs in.
+    pub fn lane(&self, advert: &Advert) -> Lane {
+        match self.alarm(advert) {
             Some(_) => Lane::Alarm,
             None => Lane::Telemetry,
         }
     }
 
-    /// The authentic alarm frame in `data`, if it is one.
-    fn alarm(&self, data: &[u8]) -> Option<Frame> {
-        frame::open(data, self.company_id, &self.keys)
-            .ok()
-            .filter(|f| !matches!(f.event, BandEvent::Heartbeat { .. }))
+    /// The device and kind of an authentic alarm frame (an SOS, fall, no-motion or cancel of
+    /// a band; an SOS or cancel of a BTHome device by its lists), if it is one.
+    fn alarm(&self, advert: &Advert) -> Option<(u32, Discriminant<BandEvent>)> {
+        match advert.format {
+            Format::Band => frame::open(&advert.data, self.company_id, &self.keys)
+                .ok()
+                .filter(|f| !matches!(f.event, BandEvent::Heartbeat { .. }))
+                .map(|f| (f.device_id, std::mem::discriminant(&f.event))),
+            Format::BtHome => {
+                let (device, reading) =
+                    bthome::open(&advert.data, &mac_of(&advert.addr), self.keys.bthome()).ok()?;
+                let any = |set: bthome::EventSet| reading.buttons.iter().any(|e| set.contains(e));
+                let event = if any(device.sos) {
+                    BandEvent::Sos
+                } else if any(device.cancel) {
+                    BandEvent::Cancel { of_seq: 0 }
+                } else {
+                    return None;
+                };
+                Some((device.device_id, std::mem::discriminant(&event)))
+            }
+        }
     }
 
     /// Hands an advertisement to the daemon, never waiting (so a source may call it from
@@ -237,12 +273,12 @@ impl AdvertTx {
     /// collapsing; telemetry is dropped and counted when its lane is full. Returns `false` once
     /// the daemon has gone away.
     pub fn send(&self, advert: Advert) -> bool {
-        match self.alarm(&advert.data) {
-            Some(f) => {
+        match self.alarm(&advert) {
+            Some((device_id, kind)) => {
                 if self.bell.is_closed() {
                     return false;
                 }
-                lock(&self.alarms).push(f.device_id, std::mem::discriminant(&f.event), advert);
+                lock(&self.alarms).push(device_id, kind, advert);
                 match self.bell.try_send(()) {
                     Ok(()) | Err(mpsc::error::TrySendError::Full(())) => true,
                     Err(mpsc::error::TrySendError::Closed(())) => false,

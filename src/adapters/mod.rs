@@ -17,5 +17,5 @@ pub mod simulate;
 pub mod store;
 pub mod web;
 
-pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Lane};
+pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Format, Lane};
 pub use store::{OutboxMessage, Store};

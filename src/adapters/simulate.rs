@@ -150,6 +150,7 @@ pub async fn run(
                     rssi: Some(-55 - rand::thread_rng().gen_range(0..30)),
                     data: data.clone(),
                     received_at: jiff::Timestamp::now(),
+                    format: crate::adapters::Format::Band,
                 };
                 if !tx.send(advert) {
                     return Ok(());

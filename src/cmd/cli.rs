@@ -2,6 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::engine::bthome::{self, BtHomeDevice, ButtonEvent, Reading};
 use crate::engine::{BandEvent, Frame, Reject};
 
 /// A decoded frame as the spec names its fields: `device_id`, `seq`, `battery_pct`, `worn`,
@@ -64,4 +65,42 @@ pub fn parse_company_id(s: &str) -> Result<u16, String> {
         None => t.parse::<u16>(),
     };
     parsed.map_err(|_| format!("{s:?} is not a 16-bit company id (e.g. 0xFFFF or 65535)"))
+}
+
+/// A decoded BTHome frame (`bthome.md`): `format` `"bthome"`, the device's `mac`, `encrypted`,
+/// `trigger_based`, `counter`, the objects read, `buttons` (event names, in button order),
+/// and, for an enrolled device, its `device_id` and what the frame means (`event`: `sos`,
+/// `cancel` or `none`).
+pub fn bthome_json(r: &Reading, device: Option<&BtHomeDevice>) -> Value {
+    let mut m = Map::new();
+    m.insert("format".into(), json!("bthome"));
+    m.insert("mac".into(), json!(bthome::format_mac(&r.mac)));
+    if let Some(d) = device {
+        m.insert("device_id".into(), json!(d.device_id));
+    }
+    m.insert("encrypted".into(), json!(r.encrypted));
+    m.insert("trigger_based".into(), json!(r.trigger_based));
+    m.insert("counter".into(), json!(r.counter));
+    m.insert("packet_id".into(), json!(r.packet_id));
+    m.insert("battery_pct".into(), json!(r.battery_pct));
+    if let Some(t) = r.temperature_centi {
+        m.insert("temperature_c".into(), json!(f64::from(t) / 100.0));
+    }
+    if let Some(h) = r.humidity_centi {
+        m.insert("humidity_pct".into(), json!(f64::from(h) / 100.0));
+    }
+    let buttons: Vec<&str> = r.buttons.iter().map(ButtonEvent::name).collect();
+    m.insert("buttons".into(), json!(buttons));
+    if let Some(d) = device {
+        let any = |set: bthome::EventSet| r.buttons.iter().any(|e| set.contains(e));
+        let event = if any(d.sos) {
+            "sos"
+        } else if any(d.cancel) {
+            "cancel"
+        } else {
+            "none"
+        };
+        m.insert("event".into(), json!(event));
+    }
+    Value::Object(m)
 }

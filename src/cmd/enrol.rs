@@ -174,7 +174,7 @@ pub fn add_key(
     Ok(hex)
 }
 
-fn write_atomic(
+pub(super) fn write_atomic(
     path: &Path,
     bytes: &[u8],
     like: Option<&std::fs::Metadata>,
@@ -231,6 +231,17 @@ pub fn report(
         keys_file.display(),
         frame::VERSION
     );
+    out.push_str(&resident_advice(device_id, resident, site));
+    out
+}
+
+/// What the installer must change in `bandgate.toml` for `resident` to have `device_id`.
+pub(super) fn resident_advice(
+    device_id: u32,
+    resident: &str,
+    site: Option<(&Path, &Site)>,
+) -> String {
+    let mut out = String::new();
     match site {
         None => out.push_str(&format!(
             "in bandgate.toml, the resident {resident:?} needs device_id = {device_id} \

@@ -8,6 +8,7 @@ pub mod console_link;
 pub mod decode;
 pub mod demo;
 pub mod enrol;
+pub mod enrol_bthome;
 pub mod operate;
 pub mod run;
 pub mod scan;

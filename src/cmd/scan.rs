@@ -14,8 +14,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::adapters::ble::{self, BleSettings, BleStatus};
-use crate::adapters::{advert_lanes, Advert};
-use crate::engine::{frame, Keyring};
+use crate::adapters::{advert_lanes, Advert, Format};
+use crate::engine::{bthome, frame, Keyring, Reject};
 
 /// What `bandgate scan` was asked to do.
 #[derive(Debug)]
@@ -138,15 +138,25 @@ async fn scan(args: ScanArgs) -> anyhow::Result<()> {
     }
 }
 
-/// One line of the replay capture format (`spec/mqtt-contract.md`).
+/// One line of the replay capture format (`spec/mqtt-contract.md`); a BTHome advert's line
+/// carries `service_uuid` and `service_data` instead of `company_id` and `data` (README).
 pub fn capture_line(t: Duration, a: &Advert, company_id: u16) -> serde_json::Value {
-    serde_json::json!({
-        "t_ms": t.as_millis() as u64,
-        "addr": a.addr,
-        "rssi": a.rssi,
-        "company_id": company_id,
-        "data": hex::encode(&a.data),
-    })
+    match a.format {
+        Format::Band => serde_json::json!({
+            "t_ms": t.as_millis() as u64,
+            "addr": a.addr,
+            "rssi": a.rssi,
+            "company_id": company_id,
+            "data": hex::encode(&a.data),
+        }),
+        Format::BtHome => serde_json::json!({
+            "t_ms": t.as_millis() as u64,
+            "addr": a.addr,
+            "rssi": a.rssi,
+            "service_uuid": bthome::UUID,
+            "service_data": hex::encode(&a.data),
+        }),
+    }
 }
 
 /// What the scan has heard, per band and per unknown advertiser under our company id.
@@ -156,6 +166,22 @@ pub struct ScanTable {
     names: HashMap<u32, String>,
     bands: BTreeMap<u32, BandRow>,
     unknown: BTreeMap<String, UnknownRow>,
+    /// BTHome advertisers by address (enrolled or not; capped like `unknown`).
+    bthome: BTreeMap<String, BtHomeRow>,
+}
+
+#[derive(Debug, Default)]
+struct BtHomeRow {
+    device_id: Option<u32>,
+    frames: u64,
+    rssi: RssiStats,
+    last_event: Option<&'static str>,
+    battery: Option<u8>,
+    /// The last counter accepted here (the scan's own replay check).
+    counter: Option<u32>,
+    /// `ok`, `no key`, `bad MIC`, `replay`, `unencrypted` (or `malformed`, `version`).
+    status: &'static str,
+    last_heard: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -216,10 +242,15 @@ impl ScanTable {
             names,
             bands: BTreeMap::new(),
             unknown: BTreeMap::new(),
+            bthome: BTreeMap::new(),
         }
     }
 
     pub fn observe(&mut self, t: Duration, a: &Advert) {
+        if a.format == Format::BtHome {
+            self.observe_bthome(t, a);
+            return;
+        }
         match frame::peek_header(&a.data) {
             Ok((device_id, _seq)) => {
                 let row = self.bands.entry(device_id).or_default();
@@ -246,6 +277,45 @@ impl ScanTable {
                 row.rssi.add(a.rssi);
                 row.reason = reason.as_str();
                 row.len = a.data.len();
+            }
+        }
+    }
+
+    fn observe_bthome(&mut self, t: Duration, a: &Advert) {
+        if self.bthome.len() >= 256 && !self.bthome.contains_key(&a.addr) {
+            return;
+        }
+        let mac = crate::adapters::lanes::mac_of(&a.addr);
+        let enrolled = self.keys.bthome().get(&mac);
+        let row = self.bthome.entry(a.addr.clone()).or_default();
+        row.frames += 1;
+        row.rssi.add(a.rssi);
+        row.last_heard = t;
+        row.device_id = enrolled.map(|d| d.device_id);
+        let reading = bthome::read(&a.data, &mac, enrolled.map(|d| &d.key));
+        row.status = match reading {
+            Ok(r) if !r.encrypted => "unencrypted",
+            Ok(r) => match (r.counter, row.counter) {
+                (Some(c), Some(last)) if c < last => "replay",
+                // The same frame again (devices repeat each one): as it was.
+                (Some(c), Some(last)) if c == last => row.status,
+                _ => {
+                    row.counter = r.counter;
+                    "ok"
+                }
+            },
+            Err(Reject::UnknownDevice) => "no key",
+            Err(Reject::Auth) => "bad MIC",
+            Err(other) => other.as_str(),
+        };
+        if let Ok(r) = reading {
+            if r.battery_pct.is_some() {
+                row.battery = r.battery_pct;
+            }
+            if let Some(e) = r.buttons.iter().find(|e| *e != bthome::ButtonEvent::None) {
+                row.last_event = Some(e.name());
+            } else if !r.buttons.is_empty() {
+                row.last_event = Some("none");
             }
         }
     }
@@ -300,6 +370,31 @@ impl ScanTable {
         if self.bands.is_empty() {
             let _ = writeln!(s, "{:>10}  (no band heard yet)", "");
         }
+        if !self.bthome.is_empty() {
+            let _ = writeln!(s, "BTHome devices (service data 0xFCD2):");
+            for (addr, r) in &self.bthome {
+                let (id, name) = match r.device_id {
+                    Some(id) => (
+                        id.to_string(),
+                        self.names.get(&id).map(String::as_str).unwrap_or("-"),
+                    ),
+                    None => ("-".to_string(), "-"),
+                };
+                let _ = writeln!(
+                    s,
+                    "{:>10}  {:<16} {:<17} {:>14} {:>8} {:>9.1} {:<10} {:>7}  {}",
+                    id,
+                    name,
+                    addr,
+                    r.rssi.show(),
+                    r.frames,
+                    r.frames as f64 / mins,
+                    r.last_event.unwrap_or("-"),
+                    r.battery.map_or("-".into(), |b| format!("{b}%")),
+                    r.status
+                );
+            }
+        }
         if !self.unknown.is_empty() {
             let _ = writeln!(
                 s,
@@ -344,6 +439,7 @@ mod tests {
             rssi: Some(rssi),
             data,
             received_at: jiff::Timestamp::UNIX_EPOCH,
+            format: crate::adapters::Format::Band,
         }
     }
 
@@ -409,6 +505,68 @@ mod tests {
         assert!(band99.trim_end().ends_with("unknown_device"), "{text}");
         assert!(text.contains("AA:BB:CC:DD:EE:02"), "{text}");
         assert!(text.contains("version"), "{text}");
+    }
+
+    #[test]
+    fn bthome_devices_show_ok_no_key_bad_mic_replay_and_unencrypted() {
+        use crate::engine::bthome::{BtHomeDevice, ButtonEvent, EventSet};
+        let key = DeviceKey([0x23; 16]);
+        let mac = bthome::parse_mac("54:48:E6:8F:80:A5").unwrap();
+        let mut keys = Keyring::new();
+        keys.insert_bthome(
+            mac,
+            BtHomeDevice {
+                device_id: 9001,
+                key,
+                sos: EventSet::default_sos(),
+                cancel: EventSet::default_cancel(),
+                silent_after: None,
+                enrolment: String::new(),
+            },
+        );
+        let names = HashMap::from([(9001, "Mr Button".to_string())]);
+        let mut t = ScanTable::new(0xFFFF, Arc::new(keys), names);
+        let bt = |addr: &str, data: Vec<u8>| Advert {
+            format: Format::BtHome,
+            ..advert(addr, -50, data)
+        };
+        let press = |c| bthome::seal(&mac, &key, c, true, 1, Some(77), &[ButtonEvent::Press]);
+        let row = |t: &ScanTable, addr: &str| {
+            let text = t.render(Duration::from_secs(60), &BleStatus::default(), 0);
+            text.lines()
+                .find(|l| l.contains(addr))
+                .unwrap_or_else(|| panic!("{text}"))
+                .trim_end()
+                .to_string()
+        };
+        const A: &str = "54:48:E6:8F:80:A5";
+        t.observe(Duration::from_secs(1), &bt(A, press(10)));
+        assert!(row(&t, A).ends_with("ok"), "{}", row(&t, A));
+        assert!(row(&t, A).contains("9001") && row(&t, A).contains("Mr Button"));
+        assert!(row(&t, A).contains("press") && row(&t, A).contains("77%"));
+        t.observe(Duration::from_secs(2), &bt(A, press(10)));
+        assert!(row(&t, A).ends_with("ok"), "a repeat is not a replay");
+        t.observe(Duration::from_secs(3), &bt(A, press(9)));
+        assert!(row(&t, A).ends_with("replay"));
+        let mut bad = press(11);
+        bad[2] ^= 1;
+        t.observe(Duration::from_secs(4), &bt(A, bad));
+        assert!(row(&t, A).ends_with("bad MIC"));
+        let plain = bthome::plain(true, 2, Some(77), &[ButtonEvent::Press]);
+        t.observe(Duration::from_secs(5), &bt(A, plain));
+        assert!(row(&t, A).ends_with("unencrypted"));
+        const B: &str = "AA:BB:CC:DD:EE:01";
+        let other = bthome::seal(
+            &[0xAA, 0xBB, 0xCC, 0xDD, 0xEE, 0x01],
+            &key,
+            1,
+            true,
+            1,
+            None,
+            &[],
+        );
+        t.observe(Duration::from_secs(6), &bt(B, other));
+        assert!(row(&t, B).ends_with("no key"));
     }
 
     #[test]

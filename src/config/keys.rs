@@ -1,4 +1,5 @@
-//! `keys.toml`: each band's AES key, a secret that must not be world-readable.
+//! `keys.toml`: each band's AES key and each BTHome device's bind key (`[bthome."MAC"]`),
+//! secrets that must not be world-readable.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -6,13 +7,21 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{Problem, Problems};
+use crate::engine::bthome::{self, BtHomeDevice, ButtonEvent, EventSet};
 use crate::engine::{DeviceKey, Keyring};
+
+/// `silent_after` of a BTHome device when its entry gives none: a few hours, for a button in
+/// beacon mode (heard every few seconds to minutes), so that a resident out for the afternoon
+/// is not reported, but a dead battery is within the day.
+pub const BTHOME_SILENT_AFTER: &str = "2h";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeysFile {
     #[serde(default)]
     devices: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    bthome: BTreeMap<String, toml::Value>,
 }
 
 /// Loads and checks a key file; every problem is reported, not only the first.
@@ -201,7 +210,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Keyring, Problems> {
             path,
             "",
             format!("not a valid key file: {}", e.message()),
-            "the file holds one table, [devices], with lines like 17 = \"eea7171f8b19f17864f43aa4d1cfbdd6\"",
+            "the file holds [devices], with lines like 17 = \"eea7171f8b19f17864f43aa4d1cfbdd6\", and [bthome.\"MAC\"] sections",
         )])
     })?;
     let mut problems = Vec::new();
@@ -256,9 +265,251 @@ pub fn parse(path: &Path, text: &str) -> Result<Keyring, Problems> {
             keyring.insert(id, key);
         }
     }
+    bthome_entries(path, &file.bthome, &mut keyring, &mut problems);
     if problems.is_empty() {
         Ok(keyring)
     } else {
         Err(Problems(problems))
+    }
+}
+
+/// The keys a `[bthome."MAC"]` entry may have.
+const BTHOME_KEYS: [&str; 6] = [
+    "device_id",
+    "key",
+    "sos",
+    "cancel",
+    "silent_after",
+    "enrolled",
+];
+
+/// The `[bthome."MAC"]` entries, each checked in full (`bthome.md`, `config.md`).
+fn bthome_entries(
+    path: &Path,
+    entries: &BTreeMap<String, toml::Value>,
+    keyring: &mut Keyring,
+    problems: &mut Vec<Problem>,
+) {
+    let mut seen_macs: BTreeMap<bthome::Mac, String> = BTreeMap::new();
+    let mut seen_ids: BTreeMap<u32, String> = BTreeMap::new();
+    for (mac_text, value) in entries {
+        let entry = format!("bthome.\"{mac_text}\"");
+        let mut problem = |key: &str, what: String, fix: &str| {
+            let at = if key.is_empty() {
+                entry.clone()
+            } else {
+                format!("{entry}.{key}")
+            };
+            problems.push(Problem::new(path, at, what, fix));
+        };
+        let mac = bthome::parse_mac(mac_text);
+        match mac {
+            None => problem(
+                "",
+                format!("{mac_text:?} is not a Bluetooth address"),
+                "write the device's MAC address as six pairs of hex digits, e.g. [bthome.\"54:48:E6:8F:80:A5\"] (the Shelly app shows it; bandgate scan lists BTHome devices heard)",
+            ),
+            Some(m) => {
+                if let Some(other) = seen_macs.insert(m, mac_text.clone()) {
+                    problem(
+                        "",
+                        format!("the same device as [bthome.\"{other}\"] (addresses are matched whatever their case)"),
+                        "keep one entry per device",
+                    );
+                }
+            }
+        }
+        let Some(table) = value.as_table() else {
+            problem(
+                "",
+                format!("is a {}, not a table", value.type_str()),
+                "write it as a section: [bthome.\"54:48:E6:8F:80:A5\"] followed by device_id = ... and key = \"...\"",
+            );
+            continue;
+        };
+        for k in table.keys() {
+            if !BTHOME_KEYS.contains(&k.as_str()) {
+                problem(
+                    k,
+                    format!("unknown key {k:?}"),
+                    &format!(
+                        "remove it; the keys allowed here are {}",
+                        BTHOME_KEYS.join(", ")
+                    ),
+                );
+            }
+        }
+        let device_id = match table.get("device_id") {
+            None => {
+                problem(
+                    "device_id",
+                    "missing: the device id residents and alert ids name this device by".into(),
+                    "add device_id = <a number no band uses>, e.g. device_id = 9001",
+                );
+                None
+            }
+            Some(v) => match v.as_integer().map(u32::try_from) {
+                Some(Ok(id)) => Some(id),
+                _ => {
+                    problem(
+                        "device_id",
+                        format!("{v} is not a number from 0 to 4294967295"),
+                        "write a whole number without quotes, e.g. device_id = 9001",
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(id) = device_id {
+            if keyring.is_band(id) {
+                problem(
+                    "device_id",
+                    format!("device id {id} is also a band's (under [devices]); alert ids and residents could not tell them apart"),
+                    "give this device an id no band uses",
+                );
+            } else if let Some(other) = seen_ids.insert(id, mac_text.clone()) {
+                problem(
+                    "device_id",
+                    format!("device id {id} is also [bthome.\"{other}\"]'s"),
+                    "give each device its own id",
+                );
+            }
+        }
+        let key = match table.get("key") {
+            None => {
+                problem(
+                    "key",
+                    "missing: the device's bind key (encryption must be on: an alarm source must be encrypted)".into(),
+                    "turn encryption on in the Shelly app (or the BTHome firmware) and copy its 32-hex-digit bind key here, or run bandgate enrol --bthome <MAC> to make one",
+                );
+                None
+            }
+            Some(v) => match v.as_str().map(DeviceKey::from_hex) {
+                Some(Some(k)) if k.0.iter().all(|b| *b == k.0[0]) => {
+                    problem(
+                        "key",
+                        format!("the key is the byte {:02x} sixteen times, a placeholder and not a secret: anyone can forge this device's presses", k.0[0]),
+                        "run bandgate enrol --bthome <MAC> to make a random key and set it on the device",
+                    );
+                    None
+                }
+                Some(Some(k)) => Some(k),
+                Some(None) => {
+                    problem(
+                        "key",
+                        "not a bind key: a bind key is exactly 32 hex digits (0-9, a-f), in quotes".into(),
+                        "copy the bind key again from the Shelly app or the device's firmware settings",
+                    );
+                    None
+                }
+                None => {
+                    problem(
+                        "key",
+                        format!("the key is a {}, not a quoted string", v.type_str()),
+                        "write the key in quotes: key = \"231d39c1d7cc1ab1aee224cd096db932\"",
+                    );
+                    None
+                }
+            },
+        };
+        let mut events = |name: &str, default: EventSet| -> EventSet {
+            let Some(v) = table.get(name) else {
+                return default;
+            };
+            let allowed = ButtonEvent::NAMED.map(ButtonEvent::name).join(", ");
+            let Some(list) = v.as_array() else {
+                problem(
+                    name,
+                    format!("is a {}, not a list", v.type_str()),
+                    &format!("write a list of button events, e.g. {name} = [\"press\"]; the events are {allowed}"),
+                );
+                return default;
+            };
+            let mut found = Vec::new();
+            for item in list {
+                match item.as_str().map(|t| (t, ButtonEvent::parse(t))) {
+                    Some((_, Some(e))) => found.push(e),
+                    Some(("none", None)) => problem(
+                        name,
+                        "\"none\" is the event of a frame without a press (a beacon): it cannot mean anything".into(),
+                        &format!("remove it; the events are {allowed}"),
+                    ),
+                    _ => problem(
+                        name,
+                        format!("{item} is not a button event"),
+                        &format!("use the events' names in quotes: {allowed}"),
+                    ),
+                }
+            }
+            EventSet::of(&found)
+        };
+        let sos = events("sos", EventSet::default_sos());
+        let cancel = events("cancel", EventSet::default_cancel());
+        if sos == EventSet::default() {
+            problem(
+                "sos",
+                "no button event raises an SOS: this device could never call for help".into(),
+                "list at least one event, e.g. sos = [\"press\", \"long_press\"] (the default)",
+            );
+        }
+        if sos.intersects(cancel) {
+            let both: Vec<&str> = sos
+                .names()
+                .filter(|n| cancel.names().any(|c| c == *n))
+                .collect();
+            problem(
+                "cancel",
+                format!("{} would both raise and cancel an SOS", both.join(", ")),
+                "list each event in sos or in cancel, not both",
+            );
+        }
+        let silent_after = match table.get("silent_after").map(|v| (v, v.as_str())) {
+            None => humantime::parse_duration(BTHOME_SILENT_AFTER).ok(),
+            Some((_, Some("off"))) => None,
+            Some((v, text)) => match text.map(|t| humantime::parse_duration(t.trim())) {
+                Some(Ok(d))
+                    if (crate::config::bounds::MIN_DELAY..=crate::config::bounds::MAX_DELAY)
+                        .contains(&d) =>
+                {
+                    Some(d)
+                }
+                _ => {
+                    problem(
+                        "silent_after",
+                        format!("{v} is not a duration from 1s to 30d, nor \"off\""),
+                        &format!("write how long the device may go unheard, in quotes, e.g. silent_after = \"2h\" (default {BTHOME_SILENT_AFTER:?}; a few times its beacon interval), or \"off\" for a device without beacons"),
+                    );
+                    None
+                }
+            },
+        };
+        let enrolled = match table.get("enrolled") {
+            None => String::new(),
+            Some(v) => match v.as_str() {
+                Some(t) => t.to_string(),
+                None => {
+                    problem(
+                        "enrolled",
+                        format!("is a {}, not a quoted string", v.type_str()),
+                        "leave it as bandgate enrol wrote it, e.g. enrolled = \"2026-11-26T15:41:07Z\"",
+                    );
+                    String::new()
+                }
+            },
+        };
+        if let (Some(mac), Some(device_id), Some(key)) = (mac, device_id, key) {
+            let enrolment = format!("{}/{enrolled}", BtHomeDevice::key_check(&key));
+            keyring.insert_bthome(
+                mac,
+                BtHomeDevice {
+                    device_id,
+                    key,
+                    sos,
+                    cancel,
+                    silent_after,
+                    enrolment,
+                },
+            );
+        }
     }
 }

@@ -52,6 +52,26 @@ pub fn summary(config: &Config, now: Timestamp) -> String {
         config.keys.len(),
         config.keys_file.display()
     );
+    let mut bthome: Vec<_> = config.keys.bthome().iter().collect();
+    bthome.sort_by_key(|(_, d)| d.device_id);
+    for (mac, d) in bthome {
+        let who = setup
+            .residents
+            .get(&d.device_id)
+            .map_or("no resident".to_string(), |r| format!("resident {}", r.id));
+        let silent = d.silent_after.map_or(
+            "never reported silent (silent_after = \"off\")".to_string(),
+            |t| format!("silent after {}", super::bounds::show(t)),
+        );
+        let _ = writeln!(
+            out,
+            "BTHome device {} ({}, {who}): sos = {:?}, cancel = {:?}, {silent}",
+            d.device_id,
+            crate::engine::bthome::format_mac(mac),
+            d.sos.names().collect::<Vec<_>>(),
+            d.cancel.names().collect::<Vec<_>>(),
+        );
+    }
     let _ = writeln!(
         out,
         "broker: {} (topics under {}/)",

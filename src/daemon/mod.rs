@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::adapters::ble::BleStatus;
 use crate::adapters::control;
-use crate::adapters::lanes::{Advert, AdvertRx};
+use crate::adapters::lanes::{mac_of, Advert, AdvertRx, Format};
 use crate::adapters::mqtt::guard::{RateLimit, RefusalLog, DEFAULT_RATE};
 use crate::adapters::mqtt::{self, GatewayStatus, LinkEvent, MqttLink, Topics};
 use crate::adapters::store::{OutboxMessage, Store};
@@ -351,10 +351,20 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
     }
 
     fn frame(&mut self, now: std::time::Instant, advert: Advert) {
-        match self
-            .engine
-            .handle_frame(now, advert.received_at, &advert.data, advert.rssi)
-        {
+        let heard = match advert.format {
+            Format::Band => {
+                self.engine
+                    .handle_frame(now, advert.received_at, &advert.data, advert.rssi)
+            }
+            Format::BtHome => self.engine.handle_bthome(
+                now,
+                advert.received_at,
+                &mac_of(&advert.addr),
+                &advert.data,
+                advert.rssi,
+            ),
+        };
+        match heard {
             Heard::Accepted { frame, alert_id } => tracing::debug!(
                 device_id = frame.device_id,
                 seq = frame.seq,
@@ -365,6 +375,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             ),
             Heard::Rejected(reason) => tracing::debug!(
                 addr = advert.addr,
+                format = ?advert.format,
                 reason = reason.as_str(),
                 data = hex::encode(&advert.data),
                 "frame rejected"

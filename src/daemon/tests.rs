@@ -97,6 +97,7 @@ fn advert(device_id: u32, seq: u32, event: BandEvent) -> Advert {
         rssi: Some(-60),
         data: seal(&frame, COMPANY, &key(device_id)),
         received_at: jiff::Timestamp::now(),
+        format: crate::adapters::Format::Band,
     }
 }
 

@@ -16,6 +16,7 @@ use ccm::aead::{AeadInPlace, KeyInit};
 use ccm::consts::{U13, U4};
 use serde::{Deserialize, Serialize};
 
+use super::bthome::{BtHomeDevice, BtHomeDevices, Mac};
 use super::device_map::DeviceMap;
 
 /// First byte of every v1 frame.
@@ -33,7 +34,8 @@ pub const MAX_PAYLOAD_LEN: usize = 12;
 // dead weight: 176 bytes less per band keeps a large keyring in cache.
 type Cipher = ccm::Ccm<Aes128Enc, U4, U13>;
 
-/// Why a frame was not accepted. The order of the variants is the order of the checks.
+/// Why a frame was not accepted. The order of the variants is the order of the wire
+/// format's checks; `Downgrade` is BTHome's alone (`bthome::open` gives its order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
 pub enum Reject {
     #[error("version")]
@@ -48,16 +50,20 @@ pub enum Reject {
     Duplicate,
     #[error("stale")]
     Stale,
+    /// An unencrypted BTHome frame from an enrolled device (`bthome.md`).
+    #[error("downgrade")]
+    Downgrade,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 6] = [
+    pub const ALL: [Reject; 7] = [
         Reject::Version,
         Reject::Malformed,
         Reject::UnknownDevice,
         Reject::Auth,
         Reject::Duplicate,
         Reject::Stale,
+        Reject::Downgrade,
     ];
 
     /// The spec's name for the reason (`version`, `malformed`, ...).
@@ -69,6 +75,7 @@ impl Reject {
             Reject::Auth => "auth",
             Reject::Duplicate => "duplicate",
             Reject::Stale => "stale",
+            Reject::Downgrade => "downgrade",
         }
     }
 }
@@ -217,7 +224,7 @@ impl fmt::Debug for DeviceKey {
     }
 }
 
-/// The enrolled bands and their keys.
+/// The enrolled bands and their keys, and the enrolled BTHome devices (`bthome.md`).
 ///
 /// Only the 16-byte keys are kept; each frame expands its key's AES schedule when it is
 /// opened (tens of nanoseconds with AES-NI). Kept expanded, the schedules took ~730 bytes a
@@ -226,12 +233,14 @@ impl fmt::Debug for DeviceKey {
 #[derive(Clone, Default)]
 pub struct Keyring {
     keys: std::sync::Arc<DeviceMap<DeviceKey>>,
+    bthome: std::sync::Arc<BtHomeDevices>,
 }
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyring")
             .field("devices", &self.keys.len())
+            .field("bthome", &self.bthome.len())
             .finish()
     }
 }
@@ -245,18 +254,36 @@ impl Keyring {
         std::sync::Arc::make_mut(&mut self.keys).insert(device_id, key);
     }
 
+    /// Enrols a BTHome device by its MAC.
+    pub fn insert_bthome(&mut self, mac: Mac, device: BtHomeDevice) {
+        std::sync::Arc::make_mut(&mut self.bthome).insert(mac, device);
+    }
+
+    /// The enrolled BTHome devices.
+    pub fn bthome(&self) -> &BtHomeDevices {
+        &self.bthome
+    }
+
+    /// A band or a BTHome device has this device id.
     pub fn contains(&self, device_id: u32) -> bool {
+        self.keys.contains_key(&device_id) || self.bthome.by_device_id(device_id).is_some()
+    }
+
+    /// A band (wire-format frames) has this device id.
+    pub fn is_band(&self, device_id: u32) -> bool {
         self.keys.contains_key(&device_id)
     }
 
+    /// Bands and BTHome devices enrolled.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.keys.len() + self.bthome.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && self.bthome.is_empty()
     }
 
+    /// The bands' device ids.
     pub fn device_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.keys.keys().copied()
     }

@@ -4,6 +4,8 @@
 //! lets tests drive years of simulated time in milliseconds and replay a log exactly.
 
 pub mod alert;
+pub mod bthome;
+mod buttons;
 mod device_map;
 mod escalation;
 mod fault;
@@ -25,6 +27,7 @@ pub use alert::{
     Action, Alert, DeviceState, Grouping, Kind, NotifyReason, Output, Presses, Refusal, Resolution,
     SilentBands, SilentDevice, State, SEQS_KEPT,
 };
+pub use buttons::BtHomeFrame;
 pub use frame::{BandEvent, DeviceKey, Frame, Keyring, Reject};
 pub use replay::ReplayWindow;
 pub use setup::{
@@ -44,6 +47,8 @@ pub struct Intake {
     windows: DeviceMap<ReplayWindow>,
     rejected: [u64; Reject::ALL.len()],
     accepted: u64,
+    /// BTHome devices warned about as `stale` since their last accepted frame.
+    stale_warned: BTreeSet<u32>,
 }
 
 impl Intake {
@@ -54,6 +59,7 @@ impl Intake {
             windows: DeviceMap::default(),
             rejected: [0; Reject::ALL.len()],
             accepted: 0,
+            stale_warned: BTreeSet::new(),
         }
     }
 
@@ -195,10 +201,12 @@ impl Engine {
     ) -> Engine {
         let mut devices = HashMap::new();
         for d in &snapshot.devices {
-            intake.restore_window(
-                d.device_id,
-                ReplayWindow::from_parts(d.window_top, d.window_seen),
-            );
+            if intake.window_holds(d) {
+                intake.restore_window(
+                    d.device_id,
+                    ReplayWindow::from_parts(d.window_top, d.window_seen),
+                );
+            }
             devices.insert(d.device_id, supervision::Band::from_record(d));
         }
         let limits = time::Limits::new(&setup);
@@ -468,7 +476,9 @@ impl Engine {
 
     fn device_record(&self, id: u32) -> DeviceRecord {
         let window = self.intake.window(id).unwrap_or_default();
-        supervision::Band::record(self.devices.get(&id), id, window)
+        let mut record = supervision::Band::record(self.devices.get(&id), id, window);
+        record.enrolment = self.intake.enrolment_of(id);
+        record
     }
 
     fn emit(&mut self, output: Output) {

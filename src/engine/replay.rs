@@ -74,6 +74,29 @@ impl ReplayWindow {
     }
 }
 
+impl ReplayWindow {
+    /// A BTHome counter (`bthome.md`): accepted only when newer than every counter accepted
+    /// before (no window: a device sends its frames in order). The same counter again is a
+    /// `duplicate` (devices repeat a frame to be heard), an older one `stale`. Stored in the
+    /// same form as a band's window (`top` = the last counter).
+    pub fn accept_counter(&mut self, counter: u32) -> Result<(), Reject> {
+        match self.top {
+            Some(top) if counter == top => Err(Reject::Duplicate),
+            Some(top) if counter < top => Err(Reject::Stale),
+            _ => {
+                self.top = Some(counter);
+                self.seen = 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// The last counter or seq accepted.
+    pub fn top(&self) -> Option<u32> {
+        self.top
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +115,19 @@ mod tests {
         assert_eq!(w.accept(u32::MAX), Ok(()));
         assert_eq!(w.accept(u32::MAX), Err(Reject::Duplicate));
         assert_eq!(w.accept(0), Err(Reject::Stale));
+    }
+
+    #[test]
+    fn a_counter_must_grow() {
+        let mut w = ReplayWindow::new();
+        assert_eq!(w.accept_counter(5), Ok(()));
+        assert_eq!(w.accept_counter(5), Err(Reject::Duplicate));
+        assert_eq!(w.accept_counter(4), Err(Reject::Stale));
+        assert_eq!(w.accept_counter(0), Err(Reject::Stale));
+        assert_eq!(w.accept_counter(6), Ok(()));
+        assert_eq!(w.accept_counter(u32::MAX), Ok(()));
+        assert_eq!(w.accept_counter(u32::MAX), Err(Reject::Duplicate));
+        assert_eq!(w.top(), Some(u32::MAX));
     }
 
     #[test]

@@ -104,6 +104,10 @@ pub struct DeviceRecord {
     pub battery_count: u32,
     /// Local day of the last `low_battery` notice (`YYYY-MM-DD`).
     pub low_battery_day: Option<String>,
+    /// A BTHome device's enrolment (`bthome::BtHomeDevice::enrolment`) when its counter was
+    /// stored: a counter stored under another enrolment is forgotten at restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolment: Option<String>,
 }
 
 /// Counters that belong to the gateway as a whole.

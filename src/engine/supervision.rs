@@ -49,6 +49,16 @@ impl HeldSilences {
     }
 }
 
+/// What supervision takes from an accepted frame, whatever its format.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HeardDevice {
+    pub device_id: u32,
+    pub battery_pct: u8,
+    pub worn: bool,
+    /// Heart rate, SpO2, steps (a band's heartbeat only).
+    pub vitals: (Option<u8>, Option<u8>, Option<u32>),
+}
+
 #[derive(Debug, Clone, Default)]
 pub(super) struct Band {
     pub last_seen: Option<Instant>,
@@ -90,6 +100,7 @@ impl Band {
             silent_count: b.silent_count,
             battery_count: b.battery_count,
             low_battery_day: b.low_battery_day.clone(),
+            enrolment: None,
         }
     }
 }
@@ -114,17 +125,23 @@ impl Engine {
                 .open_alert_of(id, |k| k == Kind::DeviceSilent)
                 .is_none()
             {
-                self.arm_silence(id, later(now, self.setup.supervision.silent_after));
+                self.arm_silence(id, now);
             }
         }
     }
 
-    fn arm_silence(&mut self, device_id: u32, due: Instant) {
+    /// Arms the device's silence watch `silent_after` from `now` (its own for a BTHome device;
+    /// none at all for one whose `silent_after` is off).
+    fn arm_silence(&mut self, device_id: u32, now: Instant) {
+        let due = self.silent_after_of(device_id).map(|d| later(now, d));
         let band = self.devices.entry(device_id).or_default();
-        if let Some(old) = band.silence_due.replace(due) {
+        let old = std::mem::replace(&mut band.silence_due, due);
+        if let Some(old) = old {
             self.silence.remove(&(old, device_id));
         }
-        self.silence.insert((due, device_id));
+        if let Some(due) = due {
+            self.silence.insert((due, device_id));
+        }
     }
 
     /// Telemetry of an accepted frame; clears a `device_silent` of this band.
@@ -133,6 +150,32 @@ impl Engine {
         now: Instant,
         wall: Timestamp,
         frame: &Frame,
+        rssi: Option<i16>,
+        alarm: bool,
+    ) {
+        let vitals = match frame.event {
+            BandEvent::Heartbeat {
+                heart_rate,
+                spo2,
+                steps,
+            } => (heart_rate, spo2, Some(steps)),
+            _ => (None, None, None),
+        };
+        let heard = HeardDevice {
+            device_id: frame.device_id,
+            battery_pct: frame.battery_pct,
+            worn: frame.worn,
+            vitals,
+        };
+        self.heard_device(now, wall, &heard, rssi, alarm);
+    }
+
+    /// Telemetry of an accepted frame of any format (a band's, a BTHome device's).
+    pub(super) fn heard_device(
+        &mut self,
+        now: Instant,
+        wall: Timestamp,
+        frame: &HeardDevice,
         rssi: Option<i16>,
         alarm: bool,
     ) {
@@ -167,14 +210,7 @@ impl Engine {
             self.dirty_devices.insert(id);
         }
         if publish {
-            let (heart_rate, spo2, steps) = match frame.event {
-                BandEvent::Heartbeat {
-                    heart_rate,
-                    spo2,
-                    steps,
-                } => (heart_rate, spo2, Some(steps)),
-                _ => (None, None, None),
-            };
+            let (heart_rate, spo2, steps) = frame.vitals;
             self.emit(Output::DeviceState(DeviceState {
                 device_id: id,
                 last_seen: wall,
@@ -187,7 +223,7 @@ impl Engine {
             }));
         }
         if self.setup.residents.contains_key(&id) {
-            self.arm_silence(id, later(now, self.setup.supervision.silent_after));
+            self.arm_silence(id, now);
         }
         if let Some(alert_id) = self.open_alert_of(id, |k| k == Kind::DeviceSilent) {
             self.silent_band_heard(now, wall, id, &alert_id);

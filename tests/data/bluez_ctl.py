@@ -11,6 +11,10 @@ Commands:
   {"cmd": "adapter", "name": "hci0"}
   {"cmd": "advert", "adapter": "hci0", "addr": "C8:FD:19:00:00:11", "rssi": -60,
    "company_id": 65535, "data": "b1112a..."}       first advert of an address adds it
+  {"cmd": "service", "adapter": "hci0", "addr": "54:48:E6:8F:80:A5", "rssi": -60,
+   "uuid": "0000fcd2-0000-1000-8000-00805f9b34fb", "data": "45..."}
+                         the same with ServiceData (a{sv}, each value a variant holding ay), as
+                         BlueZ signals a BTHome advertisement
   {"cmd": "power", "adapter": "hci0", "on": false}
   {"cmd": "ping"}
   {"cmd": "stop_discovery", "adapter": "hci0"}   another client stops discovery behind our back
@@ -82,7 +86,16 @@ ret = (t0, t_mark, time.time())
 """
 
 
-def device_props(adapter_path, addr, rssi, company_id, data_hex):
+def svc(uuid, data_hex):
+    data = bytes.fromhex(data_hex)
+    return dbus.Dictionary(
+        {dbus.String(uuid): dbus.Array([dbus.Byte(b) for b in data], signature="y", variant_level=1)},
+        signature="sv",
+        variant_level=1,
+    )
+
+
+def device_props(adapter_path, addr, rssi, company_id, data_hex, service=None):
     return dbus.Dictionary(
         {
             "Address": dbus.String(addr, variant_level=1),
@@ -97,7 +110,7 @@ def device_props(adapter_path, addr, rssi, company_id, data_hex):
             "Adapter": dbus.ObjectPath(adapter_path, variant_level=1),
             "UUIDs": dbus.Array([], signature="s", variant_level=1),
             "RSSI": dbus.Int16(rssi, variant_level=1),
-            "ManufacturerData": mfr(company_id, data_hex),
+            **({"ServiceData": svc(*service)} if service else {"ManufacturerData": mfr(company_id, data_hex)}),
         },
         signature="sv",
     )
@@ -122,11 +135,16 @@ class Ctl:
             self.burst_ready = False
             path = self.obj("/").AddAdapter(c["name"], "bandgate-test", dbus_interface="org.bluez.Mock")
             return f"ok {path}"
-        if cmd == "advert":
+        if cmd in ("advert", "service"):
             adapter_path = "/org/bluez/" + c.get("adapter", "hci0")
             path = adapter_path + "/dev_" + c["addr"].replace(":", "_").upper()
+            service = (c["uuid"], c["data"]) if cmd == "service" else None
+            if service:
+                payload = ("ServiceData", svc(*service))
+            else:
+                payload = ("ManufacturerData", mfr(c["company_id"], c["data"]))
             if path not in self.known:
-                props = device_props(adapter_path, c["addr"], c["rssi"], c["company_id"], c["data"])
+                props = device_props(adapter_path, c["addr"], c["rssi"], c.get("company_id"), c["data"], service)
                 root = self.obj("/")
                 root.AddObject(path, DEVICE, props, dbus.Array([], signature="(ssss)"), dbus_interface=MOCK)
                 root.EmitSignal(
@@ -150,7 +168,7 @@ class Ctl:
                         dbus.Dictionary(
                             {
                                 "RSSI": dbus.Int16(c["rssi"], variant_level=1),
-                                "ManufacturerData": mfr(c["company_id"], c["data"]),
+                                payload[0]: payload[1],
                             },
                             signature="sv",
                         ),

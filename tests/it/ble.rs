@@ -198,6 +198,14 @@ impl MockBluez {
         assert!(reply.starts_with("ok"), "advert: {reply}");
     }
 
+    /// A BTHome advertisement: `data` as service data under UUID 0xFCD2 (from the
+    /// device-information byte on), as BlueZ signals it.
+    pub fn service(&mut self, addr: &str, rssi: i16, data: &[u8]) {
+        let reply = self.cmd(&json!({"cmd": "service", "adapter": "hci0", "addr": addr,
+            "rssi": rssi, "uuid": bandgate::engine::bthome::UUID, "data": hex::encode(data)}));
+        assert!(reply.starts_with("ok"), "service: {reply}");
+    }
+
     pub fn power(&mut self, on: bool) {
         let reply = self.cmd(&json!({"cmd": "power", "adapter": "hci0", "on": on}));
         assert!(reply.starts_with("ok"), "power: {reply}");
@@ -774,4 +782,49 @@ fn scanning_resumes_after_the_d_bus_daemon_itself_dies_and_comes_back() {
         "{}",
         scan.table()
     );
+}
+
+#[test]
+fn scan_records_bthome_service_data_and_lists_the_device() {
+    use bandgate::engine::bthome::{self, ButtonEvent};
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--seconds", "3"]);
+    wait_discovering(&m, &scan, 1);
+    let mac = bthome::parse_mac("54:48:E6:8F:80:A5").unwrap();
+    let press = bthome::seal(
+        &mac,
+        &DeviceKey([0x23; 16]),
+        9,
+        true,
+        1,
+        Some(88),
+        &[ButtonEvent::Press],
+    );
+    let plain = bthome::plain(true, 2, Some(88), &[ButtonEvent::Press]);
+    m.service("54:48:E6:8F:80:A5", -52, &press);
+    m.service("54:48:E6:8F:80:A6", -53, &plain);
+    assert_eq!(scan.wait(Duration::from_secs(10)), 0, "{}", scan.log());
+    let captured = scan.captured();
+    let line = captured
+        .iter()
+        .find(|c| c["service_data"] == hex::encode(&press))
+        .unwrap_or_else(|| panic!("BTHome advert not recorded: {captured:?}"));
+    assert_eq!(line["addr"], "54:48:E6:8F:80:A5");
+    assert_eq!(line["rssi"], -52);
+    assert_eq!(line["service_uuid"], bthome::UUID);
+    assert!(line.get("company_id").is_none(), "{line}");
+    let table = scan.table();
+    let row = |addr: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(addr))
+            .unwrap_or_else(|| panic!("{addr} not in the table:\n{table}"))
+            .trim_end()
+            .to_string()
+    };
+    assert!(table.contains("BTHome devices"), "{table}");
+    // The test keys enrol no BTHome device.
+    assert!(row("54:48:E6:8F:80:A5").ends_with("no key"), "{table}");
+    assert!(row("54:48:E6:8F:80:A6").ends_with("unencrypted"), "{table}");
+    assert!(row("54:48:E6:8F:80:A6").contains("press"), "{table}");
 }

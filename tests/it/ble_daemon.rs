@@ -17,11 +17,16 @@ use crate::harness::*;
 const BAND_17: &str = "C8:FD:19:00:00:11";
 
 /// A site whose daemon scans BlueZ (the mock) instead of replaying a capture.
-fn bluez_site(broker: &Broker, site_id: &str, silence_restart: &str) -> Site {
+pub(crate) fn bluez_site(broker: &Broker, site_id: &str, silence_restart: &str) -> Site {
     bluez_site_on(broker.port(), site_id, silence_restart, COMPANY_ID)
 }
 
-fn bluez_site_on(port: u16, site_id: &str, silence_restart: &str, company_id: u16) -> Site {
+pub(crate) fn bluez_site_on(
+    port: u16,
+    site_id: &str,
+    silence_restart: &str,
+    company_id: u16,
+) -> Site {
     let site = Site::new(site_id, port, &SiteConfig::default(), &[]);
     let text = std::fs::read_to_string(&site.config).unwrap();
     let replay = "source = \"replay\"\nreplay_file = \"capture.jsonl\"\n";
@@ -41,7 +46,7 @@ fn bluez_site_on(port: u16, site_id: &str, silence_restart: &str, company_id: u1
     site
 }
 
-fn start(site: &Site, m: &MockBluez, log: &str) -> Gateway {
+pub(crate) fn start(site: &Site, m: &MockBluez, log: &str) -> Gateway {
     Gateway::start(
         site,
         log,
@@ -64,7 +69,7 @@ fn frame(device_id: u32, seq: u32, battery_pct: u8, event: BandEvent) -> Vec<u8>
 }
 
 /// Polls `cond` until it holds; on timeout, fails with the daemon's log.
-fn wait(gw: &Gateway, what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait(gw: &Gateway, what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + WAIT;
     while !cond() {
         assert!(
@@ -77,7 +82,7 @@ fn wait(gw: &Gateway, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// Waits until the current mock bluetoothd has been told to discover `n` times.
-fn wait_discovering(gw: &Gateway, m: &MockBluez, n: usize) {
+pub(crate) fn wait_discovering(gw: &Gateway, m: &MockBluez, n: usize) {
     wait(
         gw,
         &format!("StartDiscovery #{n} in the mock's call log"),
@@ -90,7 +95,7 @@ fn status_topic(site: &Site) -> String {
 }
 
 /// A phone that also reads the gateway status and band state.
-fn phone(site: &Site, client_id: &str) -> Phone {
+pub(crate) fn phone(site: &Site, client_id: &str) -> Phone {
     let p = site.prefix();
     Phone::connect_to(
         site.broker_port,

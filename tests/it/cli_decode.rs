@@ -126,3 +126,46 @@ fn decode_refuses_a_world_readable_key_file_with_exit_78() {
     assert!(lines.is_empty());
     assert!(stderr.contains("chmod 600"), "{stderr}");
 }
+
+#[test]
+fn decode_reads_bthome_service_data_from_the_specifications_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = write_private(
+        dir.path(),
+        "keys.toml",
+        "[devices]\n\n[bthome.\"54:48:E6:8F:80:A5\"]\ndevice_id = 9001\nkey = \"231d39c1d7cc1ab1aee224cd096db932\"\n",
+    );
+    // The encrypted worked example (with the UUID as on air, and without), its repeat, a
+    // tampered MIC, the plain example from the enrolled device and from a stranger.
+    let (code, lines, stderr) = decode(
+        &keys,
+        &[
+            "--window",
+            "--bthome",
+            "54:48:e6:8f:80:a5",
+            "d2fc41e445f3c9962b332211006c7c4519",
+            "41e445f3c9962b332211006c7c4519",
+            "41e445f3c9962b332211006c7c4518",
+            "40 02 C4 09 03 BF 13",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(lines.len(), 4);
+    let ok = &lines[0];
+    assert_eq!(ok["format"], "bthome");
+    assert_eq!(ok["device_id"], 9001);
+    assert_eq!(ok["counter"], 0x0011_2233);
+    assert_eq!(ok["temperature_c"], 25.06);
+    assert_eq!(ok["humidity_pct"], 50.55);
+    assert_eq!(ok["event"], "none");
+    assert_eq!(lines[1], serde_json::json!({"error": "duplicate"}));
+    assert_eq!(lines[2], serde_json::json!({"error": "auth"}));
+    assert_eq!(lines[3]["error"], "downgrade");
+    assert_eq!(lines[3]["frame"]["temperature_c"], 25.0);
+    let (code, lines, _) = decode(&keys, &["--bthome", "11:22:33:44:55:66", "4002c40903bf13"]);
+    assert_eq!(code, 0);
+    assert_eq!(lines[0]["error"], "unknown_device");
+    assert_eq!(lines[0]["frame"]["humidity_pct"], 50.55);
+    let (code, _, stderr) = decode(&keys, &["--bthome", "not-a-mac", "40"]);
+    assert_eq!(code, 64, "{stderr}");
+}

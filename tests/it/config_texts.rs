@@ -489,6 +489,36 @@ fn the_check_config_summary() {
         supervisors: none
         warnings: 1 (values outside their recommended range, listed on stderr; fine for a test or a demo)
         on duty now (Sat 2026-11-28 10:00 Asia/Shanghai): nobody (alerts start at tier 2, the residents' teams)"#]].assert_eq(&text);
+
+    // With BTHome devices: each listed with its resident, lists and silence rule.
+    let path = example_in(dir.path(), |t| {
+        swap(t, "device_id = 17\n", "device_id = 9001\n")
+    });
+    let keys = dir.path().join("keys.toml");
+    let mut k = std::fs::read_to_string(&keys).unwrap();
+    k.push_str(
+        "\n[bthome.\"54:48:e6:8f:80:a5\"]\ndevice_id = 9001\nkey = \"231d39c1d7cc1ab1aee224cd096db932\"\n\
+         \n[bthome.\"54:48:E6:8F:80:A6\"]\ndevice_id = 9002\nkey = \"231d39c1d7cc1ab1aee224cd096db933\"\n\
+         sos = [\"hold_press\"]\ncancel = []\nsilent_after = \"off\"\n",
+    );
+    std::fs::write(&keys, k).unwrap();
+    let cfg = config::load(&path).unwrap_or_else(|p| panic!("{p}"));
+    let now = "2026-11-27T13:00:00Z".parse().unwrap();
+    let text = summary(&cfg, now).replace(&dir.path().display().to_string(), "$DIR");
+    expect![[r#"
+        $DIR/bandgate.toml: configuration is valid
+        site: guanghuiyuan
+        gateway: gw-guanghuiyuan-1
+        residents: 4
+        staff: 6
+        bands with keys: 4 of 4 (6 keys in $DIR/keys.toml)
+        BTHome device 9001 (54:48:E6:8F:80:A5, resident r017): sos = ["press", "long_press"], cancel = ["double_press"], silent after 2h
+        BTHome device 9002 (54:48:E6:8F:80:A6, no resident): sos = ["hold_press"], cancel = [], never reported silent (silent_after = "off")
+        broker: mqtt://127.0.0.1:1883 (topics under bandgate/guanghuiyuan/)
+        source: bluez
+        tiers: 3
+        supervisors: 陈静 (chen)
+        on duty now (Fri 2026-11-27 21:00 Asia/Shanghai): 赵磊 (zhao)"#]].assert_eq(&text);
 }
 
 #[test]

@@ -27,7 +27,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
-fn allocations_during<T>(f: impl FnOnce() -> T) -> (T, u64) {
+pub(crate) fn allocations_during<T>(f: impl FnOnce() -> T) -> (T, u64) {
     let before = ALLOCATIONS.with(|n| n.get());
     let out = f();
     (out, ALLOCATIONS.with(|n| n.get()) - before)

@@ -3,6 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 
 use bandgate::config::keys;
+use bandgate::engine::bthome::{self, ButtonEvent, EventSet};
 
 use crate::harness::vectors::write_private;
 
@@ -213,4 +214,86 @@ fn all_zero_and_repeated_byte_keys_are_refused_as_placeholders() {
         $DIR/keys.toml: devices.18: the key is the byte ff sixteen times, a placeholder and not a secret: anyone can forge this band's frames, its SOS and its cancel; fix: run bandgate enrol for this band to make a random key and program the band with it, or copy the band's real key from its enrolment record
         $DIR/keys.toml: devices.19: the key is the byte a5 sixteen times, a placeholder and not a secret: anyone can forge this band's frames, its SOS and its cancel; fix: run bandgate enrol for this band to make a random key and program the band with it, or copy the band's real key from its enrolment record"#]]
     .assert_eq(&refusal(&path, dir.path()));
+}
+
+#[test]
+fn a_bthome_entry_loads_with_its_defaults_and_binds_its_device_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_private(
+        dir.path(),
+        "keys.toml",
+        "[devices]\n17 = \"eea7171f8b19f17864f43aa4d1cfbdd6\"\n\n\
+         [bthome.\"54:48:e6:8F:80:A5\"]\ndevice_id = 9001\nkey = \"231d39c1d7cc1ab1aee224cd096db932\"\n\n\
+         [bthome.\"54:48:E6:8F:80:A6\"]\ndevice_id = 9002\nkey = \"231d39c1d7cc1ab1aee224cd096db933\"\n\
+         sos = [\"long_press\", \"hold_press\"]\ncancel = []\nsilent_after = \"off\"\nenrolled = \"2026-11-26T15:00:00Z\"\n",
+    );
+    let ring = keys::load(&path).unwrap();
+    assert_eq!(ring.len(), 3);
+    assert!(ring.contains(9001) && ring.contains(9002) && ring.contains(17));
+    assert!(!ring.is_band(9001));
+    let mac = bthome::parse_mac("54:48:E6:8F:80:A5").unwrap();
+    let d = ring.bthome().get(&mac).unwrap();
+    assert_eq!(d.device_id, 9001);
+    assert_eq!(d.sos, EventSet::default_sos());
+    assert_eq!(d.cancel, EventSet::default_cancel());
+    assert_eq!(
+        d.silent_after,
+        Some(std::time::Duration::from_secs(2 * 3600))
+    );
+    let (_, d2) = ring.bthome().by_device_id(9002).unwrap();
+    assert_eq!(
+        d2.sos,
+        EventSet::of(&[ButtonEvent::LongPress, ButtonEvent::HoldPress])
+    );
+    assert_eq!(d2.cancel, EventSet::default());
+    assert_eq!(d2.silent_after, None);
+    assert_ne!(d.enrolment, d2.enrolment);
+}
+
+#[test]
+fn every_bad_bthome_entry_is_named_with_its_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_private(
+        dir.path(),
+        "keys.toml",
+        "[devices]\n17 = \"eea7171f8b19f17864f43aa4d1cfbdd6\"\n\n\
+         [bthome.\"54:48:E6:8F:80\"]\ndevice_id = 9001\nkey = \"231d39c1d7cc1ab1aee224cd096db932\"\n\n\
+         [bthome.\"54:48:E6:8F:80:A5\"]\ndevice_id = 17\nkey = \"231d39c1d7cc1ab1aee224cd096db9\"\n\n\
+         [bthome.\"54:48:E6:8F:80:A6\"]\ndevice_id = 9003\nkey = \"231d39c1d7cc1ab1aee224cd096db932\"\n\
+         sos = [\"press\", \"none\"]\ncancel = [\"press\", \"tripple_press\"]\nsilent_after = \"soon\"\ncolour = 1\n\n\
+         [bthome.\"54:48:e6:8f:80:a6\"]\ndevice_id = 9003\n",
+    );
+    let lines: Vec<String> = keys::load(&path)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let has = |key: &str, what: &str| {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!(": {key}: ")) && l.contains(what)),
+            "no problem at {key} saying {what:?}: {lines:#?}"
+        )
+    };
+    has("bthome.\"54:48:E6:8F:80\"", "not a Bluetooth address");
+    has("bthome.\"54:48:E6:8F:80:A5\".device_id", "also a band's");
+    has("bthome.\"54:48:E6:8F:80:A5\".key", "exactly 32 hex digits");
+    has("bthome.\"54:48:E6:8F:80:A6\".sos", "\"none\"");
+    has("bthome.\"54:48:E6:8F:80:A6\".cancel", "not a button event");
+    has(
+        "bthome.\"54:48:E6:8F:80:A6\".cancel",
+        "both raise and cancel",
+    );
+    has(
+        "bthome.\"54:48:E6:8F:80:A6\".silent_after",
+        "not a duration",
+    );
+    has("bthome.\"54:48:E6:8F:80:A6\".colour", "unknown key");
+    has("bthome.\"54:48:e6:8f:80:a6\"", "the same device");
+    has("bthome.\"54:48:e6:8f:80:a6\".key", "missing");
+    for l in &lines {
+        assert!(l.contains(&path.display().to_string()), "{l}");
+    }
 }

@@ -12,6 +12,7 @@ fn advert(data: Vec<u8>) -> Advert {
         rssi: Some(-60),
         data,
         received_at: jiff::Timestamp::UNIX_EPOCH,
+        format: bandgate::adapters::Format::Band,
     }
 }
 
@@ -46,7 +47,7 @@ async fn an_sos_in_a_heartbeat_flood_takes_the_alarm_lane_and_is_never_dropped()
     // The telemetry lane is full; the excess was dropped and counted, not queued.
     assert_eq!(rx.dropped(), u64::from(flood) - TELEMETRY_CAPACITY as u64);
     let sos = sealed(flood, BandEvent::Sos, &key);
-    assert_eq!(tx.lane(&sos), Lane::Alarm);
+    assert_eq!(tx.lane(&advert(sos.clone())), Lane::Alarm);
     assert!(tx.send(advert(sos.clone())));
     // The daemon polls the alarm lane first: the SOS is there, ahead of 4096 heartbeats.
     assert_eq!(rx.alarms.try_recv().unwrap().data, sos);
@@ -59,8 +60,8 @@ async fn forged_alarms_cannot_use_the_alarm_lane() {
     let keys: Keyring = [(17, key)].into_iter().collect();
     let (tx, _rx) = advert_lanes(0xFFFF, Arc::new(keys));
     let forged = sealed(1, BandEvent::Sos, &DeviceKey([0x99; 16]));
-    assert_eq!(tx.lane(&forged), Lane::Telemetry);
-    assert_eq!(tx.lane(&[0xB1, 17]), Lane::Telemetry);
+    assert_eq!(tx.lane(&advert(forged)), Lane::Telemetry);
+    assert_eq!(tx.lane(&advert(vec![0xB1, 17])), Lane::Telemetry);
 }
 
 fn band_frame(device_id: u32, seq: u32, event: BandEvent) -> Vec<u8> {
@@ -213,4 +214,64 @@ async fn a_waiting_loop_is_woken_and_the_lane_closes_with_its_sources() {
     let (tx, rx) = advert_lanes(0xFFFF, Arc::new(two_bands()));
     drop(rx);
     assert!(!tx.send(advert(band_frame(17, 1, BandEvent::Sos))));
+}
+
+#[tokio::test]
+async fn a_bthome_press_or_cancel_takes_the_alarm_lane_and_beacons_forgeries_and_plain_frames_do_not(
+) {
+    use bandgate::adapters::Format;
+    use bandgate::engine::bthome::{self, BtHomeDevice, ButtonEvent, EventSet};
+    let key = DeviceKey([0x23; 16]);
+    let addr = "54:48:E6:8F:80:A5";
+    let mac = bthome::parse_mac(addr).unwrap();
+    let mut keys = Keyring::new();
+    keys.insert_bthome(
+        mac,
+        BtHomeDevice {
+            device_id: 9001,
+            key,
+            sos: EventSet::default_sos(),
+            cancel: EventSet::default_cancel(),
+            silent_after: None,
+            enrolment: String::new(),
+        },
+    );
+    let (tx, mut rx) = advert_lanes(0xFFFF, Arc::new(keys));
+    let bt = |data: Vec<u8>| Advert {
+        addr: addr.into(),
+        format: Format::BtHome,
+        ..advert(data)
+    };
+    let press = bthome::seal(&mac, &key, 5, true, 1, Some(90), &[ButtonEvent::Press]);
+    let cancel = bthome::seal(
+        &mac,
+        &key,
+        6,
+        true,
+        2,
+        Some(90),
+        &[ButtonEvent::DoublePress],
+    );
+    let beacon = bthome::seal(&mac, &key, 7, true, 3, Some(90), &[ButtonEvent::None]);
+    let forged = bthome::seal(
+        &mac,
+        &DeviceKey([9; 16]),
+        8,
+        true,
+        4,
+        None,
+        &[ButtonEvent::Press],
+    );
+    let plain = bthome::plain(true, 5, None, &[ButtonEvent::Press]);
+    assert_eq!(tx.lane(&bt(press.clone())), Lane::Alarm);
+    assert_eq!(tx.lane(&bt(cancel.clone())), Lane::Alarm);
+    assert_eq!(tx.lane(&bt(beacon.clone())), Lane::Telemetry);
+    assert_eq!(tx.lane(&bt(forged)), Lane::Telemetry);
+    assert_eq!(tx.lane(&bt(plain)), Lane::Telemetry);
+    // Read as a band's frame, the same bytes are nobody's alarm.
+    assert_eq!(tx.lane(&advert(press.clone())), Lane::Telemetry);
+    assert!(tx.send(bt(beacon.clone())));
+    assert!(tx.send(bt(press.clone())));
+    assert_eq!(rx.alarms.try_recv().unwrap().data, press);
+    assert_eq!(rx.telemetry.try_recv().unwrap().data, beacon);
 }

@@ -3,6 +3,8 @@
 mod architecture;
 mod ble;
 mod ble_daemon;
+mod bthome_daemon;
+mod bthome_props;
 mod cli_decode;
 mod clock_behind;
 mod config_file;
@@ -12,6 +14,7 @@ mod daemon;
 mod demo;
 mod disk_full;
 mod engine_bounds_props;
+mod engine_bthome;
 mod engine_clock;
 mod engine_props;
 mod engine_scenarios;

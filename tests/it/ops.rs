@@ -498,3 +498,73 @@ fn enrol_with_config_checks_the_resident() {
     );
     assert!(out.contains("bandgate check-config --config"), "{out}");
 }
+
+#[test]
+fn enrol_bthome_adds_a_bind_key_by_mac_and_enrolling_again_keeps_it_with_a_new_enrolment() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = write_private(dir.path(), "keys.toml", KEYS_WITH_COMMENTS);
+    let k = keys.to_str().unwrap();
+    let enrol = |mac: &str, id: &str, extra: &[&str]| {
+        let mut args = vec![
+            "enrol",
+            "--bthome",
+            mac,
+            "--device-id",
+            id,
+            "--resident",
+            "r9001",
+            "--keys",
+            k,
+        ];
+        args.extend_from_slice(extra);
+        bandgate(&args)
+    };
+    let out = enrol("54:48:e6:8f:80:a5", "9001", &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let hex = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("bind key"))
+        .unwrap_or_else(|| panic!("no bind key in:\n{stdout}"))
+        .trim()
+        .to_string();
+    assert_eq!(hex.len(), 32, "{stdout}");
+    assert!(hex
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    let after = std::fs::read_to_string(&keys).unwrap();
+    assert!(after.starts_with(KEYS_WITH_COMMENTS), "{after}");
+    let ring = bandgate::config::keys::load(&keys).unwrap();
+    let mac = bandgate::engine::bthome::parse_mac("54:48:E6:8F:80:A5").unwrap();
+    let first = ring.bthome().get(&mac).unwrap().clone();
+    assert_eq!(first.device_id, 9001);
+    assert_eq!(first.key.to_hex(), hex);
+
+    // Enrolled again (its counter went back): same key, a new enrolment.
+    let out = enrol("54:48:E6:8F:80:A5", "9001", &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("again"), "{}", text(&out.stdout));
+    let again = bandgate::config::keys::load(&keys).unwrap();
+    let second = again.bthome().get(&mac).unwrap();
+    assert_eq!(second.key, first.key);
+    assert_ne!(second.enrolment, first.enrolment);
+    assert_eq!(again.bthome().len(), 1);
+
+    // A key given is the one written; another id for this MAC, or a taken id, is refused.
+    let given = "231d39c1d7cc1ab1aee224cd096db932";
+    let out = enrol("54:48:E6:8F:80:A6", "9002", &["--key", given]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::read_to_string(&keys).unwrap().contains(given));
+    let out = enrol("54:48:E6:8F:80:A5", "9003", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("enrolled as device 9001"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = enrol("54:48:E6:8F:80:A7", "9002", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("taken"), "{}", text(&out.stderr));
+    let out = enrol("54:48:E6:8F:80", "9004", &[]);
+    assert_eq!(out.status.code(), Some(64));
+}

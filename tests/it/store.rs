@@ -96,6 +96,7 @@ fn device(device_id: u32, window_seen: u64) -> DeviceRecord {
         silent_count: 1,
         battery_count: 2,
         low_battery_day: Some("2024-03-01".into()),
+        enrolment: None,
     }
 }
 
@@ -130,6 +131,7 @@ fn a_full_snapshot_round_trips() {
                 battery_pct: None,
                 worn: None,
                 low_battery_day: None,
+                enrolment: None,
                 ..device(3, 0)
             },
         ],

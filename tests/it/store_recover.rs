@@ -60,6 +60,7 @@ fn device(device_id: u32) -> DeviceRecord {
         silent_count: 0,
         battery_count: 0,
         low_battery_day: None,
+        enrolment: None,
     }
 }
 

@@ -19,8 +19,8 @@ pub const OBJECT_MANAGER: &str = "org.freedesktop.DBus.ObjectManager";
 pub struct Interest {
     /// Manufacturer data under this company id is ours.
     pub company_id: u16,
-    /// Service data under these 128-bit UUIDs (lower case, as BlueZ writes them) is ours too.
-    /// Empty today; BTHome (`0000fcd2-0000-1000-8000-00805f9b34fb`) comes with its decoder.
+    /// Service data under these 128-bit UUIDs (lower case, as BlueZ writes them) is ours too:
+    /// BTHome's (`0000fcd2-0000-1000-8000-00805f9b34fb`).
     pub service_uuids: Vec<String>,
 }
 

@@ -234,8 +234,9 @@ pub fn write_capture(path: &Path, capture: &[Sent]) {
             t_ms: s.t_ms,
             addr: format!("C8:FD:19:00:00:{:02X}", s.device_id),
             rssi: Some(-61),
-            company_id: COMPANY_ID,
-            data: hex::encode(data),
+            company_id: Some(COMPANY_ID),
+            data: Some(hex::encode(data)),
+            ..CaptureLine::default()
         };
         write_line(&mut out, &line).unwrap();
     }
