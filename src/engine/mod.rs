@@ -28,7 +28,8 @@ pub use alert::{
 pub use frame::{BandEvent, DeviceKey, Frame, Keyring, Reject};
 pub use replay::ReplayWindow;
 pub use setup::{
-    Escalation, Locale, Resident, Rota, Setup, Shift, Staff, Supervision, WearerCancel,
+    Channel, Channels, Escalation, Fallback, Locale, Resident, Rota, Setup, Shift, Staff,
+    Supervision, WearerCancel, CALL_GAP,
 };
 pub use snapshot::{AlertRecord, Changes, DeviceRecord, MetaRecord, Snapshot};
 

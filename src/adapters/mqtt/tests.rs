@@ -62,6 +62,7 @@ fn setup(locale: Locale) -> Setup {
         },
         resolved_retention: Duration::from_secs(600),
         device_state_interval: Duration::from_secs(60),
+        fallback: None,
     }
 }
 

@@ -91,6 +91,7 @@ pub fn setup() -> Setup {
         },
         resolved_retention: Duration::from_secs(10 * 60),
         device_state_interval: Duration::from_secs(60),
+        fallback: None,
     }
 }
 
