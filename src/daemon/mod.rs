@@ -786,7 +786,7 @@ fn class_of(output: &Output) -> Option<Class> {
         } => Some(Class::Latest(format!("notify/{staff_id}/{}", alert.id))),
         Output::AlertChanged(alert) => Some(Class::Latest(format!("alert/{}", alert.id))),
         Output::AlertCleared { alert_id } => Some(Class::Latest(format!("alert/{alert_id}"))),
-        Output::DeviceState(_) => None,
+        Output::DeviceState(_) | Output::Contact(_) => None,
     }
 }
 

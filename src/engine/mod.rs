@@ -6,6 +6,7 @@
 pub mod alert;
 mod device_map;
 mod escalation;
+pub mod fallback;
 mod fault;
 pub mod frame;
 mod index;
@@ -22,8 +23,8 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 pub use alert::{
-    Action, Alert, DeviceState, Grouping, Kind, NotifyReason, Output, Presses, Refusal, Resolution,
-    SilentBands, State, SEQS_KEPT,
+    Action, Alert, Contact, ContactReport, ContactRequest, DeviceState, Grouping, Kind, Ladder,
+    NotifyReason, Outcome, Output, Presses, Refusal, Resolution, SilentBands, State, SEQS_KEPT,
 };
 pub use frame::{BandEvent, DeviceKey, Frame, Keyring, Reject};
 pub use replay::ReplayWindow;
@@ -121,6 +122,8 @@ pub struct Counters {
     pub refused_actions: BTreeMap<&'static str, u64>,
     pub unmatched_cancels: u64,
     pub rota_gaps: u64,
+    /// Modem reports naming no recorded fallback step.
+    pub unmatched_contact_reports: u64,
 }
 
 /// The sans-IO engine: intake, escalation and supervision behind one API.
@@ -169,6 +172,10 @@ pub struct Engine {
     flapping: BTreeMap<String, (String, State)>,
     /// (alert id, person) told by a late ack who holds the claim: told once per claim.
     late_told: BTreeSet<(String, String)>,
+    /// The duty consoles' presence (not durable: retained on the broker).
+    presence: fallback::Presence,
+    /// When each number was last called by a ladder (never two calls within `call_gap`).
+    calls: BTreeMap<String, Instant>,
 }
 
 impl Engine {
@@ -248,8 +255,11 @@ impl Engine {
             last_timeout: None,
             flapping: BTreeMap::new(),
             late_told: BTreeSet::new(),
+            presence: fallback::Presence::default(),
+            calls: BTreeMap::new(),
         };
         engine.start_supervision(now);
+        engine.settle_after_restore(now, wall);
         engine
     }
 

@@ -12,6 +12,7 @@ mod demo;
 mod disk_full;
 mod engine_bounds_props;
 mod engine_clock;
+mod engine_fallback;
 mod engine_props;
 mod engine_scenarios;
 mod engine_storms;

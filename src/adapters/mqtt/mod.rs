@@ -138,6 +138,8 @@ struct AlertDoc<'a> {
     resolution: Option<&'static str>,
     battery_pct: Option<u8>,
     rssi: Option<i16>,
+    /// What the fallback ladder did (SMS, calls), oldest first.
+    contacts: Vec<ContactDoc<'a>>,
     text: String,
     // Extensions (issue 19), after the contract's keys and only when they say something, so
     // an alert of one press reads exactly as the contract's example.
@@ -152,6 +154,16 @@ struct AlertDoc<'a> {
     /// The gateway notice of many silent bands.
     #[serde(skip_serializing_if = "Option::is_none")]
     silent_bands: Option<SilentBandsDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct ContactDoc<'a> {
+    staff_id: &'a str,
+    channel: &'static str,
+    step: u8,
+    at: String,
+    outcome: &'static str,
+    detail: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -195,6 +207,18 @@ impl<'a> AlertDoc<'a> {
             resolution: alert.resolution.map(Resolution::as_str),
             battery_pct: alert.battery_pct,
             rssi: alert.rssi,
+            contacts: alert
+                .contacts
+                .iter()
+                .map(|c| ContactDoc {
+                    staff_id: &c.staff_id,
+                    channel: c.channel.as_str(),
+                    step: c.step,
+                    at: format_time(c.at),
+                    outcome: c.outcome.as_str(),
+                    detail: c.detail.as_deref(),
+                })
+                .collect(),
             text: text::summary(alert, setup),
             presses: (alert.presses.count > 1).then_some(alert.presses.count),
             last_press_at: (alert.presses.count > 1)
@@ -279,6 +303,14 @@ pub fn render(output: &Output, setup: &Setup, topics: &Topics, publish_vitals: b
             topic: topics.device_state(d.device_id),
             payload: json(&device_doc(d, setup, publish_vitals)),
             qos: 0,
+            retain: true,
+        },
+        // Not for the broker: the daemon hands contacts to the modem before rendering. Should
+        // one get here, the alert's document is the harmless thing to publish.
+        Output::Contact(r) => Publish {
+            topic: topics.alert(&r.alert.id),
+            payload: alert_document(&r.alert, setup),
+            qos: 1,
             retain: true,
         },
     }

@@ -108,6 +108,8 @@ fn sos() -> Alert {
             ..Default::default()
         },
         grouping: crate::engine::Grouping::Alone,
+        ladders: Vec::new(),
+        contacts: Vec::new(),
     }
 }
 
@@ -165,7 +167,7 @@ fn alert_document_is_the_contracts_example() {
     let p = render_one(&Output::AlertChanged(Box::new(sos())));
     assert_eq!(p.topic, "bandgate/guanghuiyuan/alerts/17-42");
     assert_eq!((p.qos, p.retain), (1, true));
-    expect![[r#"{"alert_id":"17-42","kind":"sos","state":"open","cancel_requested":false,"tier":1,"resident":{"id":"r017","name":"王秀英","address":"广惠园社区 3号楼 2单元 401","phone":"13800000000","notes":"高血压, 独居"},"device_id":17,"gateway_id":"gw-guanghuiyuan-1","raised_at":"2026-11-23T03:44:14.120Z","updated_at":"2026-11-23T03:45:14.121Z","notified":["zhang","li"],"delivered_to":["zhang"],"acked_by":null,"acked_at":null,"on_scene_at":null,"resolved_by":null,"resolved_at":null,"resolution":null,"battery_pct":80,"rssi":-67,"text":"【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键"}"#]]
+    expect![[r#"{"alert_id":"17-42","kind":"sos","state":"open","cancel_requested":false,"tier":1,"resident":{"id":"r017","name":"王秀英","address":"广惠园社区 3号楼 2单元 401","phone":"13800000000","notes":"高血压, 独居"},"device_id":17,"gateway_id":"gw-guanghuiyuan-1","raised_at":"2026-11-23T03:44:14.120Z","updated_at":"2026-11-23T03:45:14.121Z","notified":["zhang","li"],"delivered_to":["zhang"],"acked_by":null,"acked_at":null,"on_scene_at":null,"resolved_by":null,"resolved_at":null,"resolution":null,"battery_pct":80,"rssi":-67,"contacts":[],"text":"【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键"}"#]]
     .assert_eq(p.payload_str());
 
     // Same values as the contract's pretty-printed example.
@@ -180,6 +182,7 @@ fn alert_document_is_the_contracts_example() {
       "acked_by": null, "acked_at": null, "on_scene_at": null,
       "resolved_by": null, "resolved_at": null, "resolution": null,
       "battery_pct": 80, "rssi": -67,
+      "contacts": [],
       "text": "【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键"
     }"#,
     )
