@@ -11,6 +11,7 @@
 pub mod ble;
 pub mod control;
 pub mod lanes;
+pub mod modem;
 pub mod mqtt;
 pub mod replay;
 pub mod simulate;

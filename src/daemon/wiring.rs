@@ -13,7 +13,7 @@ use crate::adapters::control;
 use crate::adapters::lanes::{advert_lanes, AdvertTx};
 use crate::adapters::mqtt::{self, LinkEvent, MqttLink, MqttSettings, Topics};
 use crate::adapters::store::{Recovered, Store};
-use crate::adapters::{ble, replay, simulate};
+use crate::adapters::{ble, modem, replay, simulate};
 use crate::config::{Config, Source};
 use crate::daemon::health::StoreHealth;
 use crate::engine::{Engine, Intake, Setup};
@@ -87,6 +87,15 @@ pub async fn run(
         bands = site.devices_enrolled,
         "bandgate running"
     );
+    // The fallback ladder's modem: a task of its own; a missing modem is its warning, never
+    // a reason not to start.
+    let modem = match (&cfg.modem, &cfg.setup.fallback) {
+        (Some(choice), Some(f)) => Some(modem::start(modem::ModemSettings {
+            choice: choice.clone(),
+            ring_for: f.ring_for,
+        })),
+        _ => None,
+    };
     drop(cfg);
     let inputs = Inputs {
         adverts,
@@ -98,6 +107,7 @@ pub async fn run(
     };
     let result = Daemon::new(engine, store, link, site)
         .with_health(health)
+        .with_modem(modem)
         .run(inputs)
         .await;
     drop(control_socket);
@@ -135,7 +145,7 @@ fn restore(cfg: &mut Config) -> anyhow::Result<(Store, Engine, StoreHealth)> {
     Ok((store, engine, health))
 }
 
-/// The broker link, subscribed to the phones' ack topics.
+/// The broker link, subscribed to the phones' ack topics and the consoles' presence.
 fn connect_broker(
     cfg: &Config,
     topics: &Topics,
@@ -151,8 +161,18 @@ fn connect_broker(
     };
     // Every person's ack topic too: after a packet it cannot read, the link subscribes them one
     // by one, so it can name the bad topic and keep the others.
-    let ack_topics = cfg.setup.staff.keys().map(|s| topics.ack(s)).collect();
-    mqtt::connect_with(settings, vec![topics.ack_filter()], ack_topics)
+    // And the duty consoles' presence (read, never written).
+    let one_by_one = cfg
+        .setup
+        .staff
+        .keys()
+        .flat_map(|s| [topics.ack(s), topics.presence_of_staff(s)])
+        .collect();
+    mqtt::connect_with(
+        settings,
+        vec![topics.ack_filter(), topics.presence_filter()],
+        one_by_one,
+    )
 }
 
 fn spawn_source(

@@ -54,6 +54,16 @@ impl Presence {
     }
 }
 
+/// One person on duty now, for the gateway status (`on_duty`) and `bandgate status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OnDuty {
+    pub staff_id: String,
+    pub name: String,
+    /// `true`: a live, armed duty console; `false`: every console they had is gone;
+    /// `null`: they never published presence (no console, or an MQTT app).
+    pub console: Option<bool>,
+}
+
 /// Why a presence record was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PresenceRefusal {
@@ -390,6 +400,31 @@ impl Engine {
     /// Whether `staff_id` has a live, armed duty console (`None`: never published presence).
     pub fn console(&self, staff_id: &str) -> Option<bool> {
         self.presence.console(staff_id)
+    }
+
+    /// A console's presence record was deleted (an empty retained message): forgotten, as if
+    /// that device never published (a person with no record left is unknown again).
+    pub fn forget_presence(&mut self, staff_id: &str, client_id: &str) {
+        if let Some(clients) = self.presence.by_staff.get_mut(staff_id) {
+            clients.remove(client_id);
+            if clients.is_empty() {
+                self.presence.by_staff.remove(staff_id);
+            }
+        }
+    }
+
+    /// Who is on duty at `wall` (the rota's tier 1) and whether each has a live console.
+    pub fn on_duty(&self, wall: Timestamp) -> Vec<OnDuty> {
+        self.setup
+            .rota
+            .on_duty(wall)
+            .into_iter()
+            .map(|id| OnDuty {
+                name: self.setup.staff_name(&id).to_string(),
+                console: self.presence.console(&id),
+                staff_id: id,
+            })
+            .collect()
     }
 
     /// After a restore: the call log is rebuilt from the alerts' contacts (so a restart does

@@ -26,6 +26,7 @@ pub use alert::{
     Action, Alert, Contact, ContactReport, ContactRequest, DeviceState, Grouping, Kind, Ladder,
     NotifyReason, Outcome, Output, Presses, Refusal, Resolution, SilentBands, State, SEQS_KEPT,
 };
+pub use fallback::{OnDuty, PresenceRefusal};
 pub use frame::{BandEvent, DeviceKey, Frame, Keyring, Reject};
 pub use replay::ReplayWindow;
 pub use setup::{

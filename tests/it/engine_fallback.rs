@@ -551,3 +551,28 @@ proptest! {
         run(ops, renotify)?;
     }
 }
+
+#[test]
+fn the_sms_fits_one_message_who_where_what_and_where_to_look() {
+    use bandgate::adapters::modem::text::{sms_text, SMS_UNITS};
+    let mut s = sim(|_| {});
+    let id = s.sos(17);
+    let alert = s.engine.alert(&id).unwrap().clone();
+    let text = sms_text(&alert, &s.setup);
+    assert_eq!(
+        text,
+        "【社区呼叫】王秀英 广惠园社区3号楼2单元401 紧急求救，请打开值班页"
+    );
+    // A long address keeps its end (building, unit, flat) and the text stays one SMS.
+    let mut setup = s.setup.clone();
+    setup.residents.get_mut(&17).unwrap().address =
+        "北京市朝阳区某某街道某某社区居民委员会广惠园社区老年公寓东区 3号楼 2单元 401".into();
+    let text = sms_text(&alert, &setup);
+    assert!(text.encode_utf16().count() <= SMS_UNITS, "{text}");
+    assert!(text.contains("3号楼2单元401 紧急求救"), "{text}");
+    assert!(text.starts_with("【社区呼叫】王秀英 "), "{text}");
+    setup.locale = Locale::En;
+    let text = sms_text(&alert, &setup);
+    assert!(text.encode_utf16().count() <= SMS_UNITS, "{text}");
+    assert!(text.ends_with("SOS. Open the duty page"), "{text}");
+}

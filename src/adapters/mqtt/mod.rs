@@ -7,11 +7,14 @@
 
 pub mod guard;
 mod link;
+pub mod presence;
 pub mod text;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::adapters::modem::ModemHealth;
+use crate::engine::fallback::OnDuty;
 use crate::engine::{Action, Alert, DeviceState, Grouping, Output, Resolution, Setup};
 
 pub use link::{
@@ -350,6 +353,10 @@ pub struct GatewayStatus {
     pub telemetry_dropped: u64,
     /// The durable store is failing or was lost (`state: degraded`; see `gateway_fault`).
     pub degraded: bool,
+    /// The fallback ladder's modem; `None` without `[fallback]` (the key is left out).
+    pub modem: Option<ModemHealth>,
+    /// Who is on duty now and whether a live, armed duty console is there.
+    pub on_duty: Vec<OnDuty>,
 }
 
 #[derive(Serialize)]
@@ -366,6 +373,11 @@ struct StatusDoc<'a> {
     outbox_len: usize,
     frames_accepted: u64,
     telemetry_dropped: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modem: Option<&'a ModemHealth>,
+    /// Extension (issue 14): each person on duty now, `console` true (a live, armed duty
+    /// console), false (every console gone) or null (never published presence).
+    on_duty: &'a [OnDuty],
     state: &'static str,
 }
 
@@ -386,6 +398,8 @@ pub fn status(topics: &Topics, s: &GatewayStatus) -> Publish {
             outbox_len: s.outbox_len,
             frames_accepted: s.frames_accepted,
             telemetry_dropped: s.telemetry_dropped,
+            modem: s.modem.as_ref(),
+            on_duty: &s.on_duty,
             state: if s.degraded { "degraded" } else { "ok" },
         }),
         qos: 1,

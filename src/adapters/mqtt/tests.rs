@@ -248,6 +248,8 @@ fn a_degraded_gateway_says_so_in_its_status() {
         frames_accepted: 0,
         telemetry_dropped: 0,
         degraded: false,
+        modem: None,
+        on_duty: Vec::new(),
     };
     let state = |s: &GatewayStatus| {
         let v: serde_json::Value = serde_json::from_slice(&status(&topics(), s).payload).unwrap();
@@ -390,6 +392,17 @@ fn status_and_last_will() {
             frames_accepted: 1200,
             telemetry_dropped: 3,
             degraded: false,
+            modem: Some(crate::adapters::modem::ModemHealth {
+                present: true,
+                sim_ready: Some(true),
+                registered: Some(true),
+                signal_pct: Some(71),
+            }),
+            on_duty: vec![crate::engine::OnDuty {
+                staff_id: "zhang".into(),
+                name: "张伟".into(),
+                console: Some(true),
+            }],
         },
     );
     assert_eq!(
@@ -400,7 +413,7 @@ fn status_and_last_will() {
     assert_eq!(
         p.payload_str(),
         format!(
-            r#"{{"online":true,"gateway_id":"gw-guanghuiyuan-1","version":"{}","started_at":"2026-11-23T03:00:00.000Z","adapter":"hci0","adapter_ok":true,"devices_enrolled":30,"devices_heard_15m":28,"open_alerts":0,"outbox_len":0,"frames_accepted":1200,"telemetry_dropped":3,"state":"ok"}}"#,
+            r#"{{"online":true,"gateway_id":"gw-guanghuiyuan-1","version":"{}","started_at":"2026-11-23T03:00:00.000Z","adapter":"hci0","adapter_ok":true,"devices_enrolled":30,"devices_heard_15m":28,"open_alerts":0,"outbox_len":0,"frames_accepted":1200,"telemetry_dropped":3,"modem":{{"present":true,"sim_ready":true,"registered":true,"signal_pct":71}},"on_duty":[{{"staff_id":"zhang","name":"张伟","console":true}}],"state":"ok"}}"#,
             env!("CARGO_PKG_VERSION")
         )
     );
