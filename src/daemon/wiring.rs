@@ -131,10 +131,11 @@ fn restore(cfg: &mut Config) -> anyhow::Result<(Store, Engine, StoreHealth)> {
     let intake = Intake::new(cfg.ble.company_id, cfg.keys.clone());
     // The residents move into the engine (one copy of 10,000 of them is megabytes).
     let residents = std::mem::take(&mut cfg.setup.residents);
-    let setup = Setup {
+    let mut setup = Setup {
         residents,
         ..cfg.setup.clone()
     };
+    test_call_gap(&mut setup);
     let engine = Engine::restore(setup, intake, now, wall, snapshot);
     tracing::info!(
         state_dir = %cfg.state_dir.display(),
@@ -210,4 +211,24 @@ fn spawn_source(
             tokio::spawn(ble::run(settings, tx, radio, std::future::pending()))
         }
     })
+}
+
+/// Test-only: `BANDGATE_TEST_CALL_GAP_MS=N` in the environment shortens the fallback ladder's
+/// one-call-a-minute rule per number to N ms, so that the black-box tests (`tests/it/modem.rs`)
+/// can place several calls to one number in seconds. Logged at warn; never set it in
+/// production (carriers flag a number that calls one callee more often than once a minute).
+fn test_call_gap(setup: &mut Setup) {
+    let Some(ms) = std::env::var("BANDGATE_TEST_CALL_GAP_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if let Some(f) = &mut setup.fallback {
+        f.call_gap = Duration::from_millis(ms.max(1));
+        tracing::warn!(
+            call_gap_ms = ms,
+            "BANDGATE_TEST_CALL_GAP_MS is set: calls to one number may follow each other faster than once a minute (tests only)"
+        );
+    }
 }

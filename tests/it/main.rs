@@ -21,6 +21,7 @@ mod frame_props;
 mod harness;
 mod keys_file;
 mod lanes;
+mod modem;
 mod mqtt;
 mod mqtt_tls;
 mod ops;

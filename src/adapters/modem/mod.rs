@@ -217,10 +217,23 @@ impl Shared {
         if self.settings.choice == ModemChoice::None {
             return ModemHealth::default();
         }
-        let (conn, path) = match self.modem().await {
-            Ok(m) => m,
-            Err(_) => return ModemHealth::default(),
+        // Looked for every time: a modem unplugged (or re-enumerated under a new path) is
+        // noticed here, not only when a step fails.
+        let Ok(conn) = self.bus().await else {
+            return ModemHealth::default();
         };
+        let path = match self.find(&conn).await {
+            Ok(p) => p,
+            Err(e) => {
+                if e.to_string().contains("not answering") {
+                    // The bus itself may be gone: connect again next time.
+                    self.forget_bus().await;
+                }
+                *self.modem.lock().await = None;
+                return ModemHealth::default();
+            }
+        };
+        *self.modem.lock().await = Some(path.clone());
         let p = Proxy::new(MM, path.as_str(), CALL_TIMEOUT, conn.clone());
         let props: PropMap = match p.get_all(MODEM).await {
             Ok(props) => props,
