@@ -575,4 +575,11 @@ fn the_sms_fits_one_message_who_where_what_and_where_to_look() {
     let text = sms_text(&alert, &setup);
     assert!(text.encode_utf16().count() <= SMS_UNITS, "{text}");
     assert!(text.ends_with("SOS. Open the duty page"), "{text}");
+    // A test alert names nobody.
+    let t = s.engine.raise_test(s.now, s.wall(), Some("zhang")).unwrap();
+    let test = s.engine.alert(&t).unwrap().clone();
+    assert_eq!(
+        sms_text(&test, &s.setup),
+        "【社区呼叫】测试呼叫，请打开值班页"
+    );
 }

@@ -453,3 +453,99 @@ fn wait_status(site: &Site, gw: &Gateway, pick: impl Fn(&Value) -> bool) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_console_known_to_be_gone_is_texted_at_once_and_its_retained_presence_is_kept() {
+    let broker = Broker::start();
+    let m = MockMm::start();
+    let fallback = "after = \"60s\"\nsteps = [\"sms\"]\nstep_every = []";
+    // The SOS comes 5 s after start, once the retained presence has been read.
+    let site = Site::new(
+        "fb-presence",
+        broker.port(),
+        &slow(),
+        &[sent(5000, 17, 42, BandEvent::Sos)],
+    );
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    std::fs::write(
+        &site.config,
+        text.replace(
+            "[supervision]",
+            &format!("[fallback]\n{fallback}\n\n[supervision]"),
+        ),
+    )
+    .unwrap();
+    let presence = format!("{}/phones/zhang/web-1", site.prefix());
+    let console = Phone::connect_to(
+        broker.port(),
+        "fb-presence-console",
+        std::slice::from_ref(&presence),
+    );
+    console.publish_retained(
+        &presence,
+        r#"{"online": true, "armed": true, "at": "2026-11-26T08:00:00.000Z"}"#,
+    );
+    console.wait_until("the retained presence", |msgs| {
+        msgs.iter().any(|m| m.topic == presence)
+    });
+    let phone = Phone::connect(broker.port(), "fb-presence-board", &site.prefix());
+    let mut gw = start(&site, &m, "gw.log", &[]);
+    gw.wait_ready(&site);
+    wait_status(&site, &gw, |s| s["on_duty"][0]["console"] == true);
+    // The console goes away (its last will would say the same); a bad record is counted.
+    console.publish_retained(&presence, r#"{"online": false, "armed": false}"#);
+    console.publish(&format!("{}/phones/zhang/web-2", site.prefix()), "not json");
+    wait_status(&site, &gw, |s| {
+        s["on_duty"][0]["console"] == false && s["messages_ignored"]["presence_malformed"] == 1
+    });
+    let doc = wait_contacts(&phone, &site, &gw, |c| {
+        has(c, "zhang", "sms", 1, "delivered")
+    });
+    // At once, not after the 60 s deadline.
+    let at = ms(&doc["contacts"][0]["at"]);
+    assert!(at - ms(&doc["raised_at"]) < 5000, "{doc}");
+    // The gateway never clears or rewrites presence: the retained record is the console's.
+    let late = Phone::connect_to(
+        broker.port(),
+        "fb-presence-late",
+        std::slice::from_ref(&presence),
+    );
+    let msgs = late.wait_until("the retained presence", |msgs| {
+        msgs.iter().any(|m| m.topic == presence && m.retain)
+    });
+    let kept = msgs.iter().find(|m| m.topic == presence).unwrap();
+    assert_eq!(kept.json()["online"], false, "{:?}", kept);
+}
+
+#[test]
+fn check_config_says_whether_the_modem_is_there() {
+    let broker = Broker::start();
+    let m = MockMm::start();
+    let site = fallback_site(&broker, "fb-check", LADDER, slow(), |t| t);
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+            .args(["check-config", "--config", site.config.to_str().unwrap()])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &m.address)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = check();
+    assert!(
+        text.contains(
+            "\nfallback: sms, call, call after 2s unconfirmed (modem: the first modem ModemManager lists)\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("\nmodem: present, SIM ready, registered, signal 71%\n"),
+        "{text}"
+    );
+    m.ctl("RemoveModem", None);
+    let text = check();
+    assert!(
+        text.contains("modem: NOT FOUND (ModemManager lists no modem)"),
+        "{text}"
+    );
+}

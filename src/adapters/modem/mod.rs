@@ -498,6 +498,34 @@ impl Shared {
     }
 }
 
+/// The modem as `check-config` reports it: its health, or why there is none. Looks once, within
+/// `limit`, without sending anything. Needs a tokio runtime.
+pub async fn probe(choice: &ModemChoice, limit: Duration) -> Result<ModemHealth, String> {
+    if *choice == ModemChoice::None {
+        return Err("fallback.modem = \"none\"".into());
+    }
+    let (reports, _) = mpsc::channel(1);
+    let shared = Shared {
+        settings: ModemSettings {
+            choice: choice.clone(),
+            ring_for: Duration::from_secs(1),
+        },
+        bus: Mutex::new(None),
+        modem: Mutex::new(None),
+        pending: Mutex::new(BTreeMap::new()),
+        line: Mutex::new(()),
+        reports,
+    };
+    let look = async {
+        let conn = shared.bus().await.map_err(|e| format!("{e:#}"))?;
+        shared.find(&conn).await.map_err(|e| format!("{e:#}"))?;
+        Ok(shared.health().await)
+    };
+    tokio::time::timeout(limit, look)
+        .await
+        .unwrap_or_else(|_| Err("ModemManager did not answer in time".into()))
+}
+
 async fn run(
     settings: ModemSettings,
     mut jobs: mpsc::Receiver<ContactJob>,

@@ -74,7 +74,10 @@ pub fn sms_text(alert: &Alert, setup: &Setup) -> String {
         }
         chars[start..].iter().collect()
     };
-    let text = if address.is_empty() {
+    let text = if name.is_empty() && address.is_empty() {
+        // A test alert: nobody's name, no address.
+        format!("{head}{what}{tail}")
+    } else if address.is_empty() {
         format!("{head}{name} {what}{tail}")
     } else {
         format!("{head}{name} {address} {what}{tail}")
