@@ -178,6 +178,8 @@ pub struct Ladder {
     /// When the next step is due; `None`: stopped (the person delivered or acted, the alert
     /// was claimed or resolved, or every step was taken).
     pub due: Option<Instant>,
+    /// Stopped by a claim, not by this person: taken up again if the alert is open again.
+    pub held: bool,
 }
 
 /// The outcome of one SMS or call (the contract's `contacts[].outcome`).

@@ -6,8 +6,10 @@
 //!   when they are first paged: its first step is due `after` later; at once when the person
 //!   is known to be gone (every presence record they published says offline or unarmed) or
 //!   has no app (`channels` without "mqtt"). Re-pages do not restart it;
-//! - a ladder stops for good when its person delivers, acts (ack, decline, ...) or when the
-//!   alert is claimed or resolved; a step the person has no channel for is skipped;
+//! - a ladder stops for good when its person delivers, acts (ack, decline, ...) or the alert is
+//!   resolved; a claim holds every other person's ladder, taken up again where it stopped
+//!   (after the person's deadline) if the claim lapses; a step the person has no channel for
+//!   is skipped;
 //! - never two calls to one number within `call_gap` (a minute) across all alerts: a call due
 //!   sooner waits, it is not dropped;
 //! - a step is recorded in the alert as `requested` before the daemon performs it (the record
@@ -93,17 +95,49 @@ pub(super) fn sync(
     }
     let mut changed = false;
     if !matches!(a.state, State::Open { .. }) {
-        for l in a.ladders.iter_mut().filter(|l| l.due.is_some()) {
-            l.due = None;
-            changed = true;
-            tracing::info!(
-                alert_id = a.id,
-                staff_id = l.staff_id,
-                state = a.state.name(),
-                "fallback ladder stopped: the alert is claimed or resolved"
-            );
+        let resolved = a.is_resolved();
+        for l in a.ladders.iter_mut() {
+            if l.due.is_some() {
+                l.due = None;
+                // Claimed: held, and taken up again if the claim lapses (not for the claimer
+                // or anyone who answered: they acted). Resolved: over for good.
+                l.held =
+                    !resolved && !answered(&a.delivered_to, &a.declined, &a.acked_by, &l.staff_id);
+                changed = true;
+                tracing::info!(
+                    alert_id = a.id,
+                    staff_id = l.staff_id,
+                    state = a.state.name(),
+                    "fallback ladder stopped: the alert is claimed or resolved"
+                );
+            } else if resolved && l.held {
+                l.held = false;
+                changed = true;
+            }
         }
         return changed;
+    }
+    // Open again (a claim lapsed, or its claimer declined): held ladders go on where they
+    // stopped, the person's deadline first (at once without the app or a live console).
+    for l in a.ladders.iter_mut().filter(|l| l.held) {
+        l.held = false;
+        changed = true;
+        if answered(&a.delivered_to, &a.declined, &a.acked_by, &l.staff_id)
+            || l.next >= f.steps.len()
+        {
+            continue;
+        }
+        let c = f.channels_of(&l.staff_id);
+        l.due = Some(if !c.mqtt || presence.gone(&l.staff_id) {
+            now
+        } else {
+            later(now, f.after)
+        });
+        tracing::info!(
+            alert_id = a.id,
+            staff_id = l.staff_id,
+            "fallback ladder taken up again: the alert is open again"
+        );
     }
     for l in a.ladders.iter_mut() {
         if l.due.is_some() && answered(&a.delivered_to, &a.declined, &a.acked_by, &l.staff_id) {
@@ -144,6 +178,7 @@ pub(super) fn sync(
             staff_id: p,
             next: 0,
             due,
+            held: false,
         });
         changed = true;
     }
@@ -524,6 +559,7 @@ pub(super) fn records(
                 staff_id: l.staff_id.clone(),
                 next: l.next,
                 due: l.due.map(&w),
+                held: l.held,
             })
             .collect(),
         a.contacts
@@ -554,6 +590,7 @@ pub(super) fn from_records(
             staff_id: l.staff_id.clone(),
             next: l.next,
             due: l.due.map(&i),
+            held: l.held,
         })
         .collect();
     let contacts = contacts

@@ -76,6 +76,8 @@ pub struct LadderRecord {
     pub staff_id: String,
     pub next: usize,
     pub due: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub held: bool,
 }
 
 /// `alert::Contact` as stored.

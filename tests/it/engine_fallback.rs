@@ -583,3 +583,53 @@ fn the_sms_fits_one_message_who_where_what_and_where_to_look() {
         "【社区呼叫】测试呼叫，请打开值班页"
     );
 }
+
+#[test]
+fn a_clock_that_went_back_while_down_does_not_hold_a_ladder_back() {
+    let mut s = sim(|_| {});
+    s.sos(17);
+    s.advance(10.0);
+    // An hour behind after the restart: the stored step (due at 45 s) looks an hour away.
+    s.restart_with_clock(1.0, -3600.0);
+    s.advance(0.5);
+    let first = requests(&s);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(
+        first[0].0 <= std::time::Duration::from_secs(12),
+        "{first:?}"
+    );
+}
+
+#[test]
+fn a_claim_holds_the_ladders_and_a_lapsed_claim_takes_them_up_again() {
+    let mut s = sim(|_| {});
+    let id = s.sos(17);
+    // zhang is texted at 45 s; tier 2 (li, wang) is paged at 60 s; li claims at 61 s and
+    // never arrives: zhang's call (due at 105 s) and wang's SMS wait while li holds the claim.
+    s.advance(61.0);
+    s.act("li", &id, Action::Ack).unwrap();
+    s.advance(15.0 * 60.0);
+    // The claim lapsed at 961 s: zhang's ladder goes on with its call, wang's starts with the
+    // SMS, each after the deadline (45 s); li acted and gets none.
+    s.advance(200.0);
+    expect![[r#"
+        t+0.0s band 17 #101 sos -> accepted 17-101
+        t+45.0s   sms zhang 13900000003 step 1 17-101
+        t+61.0s li: ack 17-101 -> ok
+        t+1006.0s   call zhang 13900000003 step 2 17-101
+        t+1006.0s   sms wang 13900000002 step 1 17-101
+        t+1006.0s   sms chen 13900000000 step 1 17-101
+        t+1066.0s   call wang 13900000002 step 2 17-101
+        t+1066.0s   call chen 13900000000 step 2 17-101
+        t+1126.0s   call zhang 13900000003 step 3 17-101
+        contacts of 17-101:
+          t+45.0s zhang sms step 1 requested
+          t+1006.0s zhang call step 2 requested
+          t+1006.0s wang sms step 1 requested
+          t+1006.0s chen sms step 1 requested
+          t+1066.0s wang call step 2 requested
+          t+1066.0s chen call step 2 requested
+          t+1126.0s zhang call step 3 requested
+    "#]]
+    .assert_eq(&ladder_lines(&mut s));
+}
