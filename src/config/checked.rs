@@ -10,7 +10,7 @@ use config::{Value, ValueKind};
 
 use super::diagnose::{closest, Check};
 use super::read::{self, ResidentEntries};
-use super::sections::fallback::{ModemChoice, RawFallback, StaffChannels};
+use super::sections::fallback::{ModemChoice, RawFallback, StaffChannels, Webhook};
 use super::sections::site::RawTop;
 use super::{keys, Problem, Problems};
 use crate::adapters::mqtt::Broker;
@@ -33,6 +33,8 @@ pub struct Config {
     pub publish_vitals: bool,
     /// `[fallback] modem`; `None` without a `[fallback]` section (no modem is looked for).
     pub modem: Option<ModemChoice>,
+    /// `[fallback] webhook_url` with its key.
+    pub webhook: Option<Webhook>,
     /// Values that are allowed but outside their recommended range (see `bounds`):
     /// `check-config` lists them, the daemon logs them at start.
     pub warnings: Vec<Problem>,
@@ -206,7 +208,8 @@ fn build(check: &mut Check, tree: Value, cut: Option<ResidentEntries<'_>>) -> Op
         ble: ble?,
         mqtt,
         publish_vitals,
-        modem: fallback.map(|f| f.modem),
+        modem: fallback.as_ref().map(|f| f.modem.clone()),
+        webhook: fallback.and_then(|f| f.webhook),
         warnings: std::mem::take(&mut check.warnings),
     })
 }

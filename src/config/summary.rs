@@ -75,6 +75,9 @@ pub fn summary(config: &Config, now: Timestamp) -> String {
             crate::config::bounds::show(f.after)
         );
     }
+    if let Some(w) = &config.webhook {
+        let _ = writeln!(out, "webhook: {} (signed with HMAC-SHA256)", w.url);
+    }
     if !config.warnings.is_empty() {
         let _ = writeln!(
             out,

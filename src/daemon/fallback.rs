@@ -9,7 +9,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use super::{clock, Daemon, Publisher, StateStore};
 use crate::adapters::modem::{self, ContactJob, ModemHealth};
 use crate::adapters::mqtt::presence::parse_presence;
-use crate::engine::{ContactReport, ContactRequest, OnDuty, Outcome};
+use crate::adapters::webhook::WebhookJob;
+use crate::engine::{Channel, ContactReport, ContactRequest, OnDuty, Outcome};
 
 impl<S: StateStore, P: Publisher> Daemon<S, P> {
     /// Hands the steps the engine asked for (already committed as `requested`, or held in
@@ -21,6 +22,10 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         }
         let (now, wall) = clock();
         for r in requests {
+            if r.channel == Channel::Webhook {
+                self.dispatch_webhook(now, wall, r);
+                continue;
+            }
             let job = ContactJob {
                 alert_id: r.alert.id.clone(),
                 staff_id: r.staff_id.clone(),
@@ -53,6 +58,42 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
                     },
                 );
             }
+        }
+    }
+
+    /// A webhook step: to the platform, or failed at once without the task or room in it.
+    fn dispatch_webhook(&mut self, now: std::time::Instant, wall: Timestamp, r: ContactRequest) {
+        let setup = self.engine.setup();
+        let job = WebhookJob {
+            alert_id: r.alert.id.clone(),
+            kind: r.alert.kind.as_str().to_string(),
+            staff_id: r.staff_id.clone(),
+            name: setup.staff_name(&r.staff_id).to_string(),
+            phone: r.phone.clone(),
+            step: r.step,
+            text: modem::text::sms_text(&r.alert, setup),
+            resume: r.resume,
+        };
+        let refused = match &self.webhook {
+            None => Some("no webhook task (fallback.webhook_url is not set)".to_string()),
+            Some(tx) => match tx.try_send(job) {
+                Ok(()) => None,
+                Err(TrySendError::Full(_)) => Some("too many webhook requests waiting".into()),
+                Err(TrySendError::Closed(_)) => Some("the webhook task ended".into()),
+            },
+        };
+        if let Some(detail) = refused {
+            self.engine.handle_contact_report(
+                now,
+                wall,
+                ContactReport {
+                    alert_id: r.alert.id.clone(),
+                    staff_id: r.staff_id,
+                    step: r.step,
+                    outcome: Outcome::Failed,
+                    detail: Some(detail),
+                },
+            );
         }
     }
 

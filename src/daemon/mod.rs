@@ -180,6 +180,8 @@ pub struct Daemon<S, P> {
     refusals: RefusalLog,
     /// The modem task (`[fallback]`); `None` without the section.
     modem: Option<ModemLink>,
+    /// The webhook task (`[fallback] webhook_url`); it reports through the modem's stream.
+    webhook: Option<tokio::sync::mpsc::Sender<crate::adapters::webhook::WebhookJob>>,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -203,12 +205,22 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             phone_rate: RateLimit::new(DEFAULT_RATE),
             refusals: RefusalLog::default(),
             modem: None,
+            webhook: None,
         }
     }
 
     /// The fallback ladder's modem (`[fallback]`).
     pub fn with_modem(mut self, modem: Option<ModemLink>) -> Self {
         self.modem = modem;
+        self
+    }
+
+    /// The fallback ladder's webhook (`[fallback] webhook_url`).
+    pub fn with_webhook(
+        mut self,
+        webhook: Option<tokio::sync::mpsc::Sender<crate::adapters::webhook::WebhookJob>>,
+    ) -> Self {
+        self.webhook = webhook;
         self
     }
 

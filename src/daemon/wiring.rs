@@ -13,7 +13,7 @@ use crate::adapters::control;
 use crate::adapters::lanes::{advert_lanes, AdvertTx};
 use crate::adapters::mqtt::{self, LinkEvent, MqttLink, MqttSettings, Topics};
 use crate::adapters::store::{Recovered, Store};
-use crate::adapters::{ble, modem, replay, simulate};
+use crate::adapters::{ble, modem, replay, simulate, webhook};
 use crate::config::{Config, Source};
 use crate::daemon::health::StoreHealth;
 use crate::engine::{Engine, Intake, Setup};
@@ -96,6 +96,17 @@ pub async fn run(
         })),
         _ => None,
     };
+    let webhook = match (&cfg.webhook, &modem) {
+        (Some(w), Some(m)) => Some(webhook::start(
+            webhook::WebhookSettings {
+                url: w.url.clone(),
+                secret: w.secret.0.clone(),
+                gateway_id: cfg.gateway_id.clone(),
+            },
+            m.report_tx.clone(),
+        )),
+        _ => None,
+    };
     drop(cfg);
     let inputs = Inputs {
         adverts,
@@ -108,6 +119,7 @@ pub async fn run(
     let result = Daemon::new(engine, store, link, site)
         .with_health(health)
         .with_modem(modem)
+        .with_webhook(webhook)
         .run(inputs)
         .await;
     drop(control_socket);

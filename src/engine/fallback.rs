@@ -15,7 +15,8 @@
 //! - a step is recorded in the alert as `requested` before the daemon performs it (the record
 //!   is committed first), so a restart never repeats a step that was asked for: after a
 //!   restart an SMS still `requested` is looked for in the modem and sent only if it is not
-//!   there; a call still `requested` is recorded as failed and not placed again;
+//!   there; a webhook request is posted again marked `resume`; a call still `requested` is
+//!   recorded as failed and not placed again;
 //! - fallback never replaces escalation: tiers go on as before.
 
 use std::collections::BTreeMap;
@@ -510,7 +511,11 @@ impl Engine {
                         continue;
                     }
                     match c.channel {
-                        Channel::Sms => requests.push((c.staff_id.clone(), c.channel, c.step)),
+                        // The modem holds an SMS it was asked for (looked for before sending
+                        // again); the platform is told the request is a resume.
+                        Channel::Sms | Channel::Webhook => {
+                            requests.push((c.staff_id.clone(), c.channel, c.step))
+                        }
                         Channel::Call => {
                             c.outcome = Outcome::Failed;
                             c.detail = Some(

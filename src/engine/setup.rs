@@ -149,6 +149,8 @@ pub struct Setup {
 pub enum Channel {
     Sms,
     Call,
+    /// A request to the district platform (`webhook_url`), which texts or calls the person.
+    Webhook,
 }
 
 impl Channel {
@@ -156,11 +158,12 @@ impl Channel {
         match self {
             Channel::Sms => "sms",
             Channel::Call => "call",
+            Channel::Webhook => "webhook",
         }
     }
 
     pub fn parse(s: &str) -> Option<Channel> {
-        [Channel::Sms, Channel::Call]
+        [Channel::Sms, Channel::Call, Channel::Webhook]
             .into_iter()
             .find(|c| c.as_str() == s)
     }
@@ -190,6 +193,8 @@ impl Channels {
         match c {
             Channel::Sms => self.sms,
             Channel::Call => self.call,
+            // The platform texts or calls them: either will do.
+            Channel::Webhook => self.sms || self.call,
         }
     }
 }

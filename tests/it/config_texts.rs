@@ -348,14 +348,49 @@ fn mistakes_in_the_fallback_section_and_the_staffs_channels() {
         &path,
         dir.path(),
         expect![[r#"
-        $DIR/bandgate.toml: staff[3].channels[1]: unknown channel "wechat"; fix: use "mqtt" (the duty app), "sms" and "call", e.g. channels = ["sms", "call"] for a guardian without the app
-        $DIR/bandgate.toml: fallback.ring_for: the duration "0s" is zero; fix: give a time longer than zero, e.g. "40s"
-        $DIR/bandgate.toml: fallback.steps[1]: unknown step "cal" (did you mean "call"?); fix: each step is "sms" or "call", e.g. steps = ["sms", "call", "call"]
-        $DIR/bandgate.toml: fallback.steps[2]: unknown step "fax"; fix: each step is "sms" or "call", e.g. steps = ["sms", "call", "call"]
-        $DIR/bandgate.toml: fallback.step_every: 1 gaps for 3 steps; the ladder needs one gap between each two steps, so 2; fix: give 2 durations, e.g. step_every = ["60s", "120s"]
-        $DIR/bandgate.toml: fallback.modem: "/dev/ttyUSB2" is neither "auto", "none" nor a modem's D-Bus path; fix: use "auto" (the first modem ModemManager lists), or the path `mmcli -L` prints, e.g. "/org/freedesktop/ModemManager1/Modem/0"
-        $DIR/bandgate.toml: fallback.webhook_url: the webhook channel is not available in this version of bandgate: no request would ever be posted; fix: remove webhook_url and webhook_secret_file; SMS and calls go through the modem
-        $DIR/bandgate.toml: staff[3].phone: "li" is reached by SMS or call only, but has no phone number: this person would never be reached; fix: add phone = "138..."
+            $DIR/bandgate.toml: staff[3].channels[1]: unknown channel "wechat"; fix: use "mqtt" (the duty app), "sms" and "call", e.g. channels = ["sms", "call"] for a guardian without the app
+            $DIR/bandgate.toml: fallback.ring_for: the duration "0s" is zero; fix: give a time longer than zero, e.g. "40s"
+            $DIR/bandgate.toml: fallback.steps[1]: unknown step "cal" (did you mean "call"?); fix: each step is "sms", "call" or "webhook", e.g. steps = ["sms", "call", "call"]
+            $DIR/bandgate.toml: fallback.steps[2]: unknown step "fax"; fix: each step is "sms", "call" or "webhook", e.g. steps = ["sms", "call", "call"]
+            $DIR/bandgate.toml: fallback.step_every: 1 gaps for 3 steps; the ladder needs one gap between each two steps, so 2; fix: give 2 durations, e.g. step_every = ["60s", "120s"]
+            $DIR/bandgate.toml: fallback.modem: "/dev/ttyUSB2" is neither "auto", "none" nor a modem's D-Bus path; fix: use "auto" (the first modem ModemManager lists), or the path `mmcli -L` prints, e.g. "/org/freedesktop/ModemManager1/Modem/0"
+            $DIR/bandgate.toml: fallback.webhook_secret_file: webhook_url is set but webhook_secret_file is not: requests would go unsigned; fix: add webhook_secret_file = "/etc/bandgate/webhook-secret" (the shared HMAC key, one line, chmod 640 root:bandgate)
+            $DIR/bandgate.toml: staff[3].phone: "li" is reached by SMS or call only, but has no phone number: this person would never be reached; fix: add phone = "138..."
+        "#]],
+    );
+    // The webhook: a bad address, a secret every user can read, a step without a URL.
+    let secret = dir.path().join("webhook-secret");
+    std::fs::write(&secret, "k\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let path = example_in(dir.path(), |t| {
+        let t = with_fallback(t);
+        swap(
+            t,
+            "ring_for = \"40s\"",
+            "ring_for = \"40s\"\nwebhook_url = \"ftp://platform\"\nwebhook_secret_file = \"webhook-secret\"",
+        )
+    });
+    check(
+        &path,
+        dir.path(),
+        expect![[r#"
+        $DIR/bandgate.toml: fallback.webhook_url: "ftp://platform" is not a webhook address: it must start with https:// (or http:// on a trusted network); fix: write the platform's address, e.g. "https://platform.example/bandgate/fallback"
+        $DIR/bandgate.toml: fallback.webhook_secret_file: $DIR/webhook-secret is readable by every user: anyone on the gateway could sign requests; fix: sudo chown root:bandgate $DIR/webhook-secret && sudo chmod 640 $DIR/webhook-secret
+    "#]],
+    );
+    let path = example_in(dir.path(), |t| {
+        let t = with_fallback(t);
+        swap(
+            t,
+            "steps = [\"sms\", \"call\", \"call\"]",
+            "steps = [\"webhook\", \"call\", \"call\"]",
+        )
+    });
+    check(
+        &path,
+        dir.path(),
+        expect![[r#"
+        $DIR/bandgate.toml: fallback.steps: a "webhook" step, but no webhook_url: the step could never be taken; fix: add webhook_url and webhook_secret_file under [fallback], or remove the step
     "#]],
     );
     // Without [fallback], a person without the app is never reached; ranges are warned about.

@@ -32,3 +32,4 @@ mod store;
 mod store_recover;
 mod storms;
 mod vectors;
+mod webhook;

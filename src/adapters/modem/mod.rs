@@ -93,6 +93,8 @@ pub struct ModemSettings {
 pub struct ModemLink {
     pub jobs: mpsc::Sender<ContactJob>,
     pub reports: mpsc::Receiver<ContactReport>,
+    /// For the other channels (the webhook) to report into the same stream.
+    pub report_tx: mpsc::Sender<ContactReport>,
     pub health: watch::Receiver<ModemHealth>,
 }
 
@@ -104,10 +106,11 @@ pub fn start(settings: ModemSettings) -> ModemLink {
     let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE);
     let (reports_tx, reports) = mpsc::channel(JOB_QUEUE);
     let (health_tx, health) = watch::channel(ModemHealth::default());
-    tokio::spawn(run(settings, jobs_rx, reports_tx, health_tx));
+    tokio::spawn(run(settings, jobs_rx, reports_tx.clone(), health_tx));
     ModemLink {
         jobs: jobs_tx,
         reports,
+        report_tx: reports_tx,
         health,
     }
 }
@@ -484,6 +487,15 @@ impl Shared {
                 Ok((outcome, detail)) => self.report(&job, outcome, detail).await,
                 Err(e) => self.failed(&job, e).await,
             },
+            // Routed to the webhook task by the daemon; never here.
+            Channel::Webhook => {
+                self.report(
+                    &job,
+                    Outcome::Failed,
+                    Some("a webhook step reached the modem".into()),
+                )
+                .await
+            }
         }
     }
 

@@ -18,8 +18,8 @@ use crate::engine::fallback::OnDuty;
 use crate::engine::{Action, Alert, DeviceState, Grouping, Output, Resolution, Setup};
 
 pub use link::{
-    connect, connect_with, Broker, LinkEvent, MqttLink, MqttSettings, MAX_INCOMING_PACKET,
-    PUBLISH_QUEUE,
+    connect, connect_with, tls_config, Broker, LinkEvent, MqttLink, MqttSettings,
+    MAX_INCOMING_PACKET, PUBLISH_QUEUE,
 };
 
 /// Largest phone message parsed; anything longer is refused unread.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::adapters::webhook::WebhookUrl;
 use crate::config::diagnose::{closest, Check};
 use crate::engine::{Channel, Channels, Fallback, Staff, CALL_GAP};
 
@@ -44,11 +45,29 @@ pub enum ModemChoice {
     Path(String),
 }
 
-/// `[fallback]`, checked: the engine's policy and the adapter's modem.
+/// `[fallback]`, checked: the engine's policy and the adapters' settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FallbackConfig {
     pub policy: Fallback,
     pub modem: ModemChoice,
+    pub webhook: Option<Webhook>,
+}
+
+/// `webhook_url` and the key of `webhook_secret_file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: WebhookUrl,
+    pub secret: Secret,
+}
+
+/// A shared key: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 impl Check {
@@ -137,18 +156,7 @@ impl Check {
                 ModemChoice::Auto
             }
         };
-        if raw.webhook_url.is_some() || raw.webhook_secret_file.is_some() {
-            let key = if raw.webhook_url.is_some() {
-                "fallback.webhook_url"
-            } else {
-                "fallback.webhook_secret_file"
-            };
-            self.problem(
-                key,
-                "the webhook channel is not available in this version of bandgate: no request would ever be posted",
-                "remove webhook_url and webhook_secret_file; SMS and calls go through the modem",
-            );
-        }
+        let webhook = self.webhook(raw.webhook_url, raw.webhook_secret_file, &steps);
         for (id, s) in staff {
             let (i, c) = channels.get(id).copied().unwrap_or_default();
             let reachable = steps.iter().any(|step| c.has(*step));
@@ -189,6 +197,106 @@ impl Check {
                 channels,
             },
             modem,
+            webhook,
+        })
+    }
+
+    /// `webhook_url` and `webhook_secret_file`: both or neither; the URL parsed, the secret
+    /// read (not world-readable); a `"webhook"` step needs them, and they want such a step.
+    fn webhook(
+        &mut self,
+        url: Option<String>,
+        secret_file: Option<String>,
+        steps: &[Channel],
+    ) -> Option<Webhook> {
+        let uses = steps.contains(&Channel::Webhook);
+        match (&url, &secret_file) {
+            (None, None) => {
+                if uses {
+                    self.problem(
+                        "fallback.steps",
+                        "a \"webhook\" step, but no webhook_url: the step could never be taken",
+                        "add webhook_url and webhook_secret_file under [fallback], or remove the step",
+                    );
+                }
+                return None;
+            }
+            (Some(_), None) => {
+                self.problem(
+                    "fallback.webhook_secret_file",
+                    "webhook_url is set but webhook_secret_file is not: requests would go unsigned",
+                    "add webhook_secret_file = \"/etc/bandgate/webhook-secret\" (the shared HMAC key, one line, chmod 640 root:bandgate)",
+                );
+                return None;
+            }
+            (None, Some(_)) => {
+                self.problem(
+                    "fallback.webhook_url",
+                    "webhook_secret_file is set but webhook_url is not",
+                    "add webhook_url = \"https://platform.example/bandgate/fallback\", or remove webhook_secret_file",
+                );
+                return None;
+            }
+            (Some(_), Some(_)) => {}
+        }
+        let (url, secret_file) = (url?, secret_file?);
+        let parsed = match WebhookUrl::parse(url.trim()) {
+            Ok(u) => Some(u),
+            Err(why) => {
+                self.problem(
+                    "fallback.webhook_url",
+                    format!("{url:?} is not a webhook address: {why}"),
+                    "write the platform's address, e.g. \"https://platform.example/bandgate/fallback\"",
+                );
+                None
+            }
+        };
+        let path = self.path(&secret_file);
+        let shown = path.display().to_string();
+        let secret = match std::fs::read_to_string(&path) {
+            Ok(s) if s.trim().is_empty() => {
+                self.problem(
+                    "fallback.webhook_secret_file",
+                    format!("{shown} is empty"),
+                    "write the key shared with the platform into it, on one line",
+                );
+                None
+            }
+            Ok(s) => {
+                use std::os::unix::fs::PermissionsExt;
+                let world = std::fs::metadata(&path)
+                    .map(|m| m.permissions().mode() & 0o004 != 0)
+                    .unwrap_or(false);
+                if world {
+                    self.problem(
+                        "fallback.webhook_secret_file",
+                        format!("{shown} is readable by every user: anyone on the gateway could sign requests"),
+                        format!("sudo chown root:bandgate {shown} && sudo chmod 640 {shown}"),
+                    );
+                    None
+                } else {
+                    Some(Secret(s.trim().as_bytes().to_vec()))
+                }
+            }
+            Err(e) => {
+                self.problem(
+                    "fallback.webhook_secret_file",
+                    format!("cannot read {shown}: {e}"),
+                    "check the path and that the bandgate user may read the file",
+                );
+                None
+            }
+        };
+        if !uses {
+            self.warning(
+                "fallback.webhook_url",
+                "set, but no step of the ladder is \"webhook\": nothing is ever posted",
+                "add \"webhook\" to steps, e.g. steps = [\"webhook\", \"call\"]",
+            );
+        }
+        Some(Webhook {
+            url: parsed?,
+            secret: secret?,
         })
     }
 
@@ -217,13 +325,13 @@ impl Check {
             match Channel::parse(s) {
                 Some(c) => steps.push(c),
                 None => {
-                    let hint = closest(s, &["sms", "call"])
+                    let hint = closest(s, &["sms", "call", "webhook"])
                         .map(|n| format!(" (did you mean {n:?}?)"))
                         .unwrap_or_default();
                     self.problem(
                         &format!("fallback.steps[{i}]"),
                         format!("unknown step {s:?}{hint}"),
-                        "each step is \"sms\" or \"call\", e.g. steps = [\"sms\", \"call\", \"call\"]",
+                        "each step is \"sms\", \"call\" or \"webhook\", e.g. steps = [\"sms\", \"call\", \"call\"]",
                     );
                 }
             }
