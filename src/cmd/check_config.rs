@@ -26,6 +26,9 @@ pub fn check_config(path: &Path) -> Result<Done, Failure> {
 /// `[fallback]`: whether the modem is there now (a missing modem is a warning, not an error:
 /// MQTT paging does not need it).
 fn modem_line(choice: &ModemChoice) -> String {
+    if *choice == ModemChoice::None {
+        return "modem: none (fallback.modem = \"none\"): every SMS and call step is recorded as failed".into();
+    }
     let probe = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

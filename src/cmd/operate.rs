@@ -470,6 +470,59 @@ mod tests {
     }
 
     #[test]
+    fn alerts_list_the_fallback_contacts() {
+        use crate::adapters::control::ContactLine;
+        let at: Timestamp = "2026-11-23T03:44:59.120Z".parse().unwrap();
+        let a = AlertSummary {
+            alert_id: "17-42".into(),
+            kind: "sos".into(),
+            state: "open".into(),
+            tier: 1,
+            device_id: Some(17),
+            resident_id: Some("r017".into()),
+            resident_name: Some("王秀英".into()),
+            raised_at: Timestamp::UNIX_EPOCH,
+            age_s: 60,
+            cancel_requested: false,
+            notified: vec!["zhang".into()],
+            delivered_to: vec![],
+            acked_by: None,
+            acked_at: None,
+            resolved_by: None,
+            resolution: None,
+            detail: None,
+            contacts: vec![
+                ContactLine {
+                    staff_id: "zhang".into(),
+                    channel: "sms".into(),
+                    step: 1,
+                    at,
+                    outcome: "delivered".into(),
+                    detail: None,
+                },
+                ContactLine {
+                    staff_id: "zhang".into(),
+                    channel: "call".into(),
+                    step: 2,
+                    at,
+                    outcome: "failed".into(),
+                    detail: Some("no modem".into()),
+                },
+            ],
+        };
+        let text = alerts_text(&[a]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            &lines[2..],
+            [
+                "17-42: sms zhang step 1 at 2026-11-23T03:44:59Z: delivered",
+                "17-42: call zhang step 2 at 2026-11-23T03:44:59Z: failed (no modem)"
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
     fn ages_read_like_a_person_would_say_them() {
         assert_eq!(age(5), "5s");
         assert_eq!(age(200), "3m 20s");

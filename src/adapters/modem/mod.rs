@@ -553,7 +553,7 @@ async fn run(
         reports,
     });
     let mut tick = tokio::time::interval(HEALTH_EVERY);
-    let mut said: Option<ModemHealth> = None;
+    let mut said: Option<(bool, Option<bool>, Option<bool>)> = None;
     let mut seen_warned = HashSet::new();
     loop {
         tokio::select! {
@@ -563,9 +563,11 @@ async fn run(
             }
             _ = tick.tick() => {
                 let h = shared.health().await;
-                if said.as_ref() != Some(&h) {
+                // Logged when it changes, the signal aside (it moves all the time).
+                let state = (h.present, h.sim_ready, h.registered);
+                if said != Some(state) {
                     log_health(&shared.settings.choice, &h, said.is_none());
-                    said = Some(h.clone());
+                    said = Some(state);
                 }
                 health.send_replace(h);
                 if let Err(e) = shared.status_reports().await {
