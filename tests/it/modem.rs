@@ -247,6 +247,19 @@ fn an_sos_nobody_confirms_is_texted_at_the_deadline_then_called_all_in_the_docum
         serde_json::json!([{"staff_id": "zhang", "name": "张伟", "console": null}]),
         "{status}"
     );
+    let out = site.cli("status", &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\nmodem    present, SIM ready, registered, signal 71%\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\non duty  张伟 (zhang): no console seen\n"),
+        "{text}"
+    );
+    let out = site.cli("alerts", &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("17-42: sms zhang step 1 at "), "{text}");
     gw.wait_log("fallback outcome");
 }
 
