@@ -10,41 +10,51 @@
 #                                  # prints its own table, writes bench/results-ble.json
 #   bench/run.sh --only ble --compare /path/to/older/bandgate   # both binaries, same feed
 #   bench/run.sh --soak 120        # only the soak, 120 minutes (writes bench/soak.json)
+#   bench/run.sh --only console    # SOS -> alert visible on the duty console in headless Chromium
+#                                  # (examples/console_bench.rs; needs chromium and
+#                                  # `npm ci --prefix tests/console`); writes bench/results-console.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=()
 only=""
+console_sos=100
 ble_args=()
 out=bench/results.json
 soak=false
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) quick+=(--quick); ble_args+=(--trials 20 --flood 20000) ;;
+        --quick) quick+=(--quick); ble_args+=(--trials 20 --flood 20000); console_sos=20 ;;
         # e.g. --only latency,timers (parts: latency, search, steady, timers, ble)
         --only) only="$2"; shift ;;
         --compare) ble_args+=(--bin "before=$2"); shift ;;
         --soak) quick+=(--soak "$2"); out=bench/soak.json; soak=true; shift ;;
-        *) echo "usage: bench/run.sh [--quick] [--only latency,search,steady,timers,ble] [--compare BIN] [--soak MINUTES]" >&2; exit 64 ;;
+        *) echo "usage: bench/run.sh [--quick] [--only latency,search,steady,timers,ble,console] [--compare BIN] [--soak MINUTES]" >&2; exit 64 ;;
     esac
     shift
 done
-# The BLE part runs apart from the replay-source parts (examples/e2e.rs).
+# The BLE and console parts run apart from the replay-source parts (examples/e2e.rs).
 run_ble=false
+run_console=false
 e2e_only=""
 if [ -z "$only" ]; then
     run_ble=true
+    run_console=true
 else
     IFS=, read -ra parts <<< "$only"
     for p in "${parts[@]}"; do
-        if [ "$p" = ble ]; then run_ble=true; else e2e_only="${e2e_only:+$e2e_only,}$p"; fi
+        case "$p" in
+            ble) run_ble=true ;;
+            console) run_console=true ;;
+            *) e2e_only="${e2e_only:+$e2e_only,}$p" ;;
+        esac
     done
 fi
 run_e2e=true
 if [ -n "$only" ] && [ -z "$e2e_only" ]; then run_e2e=false; fi
 [ -n "$e2e_only" ] && quick+=(--only "$e2e_only")
 # The soak runs alone.
-if $soak; then run_e2e=true; run_ble=false; fi
+if $soak; then run_e2e=true; run_ble=false; run_console=false; fi
 ble_python=python3
 if ! python3 -c 'import dbus, dbusmock' 2>/dev/null && [ -x /usr/bin/python3 ]; then
     ble_python=/usr/bin/python3
@@ -57,7 +67,7 @@ if [ -z "$mosquitto" ]; then
 fi
 
 echo "== building (release)" >&2
-cargo build --release --quiet --bin bandgate --example e2e --example ble_bench
+cargo build --release --quiet --bin bandgate --example e2e --example ble_bench --example console_bench
 
 work=target/bench-e2e
 mkdir -p "$work"
@@ -122,6 +132,12 @@ if $run_ble; then
         --port "$port" --work target/bench-ble --out bench/results-ble.json --python "$ble_python"
     stamp bench/results-ble.json
     echo "results: bench/results-ble.json"
+fi
+if $run_console; then
+    target/release/examples/console_bench --bin target/release/bandgate --sos "$console_sos" \
+        --json bench/results-console.json
+    stamp bench/results-console.json
+    echo "results: bench/results-console.json"
 fi
 after=$(uptime | sed 's/.*load average: //')
 echo "machine: $model, $(nproc) cores; load average before: $before; after: $after"

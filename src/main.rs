@@ -166,6 +166,22 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Print a staff member's sign-in link to the duty console ([web]), with a QR code to scan
+    /// with their phone; makes them an MQTT password unless one is given.
+    ConsoleLink {
+        /// The person's staff id ([[staff]] id, also their MQTT user name).
+        staff_id: String,
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The host name or address phones reach the gateway by (default: [web] listen's
+        /// address, else this machine's address on its default route).
+        #[arg(long)]
+        host: Option<String>,
+        /// The person's existing MQTT password (default: a new one, with the command that gives
+        /// it to Mosquitto).
+        #[arg(long)]
+        password: Option<String>,
+    },
     /// See it work: simulated bands, a broker on this machine, and the duty phones' view of one
     /// SOS alert from the press to resolved (about 30 s; no radio, no outside broker).
     ///
@@ -178,6 +194,10 @@ enum Command {
         /// Language of the pages' text: zh-CN (the example community's) or en.
         #[arg(long)]
         locale: Option<String>,
+        /// Seconds before the scripted SOS: time to open the duty console first (its link is
+        /// printed at the start), tap 开始值班 and answer the alert yourself.
+        #[arg(long, default_value_t = 3)]
+        sos_after: u64,
     },
     /// Check bandgate.toml, the key file and the environment overrides without starting.
     ///
@@ -252,7 +272,26 @@ fn dispatch(command: Command) -> Result<Done, Failure> {
             keys,
             config,
         } => cmd::enrol::enrol(device_id, &resident, keys, config),
-        Command::Demo { broker, locale } => cmd::demo::demo(cmd::demo::DemoArgs { broker, locale }),
+        Command::ConsoleLink {
+            staff_id,
+            config,
+            host,
+            password,
+        } => cmd::console_link::console_link(cmd::console_link::LinkArgs {
+            config: &config,
+            staff_id: &staff_id,
+            host,
+            password,
+        }),
+        Command::Demo {
+            broker,
+            locale,
+            sos_after,
+        } => cmd::demo::demo(cmd::demo::DemoArgs {
+            broker,
+            locale,
+            sos_after: std::time::Duration::from_secs(sos_after),
+        }),
     }
 }
 

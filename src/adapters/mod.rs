@@ -16,6 +16,7 @@ pub mod mqtt;
 pub mod replay;
 pub mod simulate;
 pub mod store;
+pub mod web;
 pub mod webhook;
 
 pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Lane};

@@ -30,17 +30,21 @@ const EXAMPLE_KEYS: &str = include_str!("../../config/keys.toml");
 pub const ACK_TIMEOUT: &str = "6s";
 pub const RENOTIFY_EVERY: &str = "3s";
 pub const RESOLVED_RETENTION: &str = "5s";
-/// When the scripted band presses SOS, after the start.
-const SOS_AFTER: Duration = Duration::from_secs(3);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// The demo gives up (exit 1) if the alert has not been cleared by then.
+/// The demo gives up (exit 1) if the alert has not been cleared this long after the SOS.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(90);
+/// ... or this long, once a person on the duty console took the alert over.
+const GIVE_UP_WITH_A_PERSON: Duration = Duration::from_secs(15 * 60);
+/// The password the demo's console links carry (the demo's broker takes anyone).
+const DEMO_PASSWORD: &str = "demo";
 
 #[derive(Debug, Clone)]
 pub struct DemoArgs {
     pub broker: BrokerChoice,
     /// `zh-CN` or `en`; `None` keeps the example's (zh-CN).
     pub locale: Option<String>,
+    /// When the scripted band presses SOS, after the start.
+    pub sos_after: Duration,
 }
 
 /// How the demo ended.
@@ -75,21 +79,27 @@ pub fn log_path(dir: &Path) -> PathBuf {
 /// Runs the demo in `dir` (from `prepare_dir`) until the alert is cleared or Ctrl-C.
 pub fn run(args: DemoArgs, dir: &Path) -> anyhow::Result<Ending> {
     let broker = broker::Broker::start(args.broker, dir)?;
-    let cfg = write_community(dir, broker.port, args.locale.as_deref())?;
+    let web_port = mosquitto::free_port()?;
+    let cfg = write_community(dir, &broker, web_port, args.locale.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let ending = runtime.block_on(run_async(cfg, &broker, dir));
+    let ending = runtime.block_on(run_async(cfg, &broker, dir, args.sos_after));
     drop(broker);
     ending
 }
 
-async fn run_async(cfg: Config, broker: &broker::Broker, dir: &Path) -> anyhow::Result<Ending> {
+async fn run_async(
+    cfg: Config,
+    broker: &broker::Broker,
+    dir: &Path,
+    sos_after: Duration,
+) -> anyhow::Result<Ending> {
     let topics = Topics::new(cfg.mqtt.topic_prefix.clone());
     let band = sos_band(&cfg).context("the example community has no resident with a band")?;
-    intro(&cfg, broker, dir, band);
+    intro(&cfg, broker, dir, band, sos_after);
 
     // The phones subscribe before the gateway starts, so they miss nothing.
     let phones = phones::Phones::connect(&cfg, topics.clone(), broker.port).await?;
@@ -97,7 +107,7 @@ async fn run_async(cfg: Config, broker: &broker::Broker, dir: &Path) -> anyhow::
     let settings = SimulateSettings {
         heartbeat_every: HEARTBEAT_EVERY,
         random_alarm_every: None,
-        script: vec![(SOS_AFTER, band, BandEvent::Sos)],
+        script: vec![(sos_after, band, BandEvent::Sos)],
         ..SimulateSettings::new(
             cfg.setup.residents.keys().copied().collect(),
             cfg.ble.company_id,
@@ -105,7 +115,18 @@ async fn run_async(cfg: Config, broker: &broker::Broker, dir: &Path) -> anyhow::
     };
     let opts = crate::daemon::RunOptions {
         simulate: Some(settings),
+        console_mqtt_version: Some(broker.ws_mqtt_version),
         ..Default::default()
+    };
+    let person = phones.person_took_over();
+    let give_up = async move {
+        tokio::time::sleep(sos_after + GIVE_UP_AFTER).await;
+        let until = tokio::time::Instant::now() + GIVE_UP_WITH_A_PERSON;
+        while person.load(std::sync::atomic::Ordering::Relaxed)
+            && tokio::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut daemon = tokio::spawn(crate::daemon::run(cfg, opts, async {
@@ -119,8 +140,8 @@ async fn run_async(cfg: Config, broker: &broker::Broker, dir: &Path) -> anyhow::
             Ok(Err(e)) => e.context("the gateway failed"),
             Err(e) => anyhow::anyhow!("the gateway panicked: {e}"),
         }),
-        _ = tokio::time::sleep(GIVE_UP_AFTER) => Err(anyhow::anyhow!(
-            "the alert was not through within {} s; see the log {}",
+        _ = give_up => Err(anyhow::anyhow!(
+            "the alert was not through within {} s of the SOS; see the log {}",
             GIVE_UP_AFTER.as_secs(),
             log_path(dir).display()
         )),
@@ -159,7 +180,7 @@ fn sos_band(cfg: &Config) -> Option<u32> {
         .map(|r| r.device_id)
 }
 
-fn intro(cfg: &Config, broker: &broker::Broker, dir: &Path, band: u32) {
+fn intro(cfg: &Config, broker: &broker::Broker, dir: &Path, band: u32, sos_after: Duration) {
     let resident = cfg
         .setup
         .resident(band)
@@ -186,7 +207,7 @@ fn intro(cfg: &Config, broker: &broker::Broker, dir: &Path, band: u32) {
         "  script     {} bands heartbeat every {} s; {resident}'s band ({band}) presses SOS after {} s;",
         cfg.setup.residents.len(),
         HEARTBEAT_EVERY.as_secs(),
-        SOS_AFTER.as_secs()
+        sos_after.as_secs()
     );
     println!(
         "             nobody on tier 1 answers; a tier-2 person acks, goes on scene, resolves"
@@ -194,12 +215,40 @@ fn intro(cfg: &Config, broker: &broker::Broker, dir: &Path, band: u32) {
     println!(
         "  phones     subscribed to {prefix}/notify/# and {prefix}/alerts/# (and devices/+/state)"
     );
+    if let Some(web) = &cfg.web {
+        let port = web.listen.port();
+        println!(
+            "  console    the duty page: http://127.0.0.1:{port}/ (MQTT {} over WebSockets on port {})",
+            if broker.ws_mqtt_version == 5 { "5" } else { "3.1.1" },
+            broker.ws_port
+        );
+        for staff in cfg.setup.staff.values() {
+            println!(
+                "             sign in as {} ({}): {}",
+                staff.name,
+                staff.id,
+                super::console_link::link("http", "127.0.0.1", port, &staff.id, DEMO_PASSWORD)
+            );
+        }
+        println!(
+            "             open a link, tap 开始值班: it rings when its person is paged. Answer there and the"
+        );
+        println!(
+            "             scripted phones step back. More time before the SOS: demo --sos-after 60"
+        );
+    }
     println!();
 }
 
 /// Writes the example community with the demo's broker, state directory and short timers,
 /// and loads it as the daemon would.
-fn write_community(dir: &Path, port: u16, locale: Option<&str>) -> anyhow::Result<Config> {
+fn write_community(
+    dir: &Path,
+    broker: &broker::Broker,
+    web_port: u16,
+    locale: Option<&str>,
+) -> anyhow::Result<Config> {
+    let port = broker.port;
     use std::os::unix::fs::PermissionsExt;
 
     let mut doc: toml::Table = EXAMPLE_CONFIG
@@ -238,6 +287,16 @@ fn write_community(dir: &Path, port: u16, locale: Option<&str>) -> anyhow::Resul
             ),
             ("renotify_every", s(RENOTIFY_EVERY)),
             ("repeat_every", s(RENOTIFY_EVERY)),
+        ],
+    );
+    section(
+        "web",
+        vec![
+            ("listen", s(&format!("127.0.0.1:{web_port}"))),
+            (
+                "broker_url",
+                s(&format!("ws://{{host}}:{}", broker.ws_port)),
+            ),
         ],
     );
     let text = format!(

@@ -4,6 +4,7 @@
 
 pub mod check_config;
 pub mod cli;
+pub mod console_link;
 pub mod decode;
 pub mod demo;
 pub mod enrol;

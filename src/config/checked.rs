@@ -35,6 +35,8 @@ pub struct Config {
     pub modem: Option<ModemChoice>,
     /// `[fallback] webhook_url` with its key.
     pub webhook: Option<Webhook>,
+    /// `[web]`: the duty console, served only when the section is present.
+    pub web: Option<Web>,
     /// Values that are allowed but outside their recommended range (see `bounds`):
     /// `check-config` lists them, the daemon logs them at start.
     pub warnings: Vec<Problem>,
@@ -79,6 +81,24 @@ impl Source {
             Source::Simulate => "simulate",
         }
     }
+}
+
+/// `[web]`, checked: where the duty console is served and where its page connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Web {
+    pub listen: std::net::SocketAddr,
+    /// HTTPS when set: only a secure context gets Wake Lock, notifications and an offline cache.
+    pub tls: Option<ConsoleTls>,
+    /// What the page connects to; `{host}` is replaced (in the page) by the host it was loaded
+    /// from.
+    pub broker_url: String,
+}
+
+/// The console's certificate chain and private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[mqtt]`, checked.
@@ -158,6 +178,11 @@ fn build(check: &mut Check, tree: Value, cut: Option<ResidentEntries<'_>>) -> Op
         .fallback
         .take()
         .map(|v| check.section("fallback", Some(v)));
+    let web = top
+        .web
+        .take()
+        .map(|v| check.section("web", Some(v)))
+        .map(|raw| check.web(raw));
 
     let ble = check.ble(ble);
     let mqtt = check.mqtt(mqtt, site.site_id.as_deref().unwrap_or(""));
@@ -210,6 +235,10 @@ fn build(check: &mut Check, tree: Value, cut: Option<ResidentEntries<'_>>) -> Op
         publish_vitals,
         modem: fallback.as_ref().map(|f| f.modem.clone()),
         webhook: fallback.and_then(|f| f.webhook),
+        web: match web {
+            None => None,
+            Some(w) => Some(w?),
+        },
         warnings: std::mem::take(&mut check.warnings),
     })
 }

@@ -20,7 +20,7 @@ pub mod summary;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use checked::{load, Ble, Config, Mqtt, Radio, Source};
+pub use checked::{load, Ble, Config, ConsoleTls, Mqtt, Radio, Source, Web};
 pub use sections::mqtt::parse_broker_url;
 
 /// Where the daemon and `check-config` look when no `--config` is given.

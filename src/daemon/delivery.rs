@@ -16,9 +16,14 @@
 //!   memory, in order, published like durable ones (and again after a reconnect), and committed
 //!   when the store works again (retried with back-off). Held messages are bounded: past
 //!   [`MAX_HELD`] a message superseded by a newer one for the same alert and person is
-//!   dropped first; an alert's first page never is.
+//!   dropped first; an alert's first page never is;
+//! - volatile messages (status, device state) are never stored, but not thrown away either
+//!   when the link is full or gone: they are *parked*, the latest per topic (they are retained
+//!   documents: only the newest matters), and handed on a few at a time as the link drains,
+//!   after the outbox's rows, so that 5,000 bands falling silent at once cannot crowd out a
+//!   page. Parked messages are bounded ([`MAX_PARKED`], oldest dropped first).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::adapters::store::OutboxMessage;
@@ -32,6 +37,11 @@ pub const MAX_HELD: usize = 10_000;
 pub const HELD_ID_BASE: u64 = 1 << 61;
 /// Link ids from here up are volatile (status, device state): never stored, never re-sent.
 pub const VOLATILE_ID_BASE: u64 = 1 << 62;
+/// Volatile messages parked (distinct topics) before the oldest are dropped.
+pub const MAX_PARKED: usize = 20_000;
+/// Volatile messages handed to the link and not yet written, at most: the rest of the link's
+/// queue stays free for pages.
+pub const VOLATILE_IN_LINK: usize = 64;
 /// First and longest wait before committing held state again.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -114,6 +124,15 @@ pub struct Delivery {
     retry_every: Duration,
     /// Counters for logs and status.
     dropped_held: u64,
+    /// Volatile messages waiting for room in the link, latest per topic, in parking order.
+    parked: BTreeMap<u64, OutboxMessage>,
+    parked_topics: HashMap<String, u64>,
+    next_parking: u64,
+    /// Volatile publishes queued or handed to the link and not yet written.
+    volatile_in_link: usize,
+    /// The volatile message being handed (so that a refusal can park it).
+    handing: Option<OutboxMessage>,
+    dropped_parked: u64,
 }
 
 impl Default for Delivery {
@@ -142,6 +161,12 @@ impl Delivery {
             retry_at: None,
             retry_every: RETRY_MIN,
             dropped_held: 0,
+            parked: BTreeMap::new(),
+            parked_topics: HashMap::new(),
+            next_parking: 0,
+            volatile_in_link: 0,
+            handing: None,
+            dropped_parked: 0,
         }
     }
 
@@ -172,15 +197,88 @@ impl Delivery {
     }
 
     /// A message that is never stored (gateway status, device state, the last will's twin).
-    /// Returns its link id, or `None` when the broker is not there.
+    /// Returns its link id when it goes to the link now, or `None` when it was parked (the
+    /// broker is not there, or the link has no room for it yet).
     pub fn volatile(&mut self, message: OutboxMessage) -> Option<u64> {
-        if !self.connected {
+        if !self.connected || self.stalled || !self.parked.is_empty() {
+            self.park(message);
+            self.release_parked();
             return None;
         }
+        if self.volatile_in_link >= VOLATILE_IN_LINK {
+            self.park(message);
+            return None;
+        }
+        Some(self.queue_volatile(message))
+    }
+
+    /// The last word before a clean disconnect (the offline status): handed at once, ahead
+    /// of anything parked; `None` when the broker is not there.
+    pub fn volatile_now(&mut self, message: OutboxMessage) -> Option<u64> {
+        self.connected.then(|| self.queue_volatile(message))
+    }
+
+    fn queue_volatile(&mut self, message: OutboxMessage) -> u64 {
         self.next_volatile_id += 1;
         let id = self.next_volatile_id;
+        self.volatile_in_link += 1;
         self.queue.push_back(Io::Publish { id, message });
-        Some(id)
+        id
+    }
+
+    /// Keeps the latest volatile message per topic until the link has room.
+    fn park(&mut self, message: OutboxMessage) {
+        if let Some(old) = self.parked_topics.remove(&message.topic) {
+            self.parked.remove(&old);
+        }
+        if self.parked.len() >= MAX_PARKED {
+            if let Some((_, oldest)) = self.parked.pop_first() {
+                self.parked_topics.remove(&oldest.topic);
+                self.dropped_parked += 1;
+            }
+        }
+        self.next_parking += 1;
+        self.parked_topics
+            .insert(message.topic.clone(), self.next_parking);
+        self.parked.insert(self.next_parking, message);
+    }
+
+    /// Hands parked volatile messages on while the link has room for them and no outbox row
+    /// waits to be read (pages first).
+    fn release_parked(&mut self) {
+        if !self.connected || self.stalled || self.backlog {
+            return;
+        }
+        while self.volatile_in_link < VOLATILE_IN_LINK {
+            let Some((_, message)) = self.parked.pop_first() else {
+                return;
+            };
+            self.parked_topics.remove(&message.topic);
+            self.queue_volatile(message);
+        }
+    }
+
+    /// Queued volatile publishes go back to the parking (the link is full or gone).
+    fn park_queued_volatiles(&mut self) {
+        let queued: Vec<OutboxMessage> = self
+            .queue
+            .iter()
+            .filter_map(|io| match io {
+                Io::Publish { id, message } if *id >= VOLATILE_ID_BASE => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        self.queue
+            .retain(|io| !matches!(io, Io::Publish { id, .. } if *id >= VOLATILE_ID_BASE));
+        self.volatile_in_link = self.volatile_in_link.saturating_sub(queued.len());
+        for m in queued {
+            self.park(m);
+        }
+    }
+
+    /// Volatile messages waiting for the link, and how many were dropped past the bound.
+    pub fn parked(&self) -> (usize, u64) {
+        (self.parked.len(), self.dropped_parked)
     }
 
     pub fn connected(&mut self) {
@@ -192,13 +290,19 @@ impl Delivery {
         for h in &mut self.held {
             h.handed = false;
         }
-        // Publishes queued before the drop were for the old connection; the read re-sends.
+        // Publishes queued before the drop were for the old connection; the read re-sends
+        // durable rows, volatile ones wait parked.
+        self.park_queued_volatiles();
         self.queue.retain(|io| !matches!(io, Io::Publish { .. }));
+        // The link forgot what it held.
+        self.volatile_in_link = 0;
     }
 
     pub fn disconnected(&mut self) {
         self.connected = false;
+        self.park_queued_volatiles();
         self.queue.retain(|io| !matches!(io, Io::Publish { .. }));
+        self.volatile_in_link = 0;
     }
 
     /// The broker has the message with this link id.
@@ -206,8 +310,11 @@ impl Delivery {
         // A stalled pump resumes as the link's queue drains (`poll_io` reads or hands on).
         self.stalled = false;
         if id >= VOLATILE_ID_BASE {
+            self.volatile_in_link = self.volatile_in_link.saturating_sub(1);
+            self.release_parked();
             return;
         }
+        self.release_parked();
         if id >= HELD_ID_BASE {
             self.held.retain(|h| h.id != id);
             return;
@@ -270,7 +377,12 @@ impl Delivery {
         self.waiting = match &io {
             Io::Commit { .. } => Waiting::Commit,
             Io::Read { .. } => Waiting::Read,
-            Io::Publish { id, .. } => Waiting::Publish(*id),
+            Io::Publish { id, message } => {
+                if *id >= VOLATILE_ID_BASE {
+                    self.handing = Some(message.clone());
+                }
+                Waiting::Publish(*id)
+            }
             Io::MarkSent(_) => Waiting::Nothing,
         };
         Some(io)
@@ -333,6 +445,7 @@ impl Delivery {
             Ok(rows) => {
                 if rows.len() < READ_BATCH {
                     self.backlog = false;
+                    self.release_parked();
                 }
                 if !self.connected {
                     self.backlog = true;
@@ -361,6 +474,18 @@ impl Delivery {
             return;
         };
         if id >= VOLATILE_ID_BASE {
+            let message = self.handing.take();
+            if !accepted {
+                // The link is full or gone: this one and the volatile ones queued behind it
+                // wait parked, and nothing more is handed before the link drains.
+                self.volatile_in_link = self.volatile_in_link.saturating_sub(1);
+                self.stalled = true;
+                self.park_queued_volatiles();
+                if let Some(m) = message {
+                    self.park(m);
+                }
+                self.drop_publishes();
+            }
             return;
         }
         if accepted {
@@ -372,6 +497,7 @@ impl Delivery {
         // The link's queue is full: the rest goes on a PUBACK (durable rows read back from
         // the store, held messages from memory).
         self.stalled = true;
+        self.park_queued_volatiles();
         if id >= HELD_ID_BASE {
             if let Some(h) = self.held.iter_mut().find(|h| h.id == id) {
                 h.handed = false;

@@ -800,7 +800,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         }
         let left = self.store.outbox_len().unwrap_or(0);
         let offline = mqtt::last_will(&self.site.topics, &self.site.gateway_id);
-        if let Some(id) = self.delivery.volatile(offline) {
+        if let Some(id) = self.delivery.volatile_now(offline) {
             self.drive();
             // Let the offline status go out before the DISCONNECT.
             let _ = tokio::time::timeout(Duration::from_millis(500), async {
@@ -829,7 +829,7 @@ fn class_of(output: &Output) -> Option<Class> {
         } => Some(Class::Latest(format!("notify/{staff_id}/{}", alert.id))),
         Output::AlertChanged(alert) => Some(Class::Latest(format!("alert/{}", alert.id))),
         Output::AlertCleared { alert_id } => Some(Class::Latest(format!("alert/{alert_id}"))),
-        Output::DeviceState(_) | Output::Contact(_) => None,
+        Output::DeviceState(_) | Output::DeviceSilent(_) | Output::Contact(_) => None,
     }
 }
 

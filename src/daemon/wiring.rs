@@ -25,6 +25,9 @@ pub struct RunOptions {
     pub fast_replay: bool,
     /// Simulate source: replaces the default simulation (the demo scripts its SOS here).
     pub simulate: Option<simulate::SimulateSettings>,
+    /// The MQTT version the duty console speaks to the broker's WebSocket listener: 5 unless
+    /// that listener speaks only 3.1.1 (the demo's embedded broker says 4).
+    pub console_mqtt_version: Option<u8>,
 }
 
 /// Runs the gateway until `shutdown` completes (graceful) or a source fails for good (error:
@@ -66,6 +69,14 @@ pub async fn run(
             None
         }
     };
+
+    if let Some(web) = cfg.web.clone() {
+        let version = opts.console_mqtt_version.unwrap_or(5);
+        tokio::spawn(crate::adapters::web::serve(
+            web,
+            console_site(&cfg, version),
+        ));
+    }
 
     let site = Site {
         gateway_id: cfg.gateway_id.clone(),
@@ -124,6 +135,23 @@ pub async fn run(
         .await;
     drop(control_socket);
     result
+}
+
+/// What the duty console's page is told about the site; `mqtt_version` 4 where the broker's
+/// WebSocket listener speaks only MQTT 3.1.1 (the demo's embedded broker).
+pub fn console_site(cfg: &Config, mqtt_version: u8) -> crate::adapters::web::ConsoleSite {
+    crate::adapters::web::ConsoleSite {
+        broker_url: cfg
+            .web
+            .as_ref()
+            .map(|w| w.broker_url.clone())
+            .unwrap_or_default(),
+        topic_prefix: cfg.mqtt.topic_prefix.clone(),
+        site_id: cfg.site_id.clone(),
+        locale: cfg.setup.locale.tag(),
+        supervisors: cfg.setup.escalation.supervisors.clone(),
+        mqtt_version,
+    }
 }
 
 /// Opens the durable state whatever the disk holds (what was lost is logged and paged:

@@ -454,9 +454,21 @@ pub enum Output {
     AlertCleared { alert_id: String },
     /// A band's telemetry, at most once per `device_state_interval` or on a notable change.
     DeviceState(DeviceState),
+    /// A band fell silent (`silent_after`): its device state says so, with what was last known
+    /// (the next frame heard publishes its telemetry again, which says it no longer is).
+    DeviceSilent(SilentDevice),
     /// Send an SMS or place a call (a ladder's step). Already recorded in the alert as
     /// `requested`: the daemon performs it after the commit that holds that record.
     Contact(ContactRequest),
+}
+
+/// A silent band's device state: what was last known of it, if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SilentDevice {
+    pub device_id: u32,
+    pub last_seen: Option<Timestamp>,
+    pub battery_pct: Option<u8>,
+    pub worn: Option<bool>,
 }
 
 /// A ladder's step for the modem: who, how, and the alert it is about.

@@ -24,7 +24,8 @@ use jiff::Timestamp;
 
 pub use alert::{
     Action, Alert, Contact, ContactReport, ContactRequest, DeviceState, Grouping, Kind, Ladder,
-    NotifyReason, Outcome, Output, Presses, Refusal, Resolution, SilentBands, State, SEQS_KEPT,
+    NotifyReason, Outcome, Output, Presses, Refusal, Resolution, SilentBands, SilentDevice, State,
+    SEQS_KEPT,
 };
 pub use fallback::{OnDuty, PresenceRefusal};
 pub use frame::{BandEvent, DeviceKey, Frame, Keyring, Reject};

@@ -17,6 +17,16 @@ pub enum Locale {
     En,
 }
 
+impl Locale {
+    /// The language tag `locale` is written with.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Locale::ZhCn => "zh-CN",
+            Locale::En => "en",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Staff {
     pub id: String,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use super::alert::{DeviceState, Grouping, Kind, Output, Resolution, SilentBands};
+use super::alert::{DeviceState, Grouping, Kind, Output, Resolution, SilentBands, SilentDevice};
 use super::escalation::new_alert;
 use super::frame::{BandEvent, Frame};
 use super::replay::ReplayWindow;
@@ -138,12 +138,17 @@ impl Engine {
     ) {
         let id = frame.device_id;
         let interval = self.setup.device_state_interval;
+        // A silent band's device state says it is silent: the first frame heard replaces it.
+        let was_silent = self
+            .open_alert_of(id, |k| k == Kind::DeviceSilent)
+            .is_some();
         let band = self.devices.entry(id).or_default();
         band.last_seen = Some(now);
         band.last_seen_wall = Some(wall);
         band.battery_pct = Some(frame.battery_pct);
         band.worn = Some(frame.worn);
         let publish = match band.published {
+            _ if was_silent => true,
             None => true,
             Some((at, battery, worn)) => {
                 worn != frame.worn
@@ -246,6 +251,12 @@ impl Engine {
             band.silent_count += 1;
             let alert_id = format!("{id}-silent-{}", band.silent_count);
             let battery = band.battery_pct;
+            let silent = SilentDevice {
+                device_id: id,
+                last_seen: band.last_seen_wall,
+                battery_pct: band.battery_pct,
+                worn: band.worn,
+            };
             // Written with its quiet alert, in the background batches.
             self.background_devices.insert(id);
             tracing::debug!(
@@ -276,6 +287,7 @@ impl Engine {
                 }
             }
             self.open_alert(now, wall, alert);
+            self.emit(Output::DeviceSilent(silent));
         }
         if let (Some(n), false) = (notice, joined.is_empty()) {
             let by = u32::try_from(joined.len()).unwrap_or(u32::MAX);

@@ -50,6 +50,55 @@ fn check(path: &Path, dir: &Path, expect: Expect) {
 }
 
 #[test]
+fn mistakes_in_the_console_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_in(dir.path(), |t| {
+        let t = swap(t, "listen = \"0.0.0.0:8080\"", "listen = \"8080\"");
+        let t = swap(
+            t,
+            "# cert_file = \"/etc/bandgate/tls/console.pem\"",
+            "cert_file = \"console.pem\"",
+        );
+        swap(
+            t,
+            "broker_url = \"ws://{host}:9001\"",
+            "broker_url = \"mqtt://{host}:1883\"",
+        )
+    });
+    check(
+        &path,
+        dir.path(),
+        expect![[r#"
+            $DIR/bandgate.toml: web.listen: "8080" is not an address and port; fix: write ADDRESS:PORT, e.g. "0.0.0.0:8080" (every address) or "192.168.1.10:8080" (the centre's LAN only)
+            $DIR/bandgate.toml: web.key_file: cert_file is set but key_file is not: HTTPS needs both; fix: add key_file = "/etc/bandgate/tls/console.key", or remove cert_file for plain HTTP
+            $DIR/bandgate.toml: web.broker_url: "mqtt://{host}:1883" is not a WebSocket address; fix: write ws://HOST:PORT (or wss:// with TLS), e.g. "ws://{host}:9001"; {host} is the host name the phone opened the console with
+        "#]],
+    );
+    // HTTPS with a plain ws:// broker: the browser would refuse it.
+    std::fs::write(dir.path().join("console.pem"), "x").unwrap();
+    std::fs::write(dir.path().join("console.key"), "x").unwrap();
+    let path = example_in(dir.path(), |t| {
+        let t = swap(
+            t,
+            "# cert_file = \"/etc/bandgate/tls/console.pem\"",
+            "cert_file = \"console.pem\"",
+        );
+        swap(
+            t,
+            "# key_file = \"/etc/bandgate/tls/console.key\"",
+            "key_file = \"console.key\"",
+        )
+    });
+    check(
+        &path,
+        dir.path(),
+        expect![[r#"
+        $DIR/bandgate.toml: web.broker_url: "ws://{host}:9001" is plain ws:// but the console is served over HTTPS: the phone's browser refuses to connect (mixed content); fix: use wss:// with a TLS WebSocket listener in Mosquitto, or serve the console without cert_file/key_file
+    "#]],
+    );
+}
+
+#[test]
 fn mistakes_at_the_top_and_in_the_sections() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("empty-password"), "  \n").unwrap();
@@ -261,7 +310,7 @@ fn wrong_shapes_missing_keys_and_unknown_keys() {
         &path,
         dir.path(),
         expect![[r#"
-            $DIR/bandgate.toml: log_level: unknown key "log_level"; fix: remove it; the keys allowed here are site_id, gateway_id, locale, timezone, state_dir, keys_file, control_socket, ble, mqtt, alerts, escalation, supervision, privacy, fallback, staff, rota, residents
+            $DIR/bandgate.toml: log_level: unknown key "log_level"; fix: remove it; the keys allowed here are site_id, gateway_id, locale, timezone, state_dir, keys_file, control_socket, ble, mqtt, alerts, escalation, supervision, privacy, fallback, web, staff, rota, residents
             $DIR/bandgate.toml: mqtt.alerts: unknown key "alerts"; fix: remove it; the keys allowed here are url, username, password_file, ca_file, topic_prefix, status_interval, device_state_interval
             $DIR/bandgate.toml: escalation.renotfy_every: unknown key "renotfy_every"; did you mean "renotify_every"?; fix: rename it to renotify_every
             $DIR/bandgate.toml: staff[1].name: this required key is missing; fix: add it, e.g. name = "张伟"

@@ -473,6 +473,7 @@ fn silent_band_raises_device_silent_after_a_full_window_and_clears_when_heard() 
     }
     let log = s.take_log();
     expect![[r#"
+        t+1800.0s   state band 17 silent
         t+1810.0s   doc 17-silent-1 device_silent open tier 1 notified ["zhang"]
         t+1810.0s   page zhang new 17-silent-1
     "#]]

@@ -7,6 +7,7 @@ mod cli_decode;
 mod clock_behind;
 mod config_file;
 mod config_texts;
+mod console;
 mod daemon;
 mod demo;
 mod disk_full;

@@ -321,13 +321,28 @@ async fn a_packet_over_the_limit_is_dropped_and_the_link_recovers() {
     })
     .await;
     next(&mut rx, |e| (e == LinkEvent::Connected).then_some(())).await;
-    phone.publish(
-        &topics().ack("zhang"),
-        r#"{"alert_id":"17-42","action":"ack"}"#,
-    );
-    let (topic, payload) = next(&mut rx, |e| match e {
-        LinkEvent::Message { topic, payload, .. } => Some((topic, payload)),
-        _ => None,
+    // In its careful mode the link says Connected at CONNACK (pages go out at once) and makes
+    // its subscriptions one by one after: an ack published before they are in place has no
+    // subscriber. The phone repeats it (acks are idempotent) until the link reads one.
+    let (topic, payload) = within(async {
+        loop {
+            phone.publish(
+                &topics().ack("zhang"),
+                r#"{"alert_id":"17-42","action":"ack"}"#,
+            );
+            let got = tokio::time::timeout(Duration::from_millis(300), async {
+                loop {
+                    match rx.recv().await.expect("link task ended") {
+                        LinkEvent::Message { topic, payload, .. } => return (topic, payload),
+                        _ => continue,
+                    }
+                }
+            })
+            .await;
+            if let Ok(m) = got {
+                return m;
+            }
+        }
     })
     .await;
     assert_eq!(

@@ -10,12 +10,16 @@ mod link;
 pub mod presence;
 pub mod text;
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::adapters::modem::ModemHealth;
 use crate::engine::fallback::OnDuty;
-use crate::engine::{Action, Alert, DeviceState, Grouping, Output, Resolution, Setup};
+use crate::engine::{
+    Action, Alert, DeviceState, Grouping, Output, Resolution, Setup, SilentDevice,
+};
 
 pub use link::{
     connect, connect_with, tls_config, Broker, LinkEvent, MqttLink, MqttSettings,
@@ -157,6 +161,12 @@ struct AlertDoc<'a> {
     /// The gateway notice of many silent bands.
     #[serde(skip_serializing_if = "Option::is_none")]
     silent_bands: Option<SilentBandsDoc<'a>>,
+    // Extensions (issue 16), for the duty console: who declined (their phones stop ringing),
+    // and the `[[staff]] name` of everyone the document names by id.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    declined: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    names: BTreeMap<&'a str, &'a str>,
 }
 
 #[derive(Serialize)]
@@ -237,6 +247,15 @@ impl<'a> AlertDoc<'a> {
                 }),
                 _ => None,
             },
+            declined: &alert.declined,
+            names: alert
+                .notified
+                .iter()
+                .chain(&alert.declined)
+                .chain(&alert.acked_by)
+                .chain(&alert.resolved_by)
+                .filter_map(|id| setup.staff.get(id).map(|s| (id.as_str(), s.name.as_str())))
+                .collect(),
         }
     }
 }
@@ -251,17 +270,21 @@ struct NotifyDoc<'a> {
 struct DeviceDoc<'a> {
     device_id: u32,
     resident_id: Option<&'a str>,
-    last_seen: String,
+    /// `null` only for a silent band never heard since its records began.
+    last_seen: Option<String>,
     gateway_id: &'a str,
     rssi: Option<i16>,
-    battery_pct: u8,
-    worn: bool,
+    battery_pct: Option<u8>,
+    worn: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     heart_rate: Option<Option<u8>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     spo2: Option<Option<u8>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<Option<u32>>,
+    /// Extension (issue 19): the band was not heard for `silent_after`; present only then.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    silent: bool,
 }
 
 fn json(doc: &impl Serialize) -> Vec<u8> {
@@ -308,6 +331,12 @@ pub fn render(output: &Output, setup: &Setup, topics: &Topics, publish_vitals: b
             qos: 0,
             retain: true,
         },
+        Output::DeviceSilent(d) => Publish {
+            topic: topics.device_state(d.device_id),
+            payload: json(&silent_doc(d, setup)),
+            qos: 0,
+            retain: true,
+        },
         // Not for the broker: the daemon hands contacts to the modem before rendering. Should
         // one get here, the alert's document is the harmless thing to publish.
         Output::Contact(r) => Publish {
@@ -324,14 +353,31 @@ fn device_doc<'a>(d: &DeviceState, setup: &'a Setup, publish_vitals: bool) -> De
     DeviceDoc {
         device_id: d.device_id,
         resident_id: setup.resident(d.device_id).map(|r| r.id.as_str()),
-        last_seen: format_time(d.last_seen),
+        last_seen: Some(format_time(d.last_seen)),
         gateway_id: &setup.gateway_id,
         rssi: d.rssi,
-        battery_pct: d.battery_pct,
-        worn: d.worn,
+        battery_pct: Some(d.battery_pct),
+        worn: Some(d.worn),
         heart_rate: vital(d.heart_rate),
         spo2: vital(d.spo2),
         steps: publish_vitals.then_some(d.steps),
+        silent: false,
+    }
+}
+
+fn silent_doc<'a>(d: &SilentDevice, setup: &'a Setup) -> DeviceDoc<'a> {
+    DeviceDoc {
+        device_id: d.device_id,
+        resident_id: setup.resident(d.device_id).map(|r| r.id.as_str()),
+        last_seen: d.last_seen.map(format_time),
+        gateway_id: &setup.gateway_id,
+        rssi: None,
+        battery_pct: d.battery_pct,
+        worn: d.worn,
+        heart_rate: None,
+        spo2: None,
+        steps: None,
+        silent: true,
     }
 }
 

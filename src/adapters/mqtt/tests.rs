@@ -167,11 +167,14 @@ fn alert_document_is_the_contracts_example() {
     let p = render_one(&Output::AlertChanged(Box::new(sos())));
     assert_eq!(p.topic, "bandgate/guanghuiyuan/alerts/17-42");
     assert_eq!((p.qos, p.retain), (1, true));
-    expect![[r#"{"alert_id":"17-42","kind":"sos","state":"open","cancel_requested":false,"tier":1,"resident":{"id":"r017","name":"王秀英","address":"广惠园社区 3号楼 2单元 401","phone":"13800000000","notes":"高血压, 独居"},"device_id":17,"gateway_id":"gw-guanghuiyuan-1","raised_at":"2026-11-23T03:44:14.120Z","updated_at":"2026-11-23T03:45:14.121Z","notified":["zhang","li"],"delivered_to":["zhang"],"acked_by":null,"acked_at":null,"on_scene_at":null,"resolved_by":null,"resolved_at":null,"resolution":null,"battery_pct":80,"rssi":-67,"contacts":[],"text":"【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键"}"#]]
+    expect![[r#"{"alert_id":"17-42","kind":"sos","state":"open","cancel_requested":false,"tier":1,"resident":{"id":"r017","name":"王秀英","address":"广惠园社区 3号楼 2单元 401","phone":"13800000000","notes":"高血压, 独居"},"device_id":17,"gateway_id":"gw-guanghuiyuan-1","raised_at":"2026-11-23T03:44:14.120Z","updated_at":"2026-11-23T03:45:14.121Z","notified":["zhang","li"],"delivered_to":["zhang"],"acked_by":null,"acked_at":null,"on_scene_at":null,"resolved_by":null,"resolved_at":null,"resolution":null,"battery_pct":80,"rssi":-67,"contacts":[],"text":"【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键","names":{"li":"李娜","zhang":"张伟"}}"#]]
     .assert_eq(p.payload_str());
 
-    // Same values as the contract's pretty-printed example.
-    let ours: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+    // Same values as the contract's pretty-printed example, plus the console's extension: the
+    // names of the people it names by id.
+    let mut ours: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+    let names = ours.as_object_mut().unwrap().remove("names").unwrap();
+    assert_eq!(names, serde_json::json!({"zhang": "张伟", "li": "李娜"}));
     let contract: serde_json::Value = serde_json::from_str(
         r#"{
       "alert_id": "17-42", "kind": "sos", "state": "open", "cancel_requested": false, "tier": 1,
@@ -368,6 +371,22 @@ fn device_state_hides_vitals_unless_allowed() {
     let p = render(&Output::DeviceState(device(17)), &s, &topics(), true);
     expect![[r#"{"device_id":17,"resident_id":"r017","last_seen":"2026-11-23T03:44:14.120Z","gateway_id":"gw-guanghuiyuan-1","rssi":-67,"battery_pct":80,"worn":true,"heart_rate":72,"spo2":null,"steps":1234}"#]]
     .assert_eq(p.payload_str());
+
+    // A silent band: what was last known, `silent`; never heard: nulls.
+    let silent = |last_seen: Option<&str>| {
+        let d = SilentDevice {
+            device_id: 17,
+            last_seen: last_seen.map(ts),
+            battery_pct: last_seen.map(|_| 55),
+            worn: last_seen.map(|_| true),
+        };
+        render(&Output::DeviceSilent(d), &s, &topics(), true)
+    };
+    let p = silent(Some("2026-11-23T03:44:14.12Z"));
+    assert_eq!(p.topic, "bandgate/guanghuiyuan/devices/17/state");
+    assert_eq!((p.qos, p.retain), (0, true));
+    expect![[r#"{"device_id":17,"resident_id":"r017","last_seen":"2026-11-23T03:44:14.120Z","gateway_id":"gw-guanghuiyuan-1","rssi":null,"battery_pct":55,"worn":true,"silent":true}"#]].assert_eq(p.payload_str());
+    expect![[r#"{"device_id":17,"resident_id":"r017","last_seen":null,"gateway_id":"gw-guanghuiyuan-1","rssi":null,"battery_pct":null,"worn":null,"silent":true}"#]].assert_eq(silent(None).payload_str());
 
     // A band nobody wears yet.
     let p = render(&Output::DeviceState(device(99)), &s, &topics(), false);

@@ -24,6 +24,11 @@ pub enum BrokerChoice {
 /// with the process (rumqttd has no stop).
 pub struct Broker {
     pub port: u16,
+    /// The WebSocket listener the duty console connects to.
+    pub ws_port: u16,
+    /// The MQTT version its WebSocket listener speaks: 5 (Mosquitto) or 4 (rumqttd's speaks
+    /// only 3.1.1).
+    pub ws_mqtt_version: u8,
     /// What the user is told: "embedded (rumqttd)" or the mosquitto path.
     pub name: String,
     /// The mosquitto child (killed on drop); `None` for the embedded broker.
@@ -58,12 +63,19 @@ const _: () = assert!(MAX_PACKET <= crate::adapters::mqtt::MAX_INCOMING_PACKET);
 fn mosquitto(dir: &Path) -> anyhow::Result<Broker> {
     // `max_packet_size`: as in config/mosquitto.conf, no client may publish what the
     // gateway cannot read (mqtt::MAX_INCOMING_PACKET is larger).
+    // The console's WebSocket listener: Mosquitto 2.0's ignores an address after the port, so
+    // it is bound to the loopback interface by name (the demo's broker takes anyone).
+    let ws_port = mosquitto::free_port()?;
     let child = Mosquitto::start(dir, |port| {
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size {MAX_PACKET}\n"
+            "listener {port} 127.0.0.1\nlistener {ws_port}\nprotocol websockets\nbind_interface lo\n\
+             allow_anonymous true\npersistence false\nmax_packet_size {MAX_PACKET}\n"
         )
     })?;
+    mosquitto::wait_for_port(ws_port, || Ok(()))?;
     Ok(Broker {
+        ws_port,
+        ws_mqtt_version: 5,
         port: child.port(),
         name: format!("mosquitto ({})", child.binary().display()),
         _mosquitto: Some(child),
@@ -96,6 +108,15 @@ fn embedded() -> anyhow::Result<Broker> {
         listen: ([127, 0, 0, 1], port).into(),
         tls: None,
         next_connection_delay_ms: 1,
+        connections: connections.clone(),
+    };
+    // The duty console's listener (MQTT 3.1.1 over WebSockets: rumqttd has no v5 there).
+    let ws_port = mosquitto::free_port()?;
+    let ws = rumqttd::ServerSettings {
+        name: "demo-ws".into(),
+        listen: ([127, 0, 0, 1], ws_port).into(),
+        tls: None,
+        next_connection_delay_ms: 1,
         connections,
     };
     let config = rumqttd::Config {
@@ -108,6 +129,7 @@ fn embedded() -> anyhow::Result<Broker> {
             ..Default::default()
         },
         v4: Some(HashMap::from([("demo".to_string(), server)])),
+        ws: Some(HashMap::from([("demo-ws".to_string(), ws)])),
         ..Default::default()
     };
     let mut broker = rumqttd::Broker::new(config);
@@ -127,8 +149,11 @@ fn embedded() -> anyhow::Result<Broker> {
         Ok(why) => bail!("{why}"),
         Err(_) => Ok(()),
     })?;
+    mosquitto::wait_for_port(ws_port, || Ok(()))?;
     Ok(Broker {
         port,
+        ws_port,
+        ws_mqtt_version: 4,
         name: "embedded (rumqttd)".into(),
         _mosquitto: None,
     })

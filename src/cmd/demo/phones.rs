@@ -6,6 +6,8 @@
 //! It reads the wire documents as any phone app would (JSON by key), not the engine's types.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -45,6 +47,9 @@ pub struct Phones {
     acked_by: Option<String>,
     resolution: Option<String>,
     bands_seen: BTreeSet<u64>,
+    /// Someone claimed the alert who is not a scripted phone (a person on the duty console):
+    /// the scripted phones step back and the demo waits for that person.
+    person: Arc<AtomicBool>,
 }
 
 /// What the phones saw, for the summary.
@@ -143,7 +148,13 @@ impl Phones {
             acked_by: None,
             resolution: None,
             bands_seen: BTreeSet::new(),
+            person: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Set once a person (not a scripted phone) claimed the followed alert.
+    pub fn person_took_over(&self) -> Arc<AtomicBool> {
+        self.person.clone()
     }
 
     /// Shows and answers pages until the followed alert's retained copy is cleared.
@@ -284,7 +295,11 @@ impl Phones {
         }
         // The first person paged beyond tier 1 answers: the phone reports the page delivered
         // at once, and the person claims the alert a moment later.
-        if tier >= 2 && self.responder.is_none() && !self.tier1.contains(staff) {
+        if tier >= 2
+            && self.responder.is_none()
+            && !self.tier1.contains(staff)
+            && !self.person.load(Ordering::Relaxed)
+        {
             self.responder = Some(staff.to_string());
             self.due
                 .push((Instant::now(), staff.to_string(), "delivered"));
@@ -330,6 +345,12 @@ impl Phones {
             }
             "acknowledged" => {
                 self.acked_by = doc["acked_by"].as_str().map(str::to_string);
+                if new_state && self.acked_by != self.responder {
+                    // Claimed from the duty console: the scripted phones step back.
+                    self.responder = None;
+                    self.due.clear();
+                    self.person.store(true, Ordering::Relaxed);
+                }
                 format!(
                     "tier {tier}, claimed by {}",
                     self.acked_by
@@ -360,6 +381,12 @@ impl Phones {
             _ => String::new(),
         };
         self.line("alert", &format!("{alert_id} {state}: {detail}"));
+        if state == "acknowledged" && new_state && self.person.load(Ordering::Relaxed) {
+            self.line(
+                "phones",
+                "a person claimed it on the duty console: the scripted phones step back; finish it there (已到场, 处理完毕)",
+            );
+        }
         if new_state {
             self.states.push(state.clone());
         }

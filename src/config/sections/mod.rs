@@ -13,6 +13,7 @@ pub mod rota;
 pub mod site;
 pub mod staff;
 pub mod supervision;
+pub mod web;
 
 /// Every default of `bandgate.toml`: the key and its default as a TOML value, as the
 /// commented example (`config/bandgate.toml`) must state it.
@@ -64,5 +65,7 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ),
         ("fallback.modem", q(fallback::MODEM)),
         ("fallback.ring_for", q(fallback::RING_FOR)),
+        ("web.listen", q(web::LISTEN)),
+        ("web.broker_url", q(web::BROKER_URL)),
     ]
 }

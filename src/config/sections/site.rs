@@ -38,6 +38,7 @@ pub(in crate::config) struct RawTop {
     pub supervision: Option<Value>,
     pub privacy: Option<Value>,
     pub fallback: Option<Value>,
+    pub web: Option<Value>,
     pub staff: Option<Vec<Value>>,
     pub rota: Option<Vec<Value>>,
     pub residents: Option<Vec<Value>>,

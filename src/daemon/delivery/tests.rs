@@ -313,18 +313,85 @@ fn held_messages_are_bounded_but_first_pages_are_never_dropped() {
     }
 }
 
+fn volatile(topic: &str, version: u8) -> OutboxMessage {
+    OutboxMessage {
+        topic: topic.into(),
+        payload: vec![version],
+        qos: 0,
+        retain: true,
+    }
+}
+
 #[test]
-fn volatile_messages_are_never_stored_nor_sent_while_away() {
+fn volatile_messages_are_never_stored_and_wait_parked_while_away_the_latest_per_topic() {
     let mut r = Rig::new(100);
     r.disconnect();
-    let status = page("status", Class::FirstPage).publish;
-    r.d.send(Changes::default(), Vec::new(), vec![status.clone()]);
+    for m in [
+        volatile("status", 1),
+        volatile("devices/7", 1),
+        volatile("status", 2),
+    ] {
+        r.d.send(Changes::default(), Vec::new(), vec![m]);
+    }
     r.drive();
     assert!(r.store.rows.is_empty());
-    r.connect();
     assert!(r.link.got.is_empty());
-    assert!(r.d.volatile(status).is_some());
-    r.drive();
-    assert_eq!(r.link.got, ["status"]);
+    assert_eq!(r.d.parked(), (2, 0));
+    r.connect();
+    // Only the newest status; nothing stored.
+    assert_eq!(r.link.got, ["devices/7", "status"]);
+    assert_eq!(r.d.parked(), (0, 0));
     assert_eq!(r.store.commits, 0);
+    assert!(r.d.volatile(volatile("status", 3)).is_some());
+    r.drive();
+    assert_eq!(r.link.got.len(), 3);
+}
+
+/// 5,000 bands fall silent at once: 5,000 device states for a link that takes 16 at a time.
+/// None is lost, and a page sent in the middle goes before the parked ones.
+#[test]
+fn a_full_link_parks_volatile_messages_and_pages_go_first() {
+    let mut r = Rig::new(16);
+    r.connect();
+    let states: Vec<OutboxMessage> = (0..5_000)
+        .map(|i| volatile(&format!("devices/{i}"), 1))
+        .collect();
+    r.d.send(Changes::default(), Vec::new(), states);
+    r.drive();
+    assert!(r.link.got.len() <= VOLATILE_IN_LINK);
+    r.send(&["sos-page"]);
+    r.ack_all();
+    let got = &r.link.got;
+    assert_eq!(
+        got.iter().filter(|t| t.starts_with("devices/")).count(),
+        5_000,
+        "none lost"
+    );
+    let unique: std::collections::HashSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "none twice");
+    let page_at = got.iter().position(|t| t == "sos-page").unwrap();
+    assert!(
+        page_at <= VOLATILE_IN_LINK + 1,
+        "the page waited behind {page_at} device states"
+    );
+    assert_eq!(r.d.parked(), (0, 0));
+}
+
+#[test]
+fn parked_messages_are_bounded_oldest_dropped_first() {
+    let mut r = Rig::new(16);
+    r.disconnect();
+    for i in 0..MAX_PARKED + 10 {
+        r.d.send(
+            Changes::default(),
+            Vec::new(),
+            vec![volatile(&format!("d/{i}"), 1)],
+        );
+    }
+    r.drive();
+    assert_eq!(r.d.parked(), (MAX_PARKED, 10));
+    r.connect();
+    r.ack_all();
+    assert_eq!(r.link.got.first().map(String::as_str), Some("d/10"));
+    assert_eq!(r.link.got.len(), MAX_PARKED);
 }

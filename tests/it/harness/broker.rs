@@ -11,6 +11,8 @@ pub struct Broker {
     // Dropped before the dir: the broker is killed before its files go.
     mosquitto: Mosquitto,
     dir: tempfile::TempDir,
+    /// The WebSocket listener's port (the shipped config's, moved to a free port).
+    ws_port: Option<u16>,
 }
 
 impl Broker {
@@ -53,7 +55,11 @@ impl Broker {
                 std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap_or_default()
             )
         });
-        Broker { mosquitto, dir }
+        Broker {
+            mosquitto,
+            dir,
+            ws_port: None,
+        }
     }
 
     /// Mosquitto run from `config/mosquitto.conf` and `config/mosquitto.acl` as shipped, changed
@@ -67,7 +73,8 @@ impl Broker {
 
     /// `shipped` with `edit` applied to the shipped `mosquitto.conf` (after the paths).
     pub fn shipped_edited(users: &[(&str, &str)], edit: impl FnOnce(String) -> String) -> Broker {
-        Broker::start_config(|dir, port| {
+        let ws_port = mosquitto::free_port().unwrap();
+        let mut broker = Broker::start_config(|dir, port| {
             let passwd = dir.join("bandgate.passwd");
             for (i, (user, password)) in users.iter().enumerate() {
                 let mut cmd = Command::new("mosquitto_passwd");
@@ -89,7 +96,12 @@ impl Broker {
             let acl = dir.join("bandgate.acl");
             std::fs::write(&acl, shipped("mosquitto.acl")).unwrap();
             let conf = shipped("mosquitto.conf");
-            let conf = set_directive(&conf, "listener", &format!("{port} 127.0.0.1"));
+            let conf = set_line(
+                &conf,
+                "listener 1883",
+                &format!("listener {port} 127.0.0.1"),
+            );
+            let conf = set_line(&conf, "listener 9001", &format!("listener {ws_port}"));
             let conf = set_directive(&conf, "password_file", &passwd.display().to_string());
             let conf = set_directive(&conf, "acl_file", &acl.display().to_string());
             let conf = edit(conf);
@@ -101,7 +113,21 @@ impl Broker {
                 "persistence true\npersistence_location {d}/\ninclude_dir {d}/conf.d\n",
                 d = dir.display()
             )
-        })
+        });
+        mosquitto::wait_for_port(ws_port, || Ok(())).unwrap_or_else(|e| {
+            panic!(
+                "the shipped config's WebSocket listener: {e:#}\n{}",
+                broker.log()
+            )
+        });
+        broker.ws_port = Some(ws_port);
+        broker
+    }
+
+    /// The WebSocket listener's port, for a broker started from the shipped config.
+    pub fn ws_port(&self) -> u16 {
+        self.ws_port
+            .expect("only the shipped config has a WebSocket listener")
     }
 
     pub fn port(&self) -> u16 {
@@ -157,6 +183,16 @@ pub fn acl_gateway_user() -> String {
         .expect("the shipped ACL has a `user` line for the gateway")
         .trim()
         .to_owned()
+}
+
+/// Replaces the one line that is exactly `line` in a Mosquitto config.
+pub fn set_line(conf: &str, line: &str, new: &str) -> String {
+    let hits = conf.lines().filter(|l| l.trim() == line).count();
+    assert_eq!(hits, 1, "config/mosquitto.conf: expected one `{line}` line");
+    conf.lines()
+        .map(|l| if l.trim() == line { new } else { l })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Replaces the one directive line starting with `key ` in a Mosquitto config.

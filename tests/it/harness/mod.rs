@@ -1,10 +1,12 @@
 //! The one harness of the integration tests: a real Mosquitto (`broker`), a gateway's site on
-//! disk (`site`), the built daemon (`gateway`), duty phones (`phone`), the engine in simulated
+//! disk (`site`), the built daemon (`gateway`), duty phones (`phone`), real Chromium on the duty console (`browser`), the engine in simulated
 //! time (`sim`) and the spec's test vectors (`vectors`).
 
 pub mod broker;
+pub mod browser;
 pub mod gateway;
 pub mod phone;
+pub mod pki;
 pub mod sim;
 pub mod site;
 pub mod vectors;
@@ -16,6 +18,7 @@ use serde_json::Value;
 pub use broker::{acl_gateway_user, Broker};
 pub use gateway::{bandgate, text, Gateway};
 pub use phone::*;
+pub use pki::{make_ca, make_pki};
 pub use site::*;
 
 /// How long anything a black-box test waits for may take: long enough for a debug build on a

@@ -372,6 +372,7 @@ impl Sim {
                     r.alert.id,
                     if r.resume { " (resume)" } else { "" }
                 )),
+                Output::DeviceSilent(d) => Some(format!("  state band {} silent", d.device_id)),
                 Output::DeviceState(d) => self.show_telemetry.then(|| {
                     format!(
                         "  state band {} battery {} worn {}",
