@@ -59,6 +59,8 @@ fn alert(tier: u8) -> AlertRecord {
         held: false,
         grouped_in: None,
         silent_bands: None,
+        ladders: Vec::new(),
+        contacts: Vec::new(),
     }
 }
 

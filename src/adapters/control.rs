@@ -107,6 +107,12 @@ pub struct StatusReport {
     pub state: String,
     #[serde(default)]
     pub degraded: Vec<String>,
+    /// The fallback ladder's modem (`[fallback]` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modem: Option<crate::adapters::modem::ModemHealth>,
+    /// Each person on duty now and whether a live duty console is there (`null`: unknown).
+    #[serde(default)]
+    pub on_duty: Vec<crate::engine::OnDuty>,
 }
 
 fn ok() -> String {
@@ -135,6 +141,21 @@ pub struct AlertSummary {
     /// A `gateway_fault`'s description of what went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// What the fallback ladder did (SMS, calls), as the alert document's `contacts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<ContactLine>,
+}
+
+/// One SMS or call of the fallback ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactLine {
+    pub staff_id: String,
+    pub channel: String,
+    pub step: u8,
+    pub at: Timestamp,
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 // ---- the daemon's side ----
@@ -154,6 +175,10 @@ pub struct Facts {
     pub messages_ignored: BTreeMap<String, u64>,
     /// Why the gateway is degraded (see `health::StoreHealth::reasons`); empty when ok.
     pub degraded: Vec<String>,
+    /// The fallback ladder's modem; `None` without `[fallback]`.
+    pub modem: Option<crate::adapters::modem::ModemHealth>,
+    /// Who is on duty now and whether a live, armed duty console is there.
+    pub on_duty: Vec<crate::engine::OnDuty>,
 }
 
 /// A request waiting for the loop, with where its answer goes.
@@ -309,6 +334,8 @@ fn status(engine: &Engine, wall: Timestamp, facts: &Facts) -> StatusReport {
         }
         .into(),
         degraded: facts.degraded.clone(),
+        modem: facts.modem.clone(),
+        on_duty: facts.on_duty.clone(),
     }
 }
 
@@ -332,6 +359,18 @@ fn summary(engine: &Engine, a: &Alert, wall: Timestamp) -> AlertSummary {
         resolved_by: a.resolved_by.clone(),
         resolution: a.resolution.map(|r| r.as_str().to_string()),
         detail: a.detail.clone(),
+        contacts: a
+            .contacts
+            .iter()
+            .map(|c| ContactLine {
+                staff_id: c.staff_id.clone(),
+                channel: c.channel.as_str().into(),
+                step: c.step,
+                at: c.at,
+                outcome: c.outcome.as_str().into(),
+                detail: c.detail.clone(),
+            })
+            .collect(),
     }
 }
 

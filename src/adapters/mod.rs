@@ -11,11 +11,13 @@
 pub mod ble;
 pub mod control;
 pub mod lanes;
+pub mod modem;
 pub mod mqtt;
 pub mod replay;
 pub mod simulate;
 pub mod store;
 pub mod web;
+pub mod webhook;
 
 pub use lanes::{advert_lanes, Advert, AdvertRx, AdvertTx, Format, Lane};
 pub use store::{OutboxMessage, Store};

@@ -182,6 +182,43 @@ pub fn status_text(s: &StatusReport) -> String {
         counts(&s.actions_refused),
         counts(&s.messages_ignored)
     );
+    if let Some(m) = &s.modem {
+        let yes = |b: Option<bool>, yes: &str, no: &str| match b {
+            Some(true) => yes.to_string(),
+            Some(false) => no.to_string(),
+            None => "?".to_string(),
+        };
+        out += &if m.present {
+            format!(
+                "modem    present, SIM {}, {}, signal {}\n",
+                yes(m.sim_ready, "ready", "NOT READY"),
+                yes(m.registered, "registered", "NOT REGISTERED"),
+                m.signal_pct
+                    .map(|p| format!("{p}%"))
+                    .unwrap_or_else(|| "?".into())
+            )
+        } else {
+            "modem    NOT FOUND: fallback SMS and calls fail (MQTT paging goes on); check `mmcli -L`\n"
+                .to_string()
+        };
+    }
+    if s.on_duty.is_empty() {
+        out += "on duty  nobody (alerts start at tier 2)\n";
+    } else {
+        let people: Vec<String> = s
+            .on_duty
+            .iter()
+            .map(|p| {
+                let console = match p.console {
+                    Some(true) => "console live",
+                    Some(false) => "console GONE",
+                    None => "no console seen",
+                };
+                format!("{} ({}): {console}", p.name, p.staff_id)
+            })
+            .collect();
+        out += &format!("on duty  {}\n", people.join("; "));
+    }
     if !s.store_ok {
         out += "store    FAILING: state is not restart-safe (see the log)\n";
     }
@@ -251,6 +288,21 @@ pub fn alerts_text(alerts: &[AlertSummary]) -> String {
     for a in alerts {
         if let Some(detail) = &a.detail {
             out += &format!("{}: {detail}\n", a.alert_id);
+        }
+        for c in &a.contacts {
+            out += &format!(
+                "{}: {} {} step {} at {}: {}{}\n",
+                a.alert_id,
+                c.channel,
+                c.staff_id,
+                c.step,
+                c.at.round(jiff::Unit::Second).unwrap_or(c.at),
+                c.outcome,
+                c.detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            );
         }
     }
     out
@@ -328,6 +380,8 @@ mod tests {
             messages_ignored: BTreeMap::new(),
             state: "ok".into(),
             degraded: vec![],
+            modem: None,
+            on_duty: vec![],
         };
         let text = status_text(&report);
         assert!(
@@ -363,6 +417,8 @@ mod tests {
             messages_ignored: BTreeMap::new(),
             state: "degraded".into(),
             degraded: vec!["state database came back empty".into()],
+            modem: None,
+            on_duty: vec![],
         };
         let text = status_text(&report);
         assert!(
@@ -398,6 +454,7 @@ mod tests {
             resolved_by: None,
             resolution: None,
             detail: Some("the state database was moved aside".into()),
+            contacts: vec![],
         };
         let text = alerts_text(&[fault]);
         let lines: Vec<&str> = text.lines().collect();
@@ -409,6 +466,59 @@ mod tests {
         assert_eq!(
             lines[2],
             "gateway-gw-1-fault-1: the state database was moved aside"
+        );
+    }
+
+    #[test]
+    fn alerts_list_the_fallback_contacts() {
+        use crate::adapters::control::ContactLine;
+        let at: Timestamp = "2026-11-23T03:44:59.120Z".parse().unwrap();
+        let a = AlertSummary {
+            alert_id: "17-42".into(),
+            kind: "sos".into(),
+            state: "open".into(),
+            tier: 1,
+            device_id: Some(17),
+            resident_id: Some("r017".into()),
+            resident_name: Some("王秀英".into()),
+            raised_at: Timestamp::UNIX_EPOCH,
+            age_s: 60,
+            cancel_requested: false,
+            notified: vec!["zhang".into()],
+            delivered_to: vec![],
+            acked_by: None,
+            acked_at: None,
+            resolved_by: None,
+            resolution: None,
+            detail: None,
+            contacts: vec![
+                ContactLine {
+                    staff_id: "zhang".into(),
+                    channel: "sms".into(),
+                    step: 1,
+                    at,
+                    outcome: "delivered".into(),
+                    detail: None,
+                },
+                ContactLine {
+                    staff_id: "zhang".into(),
+                    channel: "call".into(),
+                    step: 2,
+                    at,
+                    outcome: "failed".into(),
+                    detail: Some("no modem".into()),
+                },
+            ],
+        };
+        let text = alerts_text(&[a]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            &lines[2..],
+            [
+                "17-42: sms zhang step 1 at 2026-11-23T03:44:59Z: delivered",
+                "17-42: call zhang step 2 at 2026-11-23T03:44:59Z: failed (no modem)"
+            ],
+            "{text}"
         );
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub use crate::engine::time::{MAX_DELAY, MIN_DELAY};
 
-use super::sections::{alerts, ble, escalation, mqtt, supervision};
+use super::sections::{alerts, ble, escalation, fallback, mqtt, supervision};
 
 /// At most this many waits in `escalation.ack_timeouts` (so at most 6 tiers).
 pub const MAX_ACK_TIMEOUTS: usize = 5;
@@ -125,6 +125,30 @@ pub const RANGES: &[Range] = &[
         default: supervision::SILENT_AFTER,
         too_short: "a band briefly out of range raises a device_silent alert",
         too_long: "a dead, removed or broken band goes unnoticed this long",
+    },
+    Range {
+        key: "fallback.after",
+        low: secs(20),
+        high: secs(5 * MIN),
+        default: fallback::AFTER,
+        too_short: "people are sent an SMS before their phone had a fair chance to confirm the page (a phone waking from sleep over a weak network takes seconds)",
+        too_long: "a person whose phone never got the page is not texted or called for this long",
+    },
+    Range {
+        key: "fallback.step_every",
+        low: secs(MIN),
+        high: secs(10 * MIN),
+        default: fallback::STEP_EVERY[0],
+        too_short: "SMS and calls follow each other faster than a person can pick up the phone, and carriers flag a number that calls one callee more than once a minute",
+        too_long: "a person who did not answer is called again only this rarely",
+    },
+    Range {
+        key: "fallback.ring_for",
+        low: secs(20),
+        high: secs(90),
+        default: fallback::RING_FOR,
+        too_short: "the call is hung up before an old phone in a pocket can be answered",
+        too_long: "the carrier's voicemail or a \"not answering\" announcement takes the call first (usually after 30 to 60 s)",
     },
 ];
 

@@ -10,6 +10,7 @@ use config::{Value, ValueKind};
 
 use super::diagnose::{closest, Check};
 use super::read::{self, ResidentEntries};
+use super::sections::fallback::{ModemChoice, RawFallback, StaffChannels, Webhook};
 use super::sections::site::RawTop;
 use super::{keys, Problem, Problems};
 use crate::adapters::mqtt::Broker;
@@ -30,6 +31,10 @@ pub struct Config {
     pub ble: Ble,
     pub mqtt: Mqtt,
     pub publish_vitals: bool,
+    /// `[fallback] modem`; `None` without a `[fallback]` section (no modem is looked for).
+    pub modem: Option<ModemChoice>,
+    /// `[fallback] webhook_url` with its key.
+    pub webhook: Option<Webhook>,
     /// `[web]`: the duty console, served only when the section is present.
     pub web: Option<Web>,
     /// Values that are allowed but outside their recommended range (see `bounds`):
@@ -169,6 +174,10 @@ fn build(check: &mut Check, tree: Value, cut: Option<ResidentEntries<'_>>) -> Op
     let escalation = check.section("escalation", top.escalation.take());
     let supervision = check.section("supervision", top.supervision.take());
     let privacy = check.section("privacy", top.privacy.take());
+    let fallback: Option<RawFallback> = top
+        .fallback
+        .take()
+        .map(|v| check.section("fallback", Some(v)));
     let web = top
         .web
         .take()
@@ -178,7 +187,9 @@ fn build(check: &mut Check, tree: Value, cut: Option<ResidentEntries<'_>>) -> Op
     let ble = check.ble(ble);
     let mqtt = check.mqtt(mqtt, site.site_id.as_deref().unwrap_or(""));
     let resolved_retention = check.alerts(alerts);
-    let staff = check.staff(top.staff.unwrap_or_default());
+    let mut channels = StaffChannels::new();
+    let staff = check.staff(top.staff.unwrap_or_default(), &mut channels);
+    let fallback = check.fallback(fallback, &staff, channels);
     // (key, staff id) of every staff id named, checked once all are read.
     let mut refs: Vec<(String, String)> = Vec::new();
     let shifts = check.shifts(top.rota.unwrap_or_default(), &mut refs);
@@ -208,6 +219,7 @@ fn build(check: &mut Check, tree: Value, cut: Option<ResidentEntries<'_>>) -> Op
         supervision,
         resolved_retention,
         device_state_interval: mqtt.device_state_interval,
+        fallback: fallback.as_ref().map(|f| f.policy.clone()),
     };
     Some(Config {
         path: check.file().to_path_buf(),
@@ -221,6 +233,8 @@ fn build(check: &mut Check, tree: Value, cut: Option<ResidentEntries<'_>>) -> Op
         ble: ble?,
         mqtt,
         publish_vitals,
+        modem: fallback.as_ref().map(|f| f.modem.clone()),
+        webhook: fallback.and_then(|f| f.webhook),
         web: match web {
             None => None,
             Some(w) => Some(w?),

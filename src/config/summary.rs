@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use jiff::Timestamp;
 
+use super::sections::fallback::ModemChoice;
 use super::Config;
 
 /// A few lines describing `config`, with who is on duty at `now` (the caller's clock).
@@ -80,6 +81,23 @@ pub fn summary(config: &Config, now: Timestamp) -> String {
     let _ = writeln!(out, "source: {}", config.ble.source.name());
     let _ = writeln!(out, "tiers: {}", setup.escalation.tiers());
     let _ = writeln!(out, "supervisors: {supervisors}");
+    if let (Some(f), Some(modem)) = (&setup.fallback, &config.modem) {
+        let steps: Vec<&str> = f.steps.iter().map(|s| s.as_str()).collect();
+        let modem = match modem {
+            ModemChoice::Auto => "the first modem ModemManager lists".to_string(),
+            ModemChoice::None => "none: every step is recorded as failed".to_string(),
+            ModemChoice::Path(p) => p.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "fallback: {} after {} unconfirmed (modem: {modem})",
+            steps.join(", "),
+            crate::config::bounds::show(f.after)
+        );
+    }
+    if let Some(w) = &config.webhook {
+        let _ = writeln!(out, "webhook: {} (signed with HMAC-SHA256)", w.url);
+    }
     if !config.warnings.is_empty() {
         let _ = writeln!(
             out,

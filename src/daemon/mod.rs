@@ -8,6 +8,7 @@
 //! so an alert raised is delivered at least once across broker outages and power cuts.
 
 mod delivery;
+mod fallback;
 pub mod health;
 mod wiring;
 
@@ -24,11 +25,12 @@ use tokio::time::Instant;
 use crate::adapters::ble::BleStatus;
 use crate::adapters::control;
 use crate::adapters::lanes::{mac_of, Advert, AdvertRx, Format};
+use crate::adapters::modem::ModemLink;
 use crate::adapters::mqtt::guard::{RateLimit, RefusalLog, DEFAULT_RATE};
 use crate::adapters::mqtt::{self, GatewayStatus, LinkEvent, MqttLink, Topics};
 use crate::adapters::store::{OutboxMessage, Store};
 use crate::daemon::health::StoreHealth;
-use crate::engine::{Changes, DeviceRecord, Engine, Heard, NotifyReason, Output};
+use crate::engine::{Changes, ContactReport, DeviceRecord, Engine, Heard, NotifyReason, Output};
 
 pub use delivery::{Class, Delivery, Io, Message};
 pub use wiring::{run, RunOptions};
@@ -107,6 +109,8 @@ pub enum Event {
     /// An authentic SOS, fall, no-motion or cancel frame (the alarm lane).
     Alarm(Advert),
     Link(LinkEvent),
+    /// The modem's report about a fallback step (SMS sent or delivered, a call's outcome).
+    Contact(ContactReport),
     /// The engine's or delivery's next deadline is due.
     Deadline,
     Control(control::Pending),
@@ -174,6 +178,10 @@ pub struct Daemon<S, P> {
     phone_rate: RateLimit,
     /// Refusals logged as one line per reason per interval.
     refusals: RefusalLog,
+    /// The modem task (`[fallback]`); `None` without the section.
+    modem: Option<ModemLink>,
+    /// The webhook task (`[fallback] webhook_url`); it reports through the modem's stream.
+    webhook: Option<tokio::sync::mpsc::Sender<crate::adapters::webhook::WebhookJob>>,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -196,7 +204,24 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             health: StoreHealth::default(),
             phone_rate: RateLimit::new(DEFAULT_RATE),
             refusals: RefusalLog::default(),
+            modem: None,
+            webhook: None,
         }
+    }
+
+    /// The fallback ladder's modem (`[fallback]`).
+    pub fn with_modem(mut self, modem: Option<ModemLink>) -> Self {
+        self.modem = modem;
+        self
+    }
+
+    /// The fallback ladder's webhook (`[fallback] webhook_url`).
+    pub fn with_webhook(
+        mut self,
+        webhook: Option<tokio::sync::mpsc::Sender<crate::adapters::webhook::WebhookJob>>,
+    ) -> Self {
+        self.webhook = webhook;
+        self
     }
 
     /// What the store's recovery at start found (losses are paged at once).
@@ -267,6 +292,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             Some(a) = inputs.adverts.alarms.recv() => Event::Alarm(a),
             Some(ev) = inputs.link.recv() => Event::Link(ev),
             _ = sleep_until(deadline) => Event::Deadline,
+            Some(r) = modem_report(&mut self.modem) => Event::Contact(r),
             Some(p) = inputs.control.recv() => Event::Control(p),
             done = &mut inputs.source, if !self.source_done => Event::SourceDone(done),
             Ok(()) = inputs.radio.changed() => Event::Radio(inputs.radio.borrow_and_update().clone()),
@@ -309,6 +335,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
                 self.flush();
             }
             Event::Link(ev) => self.link_event(ev),
+            Event::Contact(r) => self.contact_report(r),
             Event::Deadline => {
                 let (now, wall) = clock();
                 if self.engine.poll_timeout().is_some_and(|t| t <= now) {
@@ -427,6 +454,8 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             degraded: self.degraded_reasons(now),
+            modem: self.modem_health(),
+            on_duty: self.on_duty(wall),
         };
         let response = control::answer(&mut self.engine, now, wall, &facts, pending.request);
         self.flush();
@@ -468,6 +497,11 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
     /// `flush`, so a refusal costs no disk work.
     fn phone_message(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
         let (now, wall) = clock();
+        if let Some((staff, client)) = self.site.topics.presence(&topic) {
+            let (staff, client) = (staff.to_owned(), client.to_owned());
+            self.presence(&staff, &client, &payload);
+            return;
+        }
         if payload.is_empty() {
             // A deletion of a retained message (ours, echoed back, or an installer's `-r -n`).
             tracing::debug!(topic, "empty phone message (a retained message deleted)");
@@ -568,7 +602,12 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
     fn flush(&mut self) {
         let mut durable = Vec::new();
         let mut volatile = Vec::new();
+        let mut contacts = Vec::new();
         while let Some(output) = self.engine.poll_output() {
+            if let Output::Contact(r) = output {
+                contacts.push(r);
+                continue;
+            }
             let publish = mqtt::render(
                 &output,
                 self.engine.setup(),
@@ -588,6 +627,8 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         };
         self.delivery.send(changes, durable, volatile);
         self.drive();
+        // After the commit that recorded them as requested: a restart never repeats them.
+        self.dispatch_contacts(contacts);
     }
 
     /// Carries out delivery's requests against the store and the link, reporting each back.
@@ -727,6 +768,8 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             frames_accepted: self.engine.intake().accepted(),
             telemetry_dropped: self.dropped.0,
             degraded: !self.degraded_reasons(clock().0).is_empty(),
+            modem: self.modem_health(),
+            on_duty: self.on_duty(wall),
         };
         let msg = mqtt::status(&self.site.topics, &status);
         self.delivery.volatile(msg);
@@ -797,7 +840,14 @@ fn class_of(output: &Output) -> Option<Class> {
         } => Some(Class::Latest(format!("notify/{staff_id}/{}", alert.id))),
         Output::AlertChanged(alert) => Some(Class::Latest(format!("alert/{}", alert.id))),
         Output::AlertCleared { alert_id } => Some(Class::Latest(format!("alert/{alert_id}"))),
-        Output::DeviceState(_) | Output::DeviceSilent(_) => None,
+        Output::DeviceState(_) | Output::DeviceSilent(_) | Output::Contact(_) => None,
+    }
+}
+
+async fn modem_report(modem: &mut Option<ModemLink>) -> Option<ContactReport> {
+    match modem {
+        Some(m) => m.reports.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -73,6 +73,7 @@ fn setup() -> Setup {
         },
         resolved_retention: Duration::from_secs(600),
         device_state_interval: Duration::from_secs(60),
+        fallback: None,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::adapters::control;
 use crate::adapters::lanes::{advert_lanes, AdvertTx};
 use crate::adapters::mqtt::{self, LinkEvent, MqttLink, MqttSettings, Topics};
 use crate::adapters::store::{Recovered, Store};
-use crate::adapters::{ble, replay, simulate};
+use crate::adapters::{ble, modem, replay, simulate, webhook};
 use crate::config::{Config, Source};
 use crate::daemon::health::StoreHealth;
 use crate::engine::{Engine, Intake, Setup};
@@ -98,6 +98,26 @@ pub async fn run(
         bands = site.devices_enrolled,
         "bandgate running"
     );
+    // The fallback ladder's modem: a task of its own; a missing modem is its warning, never
+    // a reason not to start.
+    let modem = match (&cfg.modem, &cfg.setup.fallback) {
+        (Some(choice), Some(f)) => Some(modem::start(modem::ModemSettings {
+            choice: choice.clone(),
+            ring_for: f.ring_for,
+        })),
+        _ => None,
+    };
+    let webhook = match (&cfg.webhook, &modem) {
+        (Some(w), Some(m)) => Some(webhook::start(
+            webhook::WebhookSettings {
+                url: w.url.clone(),
+                secret: w.secret.0.clone(),
+                gateway_id: cfg.gateway_id.clone(),
+            },
+            m.report_tx.clone(),
+        )),
+        _ => None,
+    };
     drop(cfg);
     let inputs = Inputs {
         adverts,
@@ -109,6 +129,8 @@ pub async fn run(
     };
     let result = Daemon::new(engine, store, link, site)
         .with_health(health)
+        .with_modem(modem)
+        .with_webhook(webhook)
         .run(inputs)
         .await;
     drop(control_socket);
@@ -149,10 +171,11 @@ fn restore(cfg: &mut Config) -> anyhow::Result<(Store, Engine, StoreHealth)> {
     let intake = Intake::new(cfg.ble.company_id, cfg.keys.clone());
     // The residents move into the engine (one copy of 10,000 of them is megabytes).
     let residents = std::mem::take(&mut cfg.setup.residents);
-    let setup = Setup {
+    let mut setup = Setup {
         residents,
         ..cfg.setup.clone()
     };
+    test_call_gap(&mut setup);
     let engine = Engine::restore(setup, intake, now, wall, snapshot);
     tracing::info!(
         state_dir = %cfg.state_dir.display(),
@@ -163,7 +186,7 @@ fn restore(cfg: &mut Config) -> anyhow::Result<(Store, Engine, StoreHealth)> {
     Ok((store, engine, health))
 }
 
-/// The broker link, subscribed to the phones' ack topics.
+/// The broker link, subscribed to the phones' ack topics and the consoles' presence.
 fn connect_broker(
     cfg: &Config,
     topics: &Topics,
@@ -179,8 +202,18 @@ fn connect_broker(
     };
     // Every person's ack topic too: after a packet it cannot read, the link subscribes them one
     // by one, so it can name the bad topic and keep the others.
-    let ack_topics = cfg.setup.staff.keys().map(|s| topics.ack(s)).collect();
-    mqtt::connect_with(settings, vec![topics.ack_filter()], ack_topics)
+    // And the duty consoles' presence (read, never written).
+    let one_by_one = cfg
+        .setup
+        .staff
+        .keys()
+        .flat_map(|s| [topics.ack(s), topics.presence_of_staff(s)])
+        .collect();
+    mqtt::connect_with(
+        settings,
+        vec![topics.ack_filter(), topics.presence_filter()],
+        one_by_one,
+    )
 }
 
 fn spawn_source(
@@ -218,4 +251,24 @@ fn spawn_source(
             tokio::spawn(ble::run(settings, tx, radio, std::future::pending()))
         }
     })
+}
+
+/// Test-only: `BANDGATE_TEST_CALL_GAP_MS=N` in the environment shortens the fallback ladder's
+/// one-call-a-minute rule per number to N ms, so that the black-box tests (`tests/it/modem.rs`)
+/// can place several calls to one number in seconds. Logged at warn; never set it in
+/// production (carriers flag a number that calls one callee more often than once a minute).
+fn test_call_gap(setup: &mut Setup) {
+    let Some(ms) = std::env::var("BANDGATE_TEST_CALL_GAP_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if let Some(f) = &mut setup.fallback {
+        f.call_gap = Duration::from_millis(ms.max(1));
+        tracing::warn!(
+            call_gap_ms = ms,
+            "BANDGATE_TEST_CALL_GAP_MS is set: calls to one number may follow each other faster than once a minute (tests only)"
+        );
+    }
 }

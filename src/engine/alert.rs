@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 
+use super::setup::Channel;
+
 /// What the alert is about. Declaration order is seriousness, least first, so `max` picks
 /// the most serious kind when a band presses again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -160,6 +162,93 @@ pub struct Alert {
     pub presses: Presses,
     /// Whether this alert is paged on its own or stands in a group (silent bands).
     pub grouping: Grouping,
+    /// The fallback ladder of each person paged (SMS, ring calls; see `engine::fallback`).
+    pub ladders: Vec<Ladder>,
+    /// What the ladders did, oldest first (the document's `contacts`).
+    pub contacts: Vec<Contact>,
+}
+
+/// One person's fallback ladder on one alert: one per person per alert, re-pages do not
+/// restart it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ladder {
+    pub staff_id: String,
+    /// The next step to take, 0-based into `[fallback] steps` (`steps.len()`: all taken).
+    pub next: usize,
+    /// When the next step is due; `None`: stopped (the person delivered or acted, the alert
+    /// was claimed or resolved, or every step was taken).
+    pub due: Option<Instant>,
+    /// Stopped by a claim, not by this person: taken up again if the alert is open again.
+    pub held: bool,
+}
+
+/// The outcome of one SMS or call (the contract's `contacts[].outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Recorded before the SMS or call is attempted (so that a restart never repeats it);
+    /// the modem's answer replaces it.
+    Requested,
+    Sent,
+    Delivered,
+    Ringing,
+    Answered,
+    Refused,
+    Unanswered,
+    Failed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Requested,
+        Outcome::Sent,
+        Outcome::Delivered,
+        Outcome::Ringing,
+        Outcome::Answered,
+        Outcome::Refused,
+        Outcome::Unanswered,
+        Outcome::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Requested => "requested",
+            Outcome::Sent => "sent",
+            Outcome::Delivered => "delivered",
+            Outcome::Ringing => "ringing",
+            Outcome::Answered => "answered",
+            Outcome::Refused => "refused",
+            Outcome::Unanswered => "unanswered",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// Nothing more will be reported about the attempt.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Outcome::Delivered
+                | Outcome::Answered
+                | Outcome::Refused
+                | Outcome::Unanswered
+                | Outcome::Failed
+        )
+    }
+}
+
+/// One SMS or call of a ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub staff_id: String,
+    pub channel: Channel,
+    /// 1-based position in `[fallback] steps`.
+    pub step: u8,
+    pub at: Timestamp,
+    pub outcome: Outcome,
+    pub detail: Option<String>,
 }
 
 /// Seqs an alert remembers for a wearer's Cancel: the first press and the latest ones.
@@ -222,6 +311,20 @@ impl Alert {
 
     /// The next moment this alert needs the engine.
     pub fn deadline(&self) -> Instant {
+        let own = self.own_deadline();
+        self.ladders
+            .iter()
+            .filter_map(|l| l.due)
+            .fold(own, Instant::min)
+    }
+
+    /// The earliest step due of a ladder, if any.
+    pub fn ladder_due(&self) -> Option<Instant> {
+        self.ladders.iter().filter_map(|l| l.due).min()
+    }
+
+    /// The alert's own deadline, without its ladders'.
+    pub fn own_deadline(&self) -> Instant {
         match &self.state {
             State::Open {
                 remind_at,
@@ -354,6 +457,9 @@ pub enum Output {
     /// A band fell silent (`silent_after`): its device state says so, with what was last known
     /// (the next frame heard publishes its telemetry again, which says it no longer is).
     DeviceSilent(SilentDevice),
+    /// Send an SMS or place a call (a ladder's step). Already recorded in the alert as
+    /// `requested`: the daemon performs it after the commit that holds that record.
+    Contact(ContactRequest),
 }
 
 /// A silent band's device state: what was last known of it, if anything.
@@ -363,4 +469,28 @@ pub struct SilentDevice {
     pub last_seen: Option<Timestamp>,
     pub battery_pct: Option<u8>,
     pub worn: Option<bool>,
+}
+
+/// A ladder's step for the modem: who, how, and the alert it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactRequest {
+    pub alert: Box<Alert>,
+    pub staff_id: String,
+    pub phone: String,
+    pub channel: Channel,
+    /// 1-based.
+    pub step: u8,
+    /// A step recorded as requested before a restart, whose fate is unknown: the adapter
+    /// looks for it (an SMS the modem still holds) before making it again.
+    pub resume: bool,
+}
+
+/// What the modem reports about a step (an input of the engine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactReport {
+    pub alert_id: String,
+    pub staff_id: String,
+    pub step: u8,
+    pub outcome: Outcome,
+    pub detail: Option<String>,
 }

@@ -49,14 +49,14 @@ pub const FAULT_PRESSES: u32 = 50;
 pub const FAULT_WINDOW: Duration = Duration::from_secs(10);
 
 /// Everything a rule needs besides the alert it works on.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     setup: &'a Setup,
     now: Instant,
     /// When the work being done was due: `now` for inputs, the deadline for timers, so a
     /// timer that fires late does not push every later deadline back by its lateness.
     due: Instant,
     wall: Timestamp,
-    out: &'a mut VecDeque<Output>,
+    pub(super) out: &'a mut VecDeque<Output>,
     counters: &'a mut Counters,
 }
 
@@ -165,7 +165,7 @@ impl Ctx<'_> {
     /// Moves `updated_at` on, strictly, and republishes the document. Documents carry
     /// milliseconds, so `updated_at` is kept in whole milliseconds: two changes within one
     /// millisecond must still print as two different times.
-    fn touch(&mut self, a: &mut Alert) {
+    pub(super) fn touch(&mut self, a: &mut Alert) {
         let next = wall_plus(a.updated_at, SignedDuration::from_millis(1));
         let wall = Timestamp::from_millisecond(self.wall.as_millisecond()).unwrap_or(self.wall);
         a.updated_at = if wall > a.updated_at { wall } else { next };
@@ -343,7 +343,7 @@ impl Ctx<'_> {
 
     /// One overdue deadline of `a`. Returns `false` when the alert's retention ended.
     fn fire(&mut self, a: &mut Alert) -> bool {
-        self.due = a.deadline();
+        self.due = a.own_deadline();
         if !a.is_resolved() && a.presses.due.is_some_and(|d| d <= self.now) {
             self.page_presses(a);
             return true;
@@ -405,35 +405,27 @@ impl Ctx<'_> {
 }
 
 impl Engine {
-    fn ctx(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-    ) -> (Ctx<'_>, &mut std::collections::BTreeMap<String, Alert>) {
-        (
-            Ctx {
-                setup: &self.setup,
-                now,
-                due: now,
-                wall,
-                out: &mut self.outputs,
-                counters: &mut self.counters,
-            },
-            &mut self.alerts,
-        )
-    }
-
     /// Runs `f` on the alert `id` with a rule context, and records the change.
-    fn with_alert<R>(
+    pub(super) fn with_alert<R>(
         &mut self,
         now: Instant,
         wall: Timestamp,
         id: &str,
         f: impl FnOnce(&mut Ctx<'_>, &mut Alert) -> R,
     ) -> Option<R> {
-        let (mut ctx, alerts) = self.ctx(now, wall);
-        let a = alerts.get_mut(id)?;
+        let a = self.alerts.get_mut(id)?;
+        let mut ctx = Ctx {
+            setup: &self.setup,
+            now,
+            due: now,
+            wall,
+            out: &mut self.outputs,
+            counters: &mut self.counters,
+        };
         let r = f(&mut ctx, a);
+        // Ladders start for people newly paged and stop for those who answered (their record
+        // is written with the alert's; the document shows only `contacts`).
+        super::fallback::sync(self.setup.fallback.as_ref(), &self.presence, a, now);
         let deadline = a.deadline();
         self.index.set_deadline(id, deadline);
         self.dirty_alerts.insert(id.to_string());
@@ -977,6 +969,12 @@ impl Engine {
             self.forget_late_acks(&id);
             // Each step moves the deadline past `now` (durations are positive), so this ends.
             while self.alerts.get(&id).is_some_and(|a| a.deadline() <= now) {
+                // A ladder's step first: it moves past `now` or stops (`fire_ladders`).
+                let ladder_due = self.alerts.get(&id).and_then(Alert::ladder_due);
+                if ladder_due.is_some_and(|d| d <= now) {
+                    self.fire_ladders(now, wall, &id);
+                    continue;
+                }
                 let keep = self.with_alert(now, wall, &id, |ctx, a| ctx.fire(a));
                 if keep == Some(false) {
                     self.remove_alert(&id);
@@ -1054,6 +1052,8 @@ pub(super) fn new_alert(
         detail: None,
         presses: Presses::default(),
         grouping: Grouping::Alone,
+        ladders: Vec::new(),
+        contacts: Vec::new(),
     }
 }
 
@@ -1089,7 +1089,10 @@ pub(super) fn alert_record(a: &Alert, now: Instant, wall: Timestamp) -> AlertRec
         State::OnScene { remind_at } => (w(*remind_at), None),
         State::Resolved { clear_at } => (w(*clear_at), None),
     };
+    let (ladders, contacts) = super::fallback::records(a, w);
     AlertRecord {
+        ladders,
+        contacts,
         id: a.id.clone(),
         kind: a.kind.as_str().to_string(),
         state: a.state.name().to_string(),
@@ -1164,7 +1167,10 @@ pub(super) fn alert_from_record(r: &AlertRecord, now: Instant, wall: Timestamp) 
             return None;
         }
     };
+    let (ladders, contacts) = super::fallback::from_records(&r.id, &r.ladders, &r.contacts, i);
     Some(Alert {
+        ladders,
+        contacts,
         id: r.id.clone(),
         kind,
         state,

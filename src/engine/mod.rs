@@ -8,6 +8,7 @@ pub mod bthome;
 mod buttons;
 mod device_map;
 mod escalation;
+pub mod fallback;
 mod fault;
 pub mod frame;
 mod index;
@@ -24,14 +25,17 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 pub use alert::{
-    Action, Alert, DeviceState, Grouping, Kind, NotifyReason, Output, Presses, Refusal, Resolution,
-    SilentBands, SilentDevice, State, SEQS_KEPT,
+    Action, Alert, Contact, ContactReport, ContactRequest, DeviceState, Grouping, Kind, Ladder,
+    NotifyReason, Outcome, Output, Presses, Refusal, Resolution, SilentBands, SilentDevice, State,
+    SEQS_KEPT,
 };
 pub use buttons::BtHomeFrame;
+pub use fallback::{OnDuty, PresenceRefusal};
 pub use frame::{BandEvent, DeviceKey, Frame, Keyring, Reject};
 pub use replay::ReplayWindow;
 pub use setup::{
-    Escalation, Locale, Resident, Rota, Setup, Shift, Staff, Supervision, WearerCancel,
+    Channel, Channels, Escalation, Fallback, Locale, Resident, Rota, Setup, Shift, Staff,
+    Supervision, WearerCancel, CALL_GAP,
 };
 pub use snapshot::{AlertRecord, Changes, DeviceRecord, MetaRecord, Snapshot};
 
@@ -126,6 +130,8 @@ pub struct Counters {
     pub refused_actions: BTreeMap<&'static str, u64>,
     pub unmatched_cancels: u64,
     pub rota_gaps: u64,
+    /// Modem reports naming no recorded fallback step.
+    pub unmatched_contact_reports: u64,
 }
 
 /// The sans-IO engine: intake, escalation and supervision behind one API.
@@ -174,6 +180,10 @@ pub struct Engine {
     flapping: BTreeMap<String, (String, State)>,
     /// (alert id, person) told by a late ack who holds the claim: told once per claim.
     late_told: BTreeSet<(String, String)>,
+    /// The duty consoles' presence (not durable: retained on the broker).
+    presence: fallback::Presence,
+    /// When each number was last called by a ladder (never two calls within `call_gap`).
+    calls: BTreeMap<String, Instant>,
 }
 
 impl Engine {
@@ -255,8 +265,11 @@ impl Engine {
             last_timeout: None,
             flapping: BTreeMap::new(),
             late_told: BTreeSet::new(),
+            presence: fallback::Presence::default(),
+            calls: BTreeMap::new(),
         };
         engine.start_supervision(now);
+        engine.settle_after_restore(now, wall);
         engine
     }
 

@@ -149,6 +149,101 @@ pub struct Setup {
     pub supervision: Supervision,
     pub resolved_retention: Duration,
     pub device_state_interval: Duration,
+    /// `[fallback]`: SMS and ring calls to people whose phone did not confirm a page.
+    /// `None`: no SMS or call is ever asked for.
+    pub fallback: Option<Fallback>,
+}
+
+/// One step of the fallback ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Channel {
+    Sms,
+    Call,
+    /// A request to the district platform (`webhook_url`), which texts or calls the person.
+    Webhook,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Call => "call",
+            Channel::Webhook => "webhook",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        [Channel::Sms, Channel::Call, Channel::Webhook]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
+/// How a person can be reached (`[[staff]] channels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channels {
+    /// The duty app (MQTT pages). Without it the ladder starts as soon as they are paged.
+    pub mqtt: bool,
+    pub sms: bool,
+    pub call: bool,
+}
+
+impl Default for Channels {
+    fn default() -> Channels {
+        Channels {
+            mqtt: true,
+            sms: true,
+            call: true,
+        }
+    }
+}
+
+impl Channels {
+    pub fn has(&self, c: Channel) -> bool {
+        match c {
+            Channel::Sms => self.sms,
+            Channel::Call => self.call,
+            // The platform texts or calls them: either will do.
+            Channel::Webhook => self.sms || self.call,
+        }
+    }
+}
+
+/// `[fallback]`, checked: when and how a person whose phone did not confirm a page is reached
+/// by SMS and ring calls (see `engine::fallback`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    /// A page neither `delivered` nor acted on by then starts the person's ladder.
+    pub after: Duration,
+    /// The ladder, in order (never empty).
+    pub steps: Vec<Channel>,
+    /// Gaps between steps: `step_every[i]` between step `i` and `i + 1` (0-based);
+    /// exactly `steps.len() - 1` of them.
+    pub step_every: Vec<Duration>,
+    /// How long a call rings before it is hung up.
+    pub ring_for: Duration,
+    /// Never two calls to one number within this (carriers block callers that redial faster).
+    pub call_gap: Duration,
+    /// People whose channels are not the default (mqtt, sms, call), by staff id.
+    pub channels: BTreeMap<String, Channels>,
+}
+
+/// Never two ring calls to one number within a minute, across all alerts (the contract).
+pub const CALL_GAP: Duration = Duration::from_secs(60);
+
+impl Fallback {
+    pub fn channels_of(&self, staff_id: &str) -> Channels {
+        self.channels.get(staff_id).copied().unwrap_or_default()
+    }
+
+    /// The gap after step `i` (0-based) before the next one.
+    pub fn gap_after(&self, i: usize) -> Duration {
+        self.step_every
+            .get(i)
+            .or(self.step_every.last())
+            .copied()
+            .unwrap_or(CALL_GAP)
+    }
 }
 
 impl Setup {

@@ -63,6 +63,33 @@ pub struct AlertRecord {
     /// Only on a gateway notice of many silent bands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silent_bands: Option<SilentBandsRecord>,
+    /// The fallback ladders (`engine::fallback`); records older than issue 14 have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ladders: Vec<LadderRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<ContactRecord>,
+}
+
+/// `alert::Ladder` as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LadderRecord {
+    pub staff_id: String,
+    pub next: usize,
+    pub due: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub held: bool,
+}
+
+/// `alert::Contact` as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactRecord {
+    pub staff_id: String,
+    pub channel: String,
+    pub step: u8,
+    pub at: Timestamp,
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl AlertRecord {

@@ -71,6 +71,8 @@ pub struct Limits {
     verify: Duration,
     retention: Duration,
     silent: Duration,
+    /// The longest wait of a fallback ladder's step: its deadline, a gap, or the call gap.
+    ladder: Duration,
 }
 
 /// A restored deadline that was further ahead than its state allows.
@@ -95,6 +97,14 @@ impl Limits {
             verify: held(e.cancel_verify_timeout),
             retention: held(setup.resolved_retention),
             silent: held(setup.supervision.silent_after),
+            ladder: held(setup.fallback.as_ref().map_or(Duration::ZERO, |f| {
+                f.step_every
+                    .iter()
+                    .copied()
+                    .chain([f.after, f.call_gap])
+                    .max()
+                    .unwrap_or_default()
+            })),
         }
     }
 
@@ -148,6 +158,12 @@ impl Limits {
         // A coalesced press waits at most one `renotify_every` for its page.
         if let Some(p) = &mut a.presses.due {
             fix("press_due", p, self.renotify);
+        }
+        // A ladder's next step waits at most its longest gap.
+        for l in &mut a.ladders {
+            if let Some(d) = &mut l.due {
+                fix("ladder_due", d, self.ladder);
+            }
         }
         moved
     }

@@ -101,9 +101,9 @@ const BOUNDARIES: &[(&str, &[&str])] = &[
     ("rumqttc", &["adapters/mqtt/", "cmd/demo/"]),
     // The embedded broker only in the demo.
     ("rumqttd", &["cmd/demo/"]),
-    // The radio (and D-Bus, which is how BlueZ is reached) only in the
+    // The radio (and D-Bus, which is how BlueZ and ModemManager are reached) only in the
     // adapters that speak to those services.
-    ("dbus", &["adapters/ble"]),
+    ("dbus", &["adapters/ble", "adapters/modem"]),
 ];
 
 /// The sans-IO state machines: like the engine, they take time and results as values.

@@ -17,7 +17,7 @@ const INSTALL: &str = "the BLE tests need dbus-daemon and python3 with the dbus 
      modules: `sudo apt-get install dbus python3-dbus python3-dbusmock` (or run ./.ci/run); if \
      your python3 is not Debian's, set BANDGATE_TEST_PYTHON=/usr/bin/python3";
 
-fn python() -> String {
+pub fn python() -> String {
     let mut candidates = Vec::new();
     if let Ok(p) = std::env::var("BANDGATE_TEST_PYTHON") {
         candidates.push(p);
@@ -252,7 +252,7 @@ impl MockBluez {
 
 /// A private D-Bus daemon listening on `dir/bus`; its address without the server's guid, so
 /// that clients can reach a restarted daemon at the same address.
-fn start_bus(dir: &Path) -> (Child, String) {
+pub fn start_bus(dir: &Path) -> (Child, String) {
     let sock = dir.join("bus");
     let mut bus = Command::new("dbus-daemon")
         .args(["--session", "--nofork", "--print-address=1"])

@@ -259,29 +259,29 @@ fn mistakes_in_the_entries_and_their_references() {
         &path,
         dir.path(),
         expect![[r#"
-        $DIR/bandgate.toml: staff[0].id: "zhang wei" cannot be an MQTT user name and topic level; fix: use letters, digits, '-' and '_' only, e.g. id = "zhang"
-        $DIR/bandgate.toml: staff[2].id: the staff id "zhao" is used twice; fix: give every person their own id
-        $DIR/bandgate.toml: staff[3].nmae: unknown key "nmae"; did you mean "name"?; fix: rename it to name
-        $DIR/bandgate.toml: staff[3].name: this required key is missing; fix: add it, e.g. name = "张伟"
-        $DIR/bandgate.toml: staff[4].colour: unknown key "colour"; fix: remove it; the keys allowed here are id, name, phone
-        $DIR/bandgate.toml: rota[0].days[1]: "tues" is not a day; fix: use mon, tue, wed, thu, fri, sat or sun
-        $DIR/bandgate.toml: rota[0].from: "8am" is not a time of day; fix: write local 24-hour time as "HH:MM", e.g. "08:00" or "20:30"
-        $DIR/bandgate.toml: rota[1].staff: nobody is on this shift; fix: list the staff ids on duty, e.g. staff = ["zhang"]
-        $DIR/bandgate.toml: rota[2].days: no days are given, so this shift never runs; fix: list its days, e.g. days = ["mon", "tue"]
-        $DIR/bandgate.toml: residents[1].id: the resident id "r017" is used twice; fix: give every resident their own id
-        $DIR/bandgate.toml: residents[1].device_id: -1 is not a wristband id (0 to 4294967295); fix: copy the number printed on the band or its enrolment record
-        $DIR/bandgate.toml: residents[2].device_id: band 17 is already worn by resident "r017"; fix: each band belongs to one resident; check the number on the band
-        $DIR/bandgate.toml: residents[3].device_id: band 99 has no key in the key file, so its frames cannot be read; fix: add 99 = "<32 hex digits>" under [devices] in $DIR/keys.toml
-        $DIR/bandgate.toml: rota[0].staff[0]: staff id "zhang" is not listed under [[staff]] (did you mean "wang"?); fix: add a [[staff]] entry with id = "zhang", or correct the id
-        $DIR/bandgate.toml: rota[2].staff[0]: staff id "lui" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "lui", or correct the id
-        $DIR/bandgate.toml: rota[2].staff[1]: staff id "ghost" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "ghost", or correct the id
-        $DIR/bandgate.toml: escalation.supervisors[0]: staff id "boss" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "boss", or correct the id
-        $DIR/bandgate.toml: residents[0].team[0]: staff id "li" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "li", or correct the id
-        $DIR/bandgate.toml: residents[1].team[0]: staff id "li" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "li", or correct the id
-        $DIR/bandgate.toml: residents[2].team[0]: staff id "zhang" is not listed under [[staff]] (did you mean "wang"?); fix: add a [[staff]] entry with id = "zhang", or correct the id
-        $DIR/bandgate.toml: residents[2].team[1]: staff id "liu" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "liu", or correct the id
-        $DIR/bandgate.toml: residents[3].team[0]: staff id "liu" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "liu", or correct the id
-    "#]],
+            $DIR/bandgate.toml: staff[0].id: "zhang wei" cannot be an MQTT user name and topic level; fix: use letters, digits, '-' and '_' only, e.g. id = "zhang"
+            $DIR/bandgate.toml: staff[2].id: the staff id "zhao" is used twice; fix: give every person their own id
+            $DIR/bandgate.toml: staff[3].nmae: unknown key "nmae"; did you mean "name"?; fix: rename it to name
+            $DIR/bandgate.toml: staff[3].name: this required key is missing; fix: add it, e.g. name = "张伟"
+            $DIR/bandgate.toml: staff[4].colour: unknown key "colour"; fix: remove it; the keys allowed here are id, name, phone, channels
+            $DIR/bandgate.toml: rota[0].days[1]: "tues" is not a day; fix: use mon, tue, wed, thu, fri, sat or sun
+            $DIR/bandgate.toml: rota[0].from: "8am" is not a time of day; fix: write local 24-hour time as "HH:MM", e.g. "08:00" or "20:30"
+            $DIR/bandgate.toml: rota[1].staff: nobody is on this shift; fix: list the staff ids on duty, e.g. staff = ["zhang"]
+            $DIR/bandgate.toml: rota[2].days: no days are given, so this shift never runs; fix: list its days, e.g. days = ["mon", "tue"]
+            $DIR/bandgate.toml: residents[1].id: the resident id "r017" is used twice; fix: give every resident their own id
+            $DIR/bandgate.toml: residents[1].device_id: -1 is not a wristband id (0 to 4294967295); fix: copy the number printed on the band or its enrolment record
+            $DIR/bandgate.toml: residents[2].device_id: band 17 is already worn by resident "r017"; fix: each band belongs to one resident; check the number on the band
+            $DIR/bandgate.toml: residents[3].device_id: band 99 has no key in the key file, so its frames cannot be read; fix: add 99 = "<32 hex digits>" under [devices] in $DIR/keys.toml
+            $DIR/bandgate.toml: rota[0].staff[0]: staff id "zhang" is not listed under [[staff]] (did you mean "wang"?); fix: add a [[staff]] entry with id = "zhang", or correct the id
+            $DIR/bandgate.toml: rota[2].staff[0]: staff id "lui" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "lui", or correct the id
+            $DIR/bandgate.toml: rota[2].staff[1]: staff id "ghost" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "ghost", or correct the id
+            $DIR/bandgate.toml: escalation.supervisors[0]: staff id "boss" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "boss", or correct the id
+            $DIR/bandgate.toml: residents[0].team[0]: staff id "li" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "li", or correct the id
+            $DIR/bandgate.toml: residents[1].team[0]: staff id "li" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "li", or correct the id
+            $DIR/bandgate.toml: residents[2].team[0]: staff id "zhang" is not listed under [[staff]] (did you mean "wang"?); fix: add a [[staff]] entry with id = "zhang", or correct the id
+            $DIR/bandgate.toml: residents[2].team[1]: staff id "liu" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "liu", or correct the id
+            $DIR/bandgate.toml: residents[3].team[0]: staff id "liu" is not listed under [[staff]]; fix: add a [[staff]] entry with id = "liu", or correct the id
+        "#]],
     );
 }
 
@@ -310,7 +310,7 @@ fn wrong_shapes_missing_keys_and_unknown_keys() {
         &path,
         dir.path(),
         expect![[r#"
-            $DIR/bandgate.toml: log_level: unknown key "log_level"; fix: remove it; the keys allowed here are site_id, gateway_id, locale, timezone, state_dir, keys_file, control_socket, ble, mqtt, alerts, escalation, supervision, privacy, web, staff, rota, residents
+            $DIR/bandgate.toml: log_level: unknown key "log_level"; fix: remove it; the keys allowed here are site_id, gateway_id, locale, timezone, state_dir, keys_file, control_socket, ble, mqtt, alerts, escalation, supervision, privacy, fallback, web, staff, rota, residents
             $DIR/bandgate.toml: mqtt.alerts: unknown key "alerts"; fix: remove it; the keys allowed here are url, username, password_file, ca_file, topic_prefix, status_interval, device_state_interval
             $DIR/bandgate.toml: escalation.renotfy_every: unknown key "renotfy_every"; did you mean "renotify_every"?; fix: rename it to renotify_every
             $DIR/bandgate.toml: staff[1].name: this required key is missing; fix: add it, e.g. name = "张伟"
@@ -337,6 +337,146 @@ fn wrong_shapes_missing_keys_and_unknown_keys() {
         $DIR/shapes.toml: staff: found a map where a list belongs; fix: write each entry under its own [[staff]] line (double brackets)
         $DIR/shapes.toml: residents: residents are given twice: as 1 [[residents]] entries and as one value; fix: keep only the [[residents]] entries
         $DIR/shapes.toml: escalation: must be a table, found text; fix: write it as a section: a line [escalation] followed by its keys
+    "#]],
+    );
+}
+
+/// Uncomments the example's `[fallback]` section and its keys, so that `swap` can edit them.
+fn with_fallback(t: String) -> String {
+    let t = swap(t, "# [fallback]", "[fallback]");
+    let t = swap(t, "# after = ", "after = ");
+    let t = swap(t, "# steps = ", "steps = ");
+    let t = swap(t, "# step_every = ", "step_every = ");
+    let t = swap(t, "# modem = ", "modem = ");
+    swap(t, "# ring_for = ", "ring_for = ")
+}
+
+#[test]
+fn mistakes_in_the_fallback_section_and_the_staffs_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    // The example's section as written is valid and quiet.
+    let path = example_in(dir.path(), with_fallback);
+    let cfg = config::load(&path).unwrap_or_else(|p| panic!("{p}"));
+    let text = summary(&cfg, "2026-11-27T13:00:00Z".parse().unwrap());
+    assert!(
+        text.contains("\nfallback: sms, call, call after 45s unconfirmed (modem: the first modem ModemManager lists)\n"),
+        "{text}"
+    );
+    check(
+        &path,
+        dir.path(),
+        expect![[r#"
+"#]],
+    );
+    let path = example_in(dir.path(), |t| {
+        let t = with_fallback(t);
+        let t = swap(
+            t,
+            "steps = [\"sms\", \"call\", \"call\"]",
+            "steps = [\"sms\", \"cal\", \"fax\"]",
+        );
+        let t = swap(
+            t,
+            "step_every = [\"60s\", \"120s\"]",
+            "step_every = [\"60s\"]",
+        );
+        let t = swap(t, "modem = \"auto\"", "modem = \"/dev/ttyUSB2\"");
+        let t = swap(
+            t,
+            "ring_for = \"40s\"",
+            "ring_for = \"0s\"\nwebhook_url = \"https://x\"",
+        );
+        let t = swap(
+            t,
+            "# channels = [\"mqtt\", \"sms\", \"call\"]",
+            "channels = [\"sms\", \"wechat\"]",
+        );
+        swap(t, "phone = \"13800000004\"\n", "")
+    });
+    check(
+        &path,
+        dir.path(),
+        expect![[r#"
+            $DIR/bandgate.toml: staff[3].channels[1]: unknown channel "wechat"; fix: use "mqtt" (the duty app), "sms" and "call", e.g. channels = ["sms", "call"] for a guardian without the app
+            $DIR/bandgate.toml: fallback.ring_for: the duration "0s" is zero; fix: give a time longer than zero, e.g. "40s"
+            $DIR/bandgate.toml: fallback.steps[1]: unknown step "cal" (did you mean "call"?); fix: each step is "sms", "call" or "webhook", e.g. steps = ["sms", "call", "call"]
+            $DIR/bandgate.toml: fallback.steps[2]: unknown step "fax"; fix: each step is "sms", "call" or "webhook", e.g. steps = ["sms", "call", "call"]
+            $DIR/bandgate.toml: fallback.step_every: 1 gaps for 3 steps; the ladder needs one gap between each two steps, so 2; fix: give 2 durations, e.g. step_every = ["60s", "120s"]
+            $DIR/bandgate.toml: fallback.modem: "/dev/ttyUSB2" is neither "auto", "none" nor a modem's D-Bus path; fix: use "auto" (the first modem ModemManager lists), or the path `mmcli -L` prints, e.g. "/org/freedesktop/ModemManager1/Modem/0"
+            $DIR/bandgate.toml: fallback.webhook_secret_file: webhook_url is set but webhook_secret_file is not: requests would go unsigned; fix: add webhook_secret_file = "/etc/bandgate/webhook-secret" (the shared HMAC key, one line, chmod 640 root:bandgate)
+            $DIR/bandgate.toml: staff[3].phone: "li" is reached by SMS or call only, but has no phone number: this person would never be reached; fix: add phone = "138..."
+        "#]],
+    );
+    // The webhook: a bad address, a secret every user can read, a step without a URL.
+    let secret = dir.path().join("webhook-secret");
+    std::fs::write(&secret, "k\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let path = example_in(dir.path(), |t| {
+        let t = with_fallback(t);
+        swap(
+            t,
+            "ring_for = \"40s\"",
+            "ring_for = \"40s\"\nwebhook_url = \"ftp://platform\"\nwebhook_secret_file = \"webhook-secret\"",
+        )
+    });
+    check(
+        &path,
+        dir.path(),
+        expect![[r#"
+        $DIR/bandgate.toml: fallback.webhook_url: "ftp://platform" is not a webhook address: it must start with https:// (or http:// on a trusted network); fix: write the platform's address, e.g. "https://platform.example/bandgate/fallback"
+        $DIR/bandgate.toml: fallback.webhook_secret_file: $DIR/webhook-secret is readable by every user: anyone on the gateway could sign requests; fix: sudo chown root:bandgate $DIR/webhook-secret && sudo chmod 640 $DIR/webhook-secret
+    "#]],
+    );
+    let path = example_in(dir.path(), |t| {
+        let t = with_fallback(t);
+        swap(
+            t,
+            "steps = [\"sms\", \"call\", \"call\"]",
+            "steps = [\"webhook\", \"call\", \"call\"]",
+        )
+    });
+    check(
+        &path,
+        dir.path(),
+        expect![[r#"
+        $DIR/bandgate.toml: fallback.steps: a "webhook" step, but no webhook_url: the step could never be taken; fix: add webhook_url and webhook_secret_file under [fallback], or remove the step
+    "#]],
+    );
+    // Without [fallback], a person without the app is never reached; ranges are warned about.
+    let path = example_in(dir.path(), |t| {
+        swap(
+            t,
+            "# channels = [\"mqtt\", \"sms\", \"call\"]",
+            "channels = [\"sms\", \"call\"]",
+        )
+    });
+    check(
+        &path,
+        dir.path(),
+        expect![[r#"
+        $DIR/bandgate.toml: staff[3].channels: "li" has no "mqtt" channel, but there is no [fallback] section, so no SMS or call is ever made: this person would never be reached; fix: add a [fallback] section (see config/bandgate.toml), or add "mqtt" to their channels
+    "#]],
+    );
+    let path = example_in(dir.path(), |t| {
+        let t = with_fallback(t);
+        let t = swap(t, "after = \"45s\"", "after = \"2s\"");
+        let t = swap(
+            t,
+            "step_every = [\"60s\", \"120s\"]",
+            "step_every = [\"3s\", \"3s\"]",
+        );
+        let t = swap(t, "modem = \"auto\"", "modem = \"none\"");
+        swap(t, "ring_for = \"40s\"", "ring_for = \"5s\"")
+    });
+    check(
+        &path,
+        dir.path(),
+        expect![[r#"
+        warning: $DIR/bandgate.toml: fallback.after: 2s is below the recommended 20s to 5m: on a real site people are sent an SMS before their phone had a fair chance to confirm the page (a phone waking from sleep over a weak network takes seconds); fix: fine for a test or a demo; otherwise give at least "20s" (default "45s")
+        warning: $DIR/bandgate.toml: fallback.ring_for: 5s is below the recommended 20s to 90s: on a real site the call is hung up before an old phone in a pocket can be answered; fix: fine for a test or a demo; otherwise give at least "20s" (default "40s")
+        warning: $DIR/bandgate.toml: fallback.step_every[0]: 3s is below the recommended 1m to 10m: on a real site SMS and calls follow each other faster than a person can pick up the phone, and carriers flag a number that calls one callee more than once a minute; fix: fine for a test or a demo; otherwise give at least "1m" (default "60s")
+        warning: $DIR/bandgate.toml: fallback.step_every[1]: 3s is below the recommended 1m to 10m: on a real site SMS and calls follow each other faster than a person can pick up the phone, and carriers flag a number that calls one callee more than once a minute; fix: fine for a test or a demo; otherwise give at least "1m" (default "60s")
+        warning: $DIR/bandgate.toml: fallback.modem: "none": no SMS or call can be made; every step of the ladder is recorded as failed; fix: use "auto" once a 4G modem is plugged in and ModemManager sees it (mmcli -L)
     "#]],
     );
 }
@@ -617,7 +757,11 @@ fn example_lines(text: &str) -> Vec<Line> {
             let _ = name;
             continue;
         }
-        if let Some(name) = trimmed.strip_prefix('[') {
+        // An optional section is shown commented out, its header too (`# [fallback]`).
+        let header = trimmed
+            .strip_prefix('[')
+            .or_else(|| trimmed.strip_prefix("# ["));
+        if let Some(name) = header {
             let name = name.split(']').next().unwrap();
             section = Some(format!("{name}."));
             continue;

@@ -61,6 +61,8 @@ fn alert() -> Alert {
             ..Presses::default()
         },
         grouping: Grouping::Alone,
+        ladders: Vec::new(),
+        contacts: Vec::new(),
     }
 }
 

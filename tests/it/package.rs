@@ -67,6 +67,20 @@ fn assets_exist_and_land_where_the_docs_say() {
     );
     mode_of("/usr/share/doc/bandgate/examples/mosquitto.conf");
     mode_of("/usr/share/doc/bandgate/examples/mosquitto.acl");
+    // The fallback ladder's SMS and calls: ModemManager lets the bandgate user use them.
+    assert_eq!(
+        mode_of("/usr/share/polkit-1/rules.d/50-bandgate-modemmanager.rules"),
+        "644"
+    );
+    let rule =
+        std::fs::read_to_string(root().join("polkit/50-bandgate-modemmanager.rules")).unwrap();
+    for needle in [
+        "subject.user === \"bandgate\"",
+        "org.freedesktop.ModemManager1.Messaging",
+        "org.freedesktop.ModemManager1.Voice",
+    ] {
+        assert!(rule.contains(needle), "the polkit rule lacks {needle}");
+    }
 }
 
 #[test]

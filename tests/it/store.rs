@@ -52,6 +52,8 @@ fn alert(id: &str, tier: u8) -> AlertRecord {
         held: false,
         grouped_in: None,
         silent_bands: None,
+        ladders: Vec::new(),
+        contacts: Vec::new(),
     }
 }
 

@@ -46,6 +46,8 @@ pub fn open_alert(id: &str, device_id: u32) -> AlertRecord {
         held: false,
         grouped_in: None,
         silent_bands: None,
+        ladders: Vec::new(),
+        contacts: Vec::new(),
     }
 }
 

@@ -241,7 +241,7 @@ impl MqttLink {
 
 /// Trusts the CA certificates in `ca_file`, or without it the system's (`/etc/ssl/certs`, or
 /// `SSL_CERT_FILE` / `SSL_CERT_DIR` when set), as `mqtt.ca_file` is documented.
-fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
+pub fn tls_config(ca_file: Option<&std::path::Path>) -> anyhow::Result<rustls::ClientConfig> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {

@@ -7,6 +7,7 @@
 
 pub mod guard;
 mod link;
+pub mod presence;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -14,13 +15,15 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::adapters::modem::ModemHealth;
+use crate::engine::fallback::OnDuty;
 use crate::engine::{
     Action, Alert, DeviceState, Grouping, Output, Resolution, Setup, SilentDevice,
 };
 
 pub use link::{
-    connect, connect_with, Broker, LinkEvent, MqttLink, MqttSettings, MAX_INCOMING_PACKET,
-    PUBLISH_QUEUE,
+    connect, connect_with, tls_config, Broker, LinkEvent, MqttLink, MqttSettings,
+    MAX_INCOMING_PACKET, PUBLISH_QUEUE,
 };
 
 /// Largest phone message parsed; anything longer is refused unread.
@@ -142,6 +145,8 @@ struct AlertDoc<'a> {
     resolution: Option<&'static str>,
     battery_pct: Option<u8>,
     rssi: Option<i16>,
+    /// What the fallback ladder did (SMS, calls), oldest first.
+    contacts: Vec<ContactDoc<'a>>,
     text: String,
     // Extensions (issue 19), after the contract's keys and only when they say something, so
     // an alert of one press reads exactly as the contract's example.
@@ -162,6 +167,16 @@ struct AlertDoc<'a> {
     declined: &'a [String],
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     names: BTreeMap<&'a str, &'a str>,
+}
+
+#[derive(Serialize)]
+struct ContactDoc<'a> {
+    staff_id: &'a str,
+    channel: &'static str,
+    step: u8,
+    at: String,
+    outcome: &'static str,
+    detail: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -205,6 +220,18 @@ impl<'a> AlertDoc<'a> {
             resolution: alert.resolution.map(Resolution::as_str),
             battery_pct: alert.battery_pct,
             rssi: alert.rssi,
+            contacts: alert
+                .contacts
+                .iter()
+                .map(|c| ContactDoc {
+                    staff_id: &c.staff_id,
+                    channel: c.channel.as_str(),
+                    step: c.step,
+                    at: format_time(c.at),
+                    outcome: c.outcome.as_str(),
+                    detail: c.detail.as_deref(),
+                })
+                .collect(),
             text: text::summary(alert, setup),
             presses: (alert.presses.count > 1).then_some(alert.presses.count),
             last_press_at: (alert.presses.count > 1)
@@ -310,6 +337,14 @@ pub fn render(output: &Output, setup: &Setup, topics: &Topics, publish_vitals: b
             qos: 0,
             retain: true,
         },
+        // Not for the broker: the daemon hands contacts to the modem before rendering. Should
+        // one get here, the alert's document is the harmless thing to publish.
+        Output::Contact(r) => Publish {
+            topic: topics.alert(&r.alert.id),
+            payload: alert_document(&r.alert, setup),
+            qos: 1,
+            retain: true,
+        },
     }
 }
 
@@ -364,6 +399,10 @@ pub struct GatewayStatus {
     pub telemetry_dropped: u64,
     /// The durable store is failing or was lost (`state: degraded`; see `gateway_fault`).
     pub degraded: bool,
+    /// The fallback ladder's modem; `None` without `[fallback]` (the key is left out).
+    pub modem: Option<ModemHealth>,
+    /// Who is on duty now and whether a live, armed duty console is there.
+    pub on_duty: Vec<OnDuty>,
 }
 
 #[derive(Serialize)]
@@ -380,6 +419,11 @@ struct StatusDoc<'a> {
     outbox_len: usize,
     frames_accepted: u64,
     telemetry_dropped: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modem: Option<&'a ModemHealth>,
+    /// Extension (issue 14): each person on duty now, `console` true (a live, armed duty
+    /// console), false (every console gone) or null (never published presence).
+    on_duty: &'a [OnDuty],
     state: &'static str,
 }
 
@@ -400,6 +444,8 @@ pub fn status(topics: &Topics, s: &GatewayStatus) -> Publish {
             outbox_len: s.outbox_len,
             frames_accepted: s.frames_accepted,
             telemetry_dropped: s.telemetry_dropped,
+            modem: s.modem.as_ref(),
+            on_duty: &s.on_duty,
             state: if s.degraded { "degraded" } else { "ok" },
         }),
         qos: 1,

@@ -62,6 +62,7 @@ fn setup(locale: Locale) -> Setup {
         },
         resolved_retention: Duration::from_secs(600),
         device_state_interval: Duration::from_secs(60),
+        fallback: None,
     }
 }
 
@@ -107,6 +108,8 @@ fn sos() -> Alert {
             ..Default::default()
         },
         grouping: crate::engine::Grouping::Alone,
+        ladders: Vec::new(),
+        contacts: Vec::new(),
     }
 }
 
@@ -164,7 +167,7 @@ fn alert_document_is_the_contracts_example() {
     let p = render_one(&Output::AlertChanged(Box::new(sos())));
     assert_eq!(p.topic, "bandgate/guanghuiyuan/alerts/17-42");
     assert_eq!((p.qos, p.retain), (1, true));
-    expect![[r#"{"alert_id":"17-42","kind":"sos","state":"open","cancel_requested":false,"tier":1,"resident":{"id":"r017","name":"王秀英","address":"广惠园社区 3号楼 2单元 401","phone":"13800000000","notes":"高血压, 独居"},"device_id":17,"gateway_id":"gw-guanghuiyuan-1","raised_at":"2026-11-23T03:44:14.120Z","updated_at":"2026-11-23T03:45:14.121Z","notified":["zhang","li"],"delivered_to":["zhang"],"acked_by":null,"acked_at":null,"on_scene_at":null,"resolved_by":null,"resolved_at":null,"resolution":null,"battery_pct":80,"rssi":-67,"text":"【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键","names":{"li":"李娜","zhang":"张伟"}}"#]]
+    expect![[r#"{"alert_id":"17-42","kind":"sos","state":"open","cancel_requested":false,"tier":1,"resident":{"id":"r017","name":"王秀英","address":"广惠园社区 3号楼 2单元 401","phone":"13800000000","notes":"高血压, 独居"},"device_id":17,"gateway_id":"gw-guanghuiyuan-1","raised_at":"2026-11-23T03:44:14.120Z","updated_at":"2026-11-23T03:45:14.121Z","notified":["zhang","li"],"delivered_to":["zhang"],"acked_by":null,"acked_at":null,"on_scene_at":null,"resolved_by":null,"resolved_at":null,"resolution":null,"battery_pct":80,"rssi":-67,"contacts":[],"text":"【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键","names":{"li":"李娜","zhang":"张伟"}}"#]]
     .assert_eq(p.payload_str());
 
     // Same values as the contract's pretty-printed example, plus the console's extension: the
@@ -182,6 +185,7 @@ fn alert_document_is_the_contracts_example() {
       "acked_by": null, "acked_at": null, "on_scene_at": null,
       "resolved_by": null, "resolved_at": null, "resolution": null,
       "battery_pct": 80, "rssi": -67,
+      "contacts": [],
       "text": "【紧急求救】王秀英（广惠园社区 3号楼 2单元 401）按下求救键"
     }"#,
     )
@@ -247,6 +251,8 @@ fn a_degraded_gateway_says_so_in_its_status() {
         frames_accepted: 0,
         telemetry_dropped: 0,
         degraded: false,
+        modem: None,
+        on_duty: Vec::new(),
     };
     let state = |s: &GatewayStatus| {
         let v: serde_json::Value = serde_json::from_slice(&status(&topics(), s).payload).unwrap();
@@ -405,6 +411,17 @@ fn status_and_last_will() {
             frames_accepted: 1200,
             telemetry_dropped: 3,
             degraded: false,
+            modem: Some(crate::adapters::modem::ModemHealth {
+                present: true,
+                sim_ready: Some(true),
+                registered: Some(true),
+                signal_pct: Some(71),
+            }),
+            on_duty: vec![crate::engine::OnDuty {
+                staff_id: "zhang".into(),
+                name: "张伟".into(),
+                console: Some(true),
+            }],
         },
     );
     assert_eq!(
@@ -415,7 +432,7 @@ fn status_and_last_will() {
     assert_eq!(
         p.payload_str(),
         format!(
-            r#"{{"online":true,"gateway_id":"gw-guanghuiyuan-1","version":"{}","started_at":"2026-11-23T03:00:00.000Z","adapter":"hci0","adapter_ok":true,"devices_enrolled":30,"devices_heard_15m":28,"open_alerts":0,"outbox_len":0,"frames_accepted":1200,"telemetry_dropped":3,"state":"ok"}}"#,
+            r#"{{"online":true,"gateway_id":"gw-guanghuiyuan-1","version":"{}","started_at":"2026-11-23T03:00:00.000Z","adapter":"hci0","adapter_ok":true,"devices_enrolled":30,"devices_heard_15m":28,"open_alerts":0,"outbox_len":0,"frames_accepted":1200,"telemetry_dropped":3,"modem":{{"present":true,"sim_ready":true,"registered":true,"signal_pct":71}},"on_duty":[{{"staff_id":"zhang","name":"张伟","console":true}}],"state":"ok"}}"#,
             env!("CARGO_PKG_VERSION")
         )
     );

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod ble;
 pub mod escalation;
+pub mod fallback;
 pub mod mqtt;
 pub mod privacy;
 pub mod residents;
@@ -53,6 +54,17 @@ pub fn defaults() -> Vec<(&'static str, String)> {
             "privacy.publish_vitals",
             privacy::PUBLISH_VITALS.to_string(),
         ),
+        ("fallback.after", q(fallback::AFTER)),
+        (
+            "fallback.steps",
+            format!("[{}]", fallback::STEPS.map(q).join(", ")),
+        ),
+        (
+            "fallback.step_every",
+            format!("[{}]", fallback::STEP_EVERY.map(q).join(", ")),
+        ),
+        ("fallback.modem", q(fallback::MODEM)),
+        ("fallback.ring_for", q(fallback::RING_FOR)),
         ("web.listen", q(web::LISTEN)),
         ("web.broker_url", q(web::BROKER_URL)),
     ]

@@ -37,6 +37,7 @@ pub(in crate::config) struct RawTop {
     pub escalation: Option<Value>,
     pub supervision: Option<Value>,
     pub privacy: Option<Value>,
+    pub fallback: Option<Value>,
     pub web: Option<Value>,
     pub staff: Option<Vec<Value>>,
     pub rota: Option<Vec<Value>>,

@@ -6,6 +6,7 @@ use config::Value;
 use serde::Deserialize;
 
 use crate::config::diagnose::{is_topic_word, Check};
+use crate::config::sections::fallback::StaffChannels;
 use crate::engine::Staff;
 
 #[derive(Deserialize)]
@@ -15,10 +16,16 @@ struct RawStaff {
     name: String,
     #[serde(default)]
     phone: String,
+    channels: Option<Vec<String>>,
 }
 
 impl Check {
-    pub(in crate::config) fn staff(&mut self, entries: Vec<Value>) -> BTreeMap<String, Staff> {
+    /// `channels` gets each person's channels (`[[staff]] channels`, see `fallback`).
+    pub(in crate::config) fn staff(
+        &mut self,
+        entries: Vec<Value>,
+        channels: &mut StaffChannels,
+    ) -> BTreeMap<String, Staff> {
         let mut staff = BTreeMap::new();
         for (i, v) in entries.into_iter().enumerate() {
             let key = format!("staff[{i}]");
@@ -41,6 +48,8 @@ impl Check {
                 );
                 continue;
             }
+            let c = self.channels(&format!("{key}.channels"), raw.channels.as_deref());
+            channels.insert(raw.id.clone(), (i, c));
             staff.insert(
                 raw.id.clone(),
                 Staff {

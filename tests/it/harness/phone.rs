@@ -230,6 +230,13 @@ impl Phone {
             .unwrap();
     }
 
+    /// A retained message (as a duty console's presence record is).
+    pub fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .unwrap();
+    }
+
     /// A phone action on `{p}/ack/{staff}`.
     pub fn act(&self, prefix: &str, staff: &str, body: Value) {
         self.publish(&format!("{prefix}/ack/{staff}"), body.to_string());

@@ -91,6 +91,7 @@ pub fn setup() -> Setup {
         },
         resolved_retention: Duration::from_secs(10 * 60),
         device_state_interval: Duration::from_secs(60),
+        fallback: None,
     }
 }
 
@@ -310,7 +311,7 @@ impl Sim {
         while let Some(o) = self.engine.poll_output() {
             let line = match &o {
                 Output::AlertChanged(a) => Some(format!(
-                    "  doc {} {} {}{} tier {} notified {:?}{}{}{}",
+                    "  doc {} {} {}{} tier {} notified {:?}{}{}{}{}",
                     a.id,
                     a.kind.as_str(),
                     a.state.name(),
@@ -332,6 +333,24 @@ impl Sim {
                         String::new()
                     } else {
                         format!(" delivered_to {:?}", a.delivered_to)
+                    },
+                    if a.contacts.is_empty() {
+                        String::new()
+                    } else {
+                        let c: Vec<String> = a
+                            .contacts
+                            .iter()
+                            .map(|c| {
+                                format!(
+                                    "{} {}#{} {}",
+                                    c.staff_id,
+                                    c.channel.as_str(),
+                                    c.step,
+                                    c.outcome.as_str()
+                                )
+                            })
+                            .collect();
+                        format!(" contacts [{}]", c.join(", "))
                     }
                 )),
                 Output::Notify {
@@ -344,6 +363,15 @@ impl Sim {
                     alert.id
                 )),
                 Output::AlertCleared { alert_id } => Some(format!("  clear {alert_id}")),
+                Output::Contact(r) => Some(format!(
+                    "  {} {} {} step {} {}{}",
+                    r.channel.as_str(),
+                    r.staff_id,
+                    r.phone,
+                    r.step,
+                    r.alert.id,
+                    if r.resume { " (resume)" } else { "" }
+                )),
                 Output::DeviceSilent(d) => Some(format!("  state band {} silent", d.device_id)),
                 Output::DeviceState(d) => self.show_telemetry.then(|| {
                     format!(
