@@ -670,3 +670,46 @@ fn after_a_wearer_cancel_the_page_asks_for_a_phone_call() {
     c.browser
         .wait_region("zhang", "王秀英", &["已处理"], &["老人已取消"]);
 }
+
+/// The gateway tells, per person on duty now, whether a live armed console is there: from the
+/// real page's presence (`bandgate status --json`, `on_duty`).
+#[test]
+fn bandgate_status_shows_whether_the_person_on_duty_has_an_armed_console() {
+    let mut c = Console::start(&["zhang"]);
+    let console_of = |c: &Console| {
+        let s = c.site.status();
+        let duty = s["status"]["on_duty"]
+            .as_array()
+            .or_else(|| s["on_duty"].as_array())
+            .cloned()
+            .unwrap_or_else(|| panic!("no on_duty in {s}"));
+        let zhang = duty
+            .iter()
+            .find(|d| d["staff_id"] == "zhang")
+            .unwrap_or_else(|| panic!("zhang not on duty in {s}"))
+            .clone();
+        zhang["console"].clone()
+    };
+    let wait_for = |c: &Console, want: Value| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let got = console_of(c);
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "console is {got}, wanted {want}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Never seen: unknown.
+    wait_for(&c, Value::Null);
+    let link = c.link("zhang");
+    c.browser.open("zhang", &link);
+    c.browser.wait_status("zhang", &["未开启提示音"], &[]);
+    // Connected but not armed: it cannot ring, so it does not count.
+    wait_for(&c, Value::Bool(false));
+    c.browser.tap("zhang", None, "开始值班");
+    wait_for(&c, Value::Bool(true));
+    c.browser.close("zhang");
+    wait_for(&c, Value::Bool(false));
+}

@@ -148,11 +148,16 @@ impl Browser {
             .collect()
     }
 
-    /// A screenshot into `docs/console/{name}.png` (for the README), of an armed page only: a
-    /// screenshot gives the page a user activation.
+    /// A screenshot `{name}.png`, of an armed page only (a screenshot gives the page a user
+    /// activation): into `target/console-screenshots/`, or the directory
+    /// `BANDGATE_SCREENSHOTS` names (`docs/console` renews the README's).
     #[track_caller]
     pub fn screenshot(&mut self, phone: &str, name: &str) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = match std::env::var_os("BANDGATE_SCREENSHOTS") {
+            Some(d) => root.join(d),
+            None => root.join("target/console-screenshots"),
+        };
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{name}.png"));
         self.cmd(json!({"cmd": "screenshot", "phone": phone, "path": path}));
