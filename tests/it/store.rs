@@ -899,8 +899,10 @@ fn the_wal_stays_bounded_under_a_storm_of_writes_and_shrinks_when_it_ends() {
         largest < 64 * 1024 * 1024,
         "the WAL reached {largest} bytes"
     );
-    // After the storm: a checkpoint, then the next write starts the WAL over and cuts it.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // After the storm: a checkpoint, then the next write starts the WAL over and cuts it. A CI
+    // run under load once saw the WAL still at 4.3 MB (the limit is 4 MiB) after 20 s: the
+    // cause is not known; the bound holds either way, and the wait is a minute now.
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         std::thread::sleep(Duration::from_millis(500));
         store
