@@ -432,31 +432,6 @@ impl Engine {
         Some(r)
     }
 
-    /// Opens a new alert and pages its first tier.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn raise(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        id: String,
-        kind: Kind,
-        device_id: Option<u32>,
-        seq: Option<u32>,
-        battery_pct: Option<u8>,
-        rssi: Option<i16>,
-        only: Option<String>,
-    ) {
-        let mut alert = new_alert(now, wall, id, kind, device_id, battery_pct, rssi);
-        alert.notified = only.into_iter().collect();
-        if let Some(seq) = seq {
-            alert.seqs.push(seq);
-            alert.presses.count = 1;
-            alert.presses.last_at = Some(wall);
-            alert.presses.burst = Some((now, 1));
-        }
-        self.open_alert(now, wall, alert);
-    }
-
     /// Takes `alert` in and, unless it is quiet (a held silence), pages its first tier.
     pub(super) fn open_alert(&mut self, now: Instant, wall: Timestamp, alert: Alert) {
         let id = alert.id.clone();
@@ -518,17 +493,17 @@ impl Engine {
             });
         let Some(id) = existing else {
             let id = format!("{}-{}", frame.device_id, frame.seq);
-            self.raise(
+            let mut alert = new_alert(
                 now,
                 wall,
                 id.clone(),
                 kind,
                 Some(frame.device_id),
-                Some(frame.seq),
                 Some(frame.battery_pct),
                 rssi,
-                None,
             );
+            first_press(&mut alert, now, wall, frame.seq);
+            self.open_alert(now, wall, alert);
             return id;
         };
         self.flapping.remove(&id);
@@ -934,17 +909,10 @@ impl Engine {
         self.meta.test_count += 1;
         self.meta_dirty = true;
         let id = format!("test-{}", self.meta.test_count);
-        self.raise(
-            now,
-            wall,
-            id.clone(),
-            Kind::Test,
-            None,
-            None,
-            None,
-            None,
-            staff_id.map(str::to_string),
-        );
+        let mut alert = new_alert(now, wall, id.clone(), Kind::Test, None, None, None);
+        // A test for one person pages only them.
+        alert.notified = staff_id.map(str::to_string).into_iter().collect();
+        self.open_alert(now, wall, alert);
         Ok(id)
     }
 
@@ -1014,6 +982,14 @@ fn remember_seq(seqs: &mut Vec<u32>, seq: u32) {
 }
 
 /// A new alert, open but not paged yet (`Engine::open_alert` pages it).
+/// The press that raised a band's alert: its seq (for a wearer's cancel) and the press count.
+pub(super) fn first_press(alert: &mut Alert, now: Instant, wall: Timestamp, seq: u32) {
+    alert.seqs.push(seq);
+    alert.presses.count = 1;
+    alert.presses.last_at = Some(wall);
+    alert.presses.burst = Some((now, 1));
+}
+
 pub(super) fn new_alert(
     now: Instant,
     wall: Timestamp,

@@ -259,17 +259,16 @@ impl Engine {
             battery_pct = battery,
             "battery low"
         );
-        self.raise(
+        let alert = new_alert(
             now,
             wall,
             alert_id,
             Kind::LowBattery,
             Some(id),
-            None,
             Some(battery),
             rssi,
-            None,
         );
+        self.open_alert(now, wall, alert);
     }
 
     /// Opens a quiet `device_silent` for every band whose silence is due: held for
