@@ -26,50 +26,43 @@ const MAX_CONNECTIONS: usize = 64;
 /// this often; paging goes on meanwhile.
 const RETRY: Duration = Duration::from_secs(30);
 
-/// One embedded file of the console.
+/// One embedded file of the console: its path on the server and its bytes.
 struct File {
     path: &'static str,
-    content_type: &'static str,
     body: &'static [u8],
 }
 
+/// `console/NAME` embedded, served as `/NAME`.
+macro_rules! embed {
+    ($name:literal) => {
+        File {
+            path: concat!("/", $name),
+            body: include_bytes!(concat!("../../console/", $name)),
+        }
+    };
+}
+
 const FILES: &[File] = &[
-    File {
-        path: "/index.html",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../../console/index.html"),
-    },
-    File {
-        path: "/style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../console/style.css"),
-    },
-    File {
-        path: "/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../console/app.js"),
-    },
-    File {
-        path: "/mqtt.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../console/mqtt.js"),
-    },
-    File {
-        path: "/words.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../console/words.js"),
-    },
-    File {
-        path: "/sw.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../console/sw.js"),
-    },
-    File {
-        path: "/icon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("../../console/icon.svg"),
-    },
+    embed!("index.html"),
+    embed!("style.css"),
+    embed!("app.js"),
+    embed!("mqtt.js"),
+    embed!("words.js"),
+    embed!("sw.js"),
+    embed!("icon.svg"),
 ];
+
+/// The content type of a served path, by its extension.
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
 
 /// Every embedded file's size, for the README's "first load" figure and its test.
 pub fn embedded_bytes() -> usize {
@@ -164,10 +157,11 @@ impl Console {
         let path = req.path.unwrap_or("/");
         let path = path.split(['?', '#']).next().unwrap_or("/");
         let path = if path == "/" { "/index.html" } else { path };
-        let (content_type, body): (&str, &[u8]) = if path == "/console.json" {
-            ("application/json", &self.json)
+        let content_type = content_type(path);
+        let body: &[u8] = if path == "/console.json" {
+            &self.json
         } else if let Some(f) = FILES.iter().find(|f| f.path == path) {
-            (f.content_type, f.body)
+            f.body
         } else {
             self.refusals.not_found.fetch_add(1, Ordering::Relaxed);
             return Some(plain(404, "not found\n"));

@@ -35,6 +35,8 @@ struct Console {
     site: Site,
     broker: Broker,
     web_port: u16,
+    /// "https" when the console is served with a certificate.
+    scheme: &'static str,
     seq: u32,
 }
 
@@ -154,18 +156,8 @@ impl Console {
             site,
             broker,
             web_port,
+            scheme: if pki.is_some() { "https" } else { "http" },
             seq: 100,
-        }
-    }
-
-    fn scheme(&self) -> &'static str {
-        if std::fs::read_to_string(&self.site.config)
-            .unwrap()
-            .contains("cert_file = ")
-        {
-            "https"
-        } else {
-            "http"
         }
     }
 
@@ -193,8 +185,7 @@ impl Console {
             link,
             format!(
                 "{}://127.0.0.1:{}/#u={user}&p={user}-pw",
-                self.scheme(),
-                self.web_port
+                self.scheme, self.web_port
             )
         );
         link
@@ -676,30 +667,16 @@ fn after_a_wearer_cancel_the_page_asks_for_a_phone_call() {
 #[test]
 fn bandgate_status_shows_whether_the_person_on_duty_has_an_armed_console() {
     let mut c = Console::start(&["zhang"]);
-    let console_of = |c: &Console| {
-        let s = c.site.status();
-        let duty = s["status"]["on_duty"]
-            .as_array()
-            .or_else(|| s["on_duty"].as_array())
-            .cloned()
-            .unwrap_or_else(|| panic!("no on_duty in {s}"));
-        let zhang = duty
-            .iter()
-            .find(|d| d["staff_id"] == "zhang")
-            .unwrap_or_else(|| panic!("zhang not on duty in {s}"))
-            .clone();
-        zhang["console"].clone()
+    let zhang_console = |want: Value| {
+        move |s: &Value| {
+            s["on_duty"].as_array().is_some_and(|d| {
+                d.iter()
+                    .any(|p| p["staff_id"] == "zhang" && p["console"] == want)
+            })
+        }
     };
     let wait_for = |c: &Console, want: Value| {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let got = console_of(c);
-            if got == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "console is {got}, wanted {want}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        c.site.wait_status(&c.gateway, zhang_console(want));
     };
     // Never seen: unknown.
     wait_for(&c, Value::Null);

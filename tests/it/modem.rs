@@ -330,10 +330,10 @@ fn the_modem_vanishing_mid_alert_fails_its_steps_and_its_return_is_used() {
     let phone = Phone::connect(broker.port(), "fb-vanish-board", &site.prefix());
     let mut gw = start(&site, &m, "gw.log", &[]);
     gw.wait_ready(&site);
-    wait_status(&site, &gw, |s| s["modem"]["present"] == true);
+    site.wait_status(&gw, |s| s["modem"]["present"] == true);
     m.ctl("RemoveModem", None);
     // The status says so; MQTT paging goes on.
-    wait_status(&site, &gw, |s| s["modem"]["present"] == false);
+    site.wait_status(&gw, |s| s["modem"]["present"] == false);
     let doc = wait_contacts(&phone, &site, &gw, |c| has(c, "zhang", "sms", 1, "failed"));
     assert!(
         doc["contacts"][0]["detail"]
@@ -344,7 +344,7 @@ fn the_modem_vanishing_mid_alert_fails_its_steps_and_its_return_is_used() {
     );
     phone.wait_page(&site.prefix(), "zhang", "reminder", "17-42");
     m.ctl("AddModem", None);
-    wait_status(&site, &gw, |s| s["modem"]["present"] == true);
+    site.wait_status(&gw, |s| s["modem"]["present"] == true);
     wait_contacts(&phone, &site, &gw, |c| {
         has(c, "zhang", "call", 2, "answered")
     });
@@ -450,23 +450,6 @@ fn an_sms_only_guardian_is_texted_when_tier_2_pages_them() {
     assert_eq!(j["sent"][0][0], "13800000005", "{j}");
 }
 
-/// Polls `bandgate status --json` until `pick` accepts its `status`.
-fn wait_status(site: &Site, gw: &Gateway, pick: impl Fn(&Value) -> bool) {
-    let end = Instant::now() + WAIT;
-    loop {
-        let s = site.status();
-        if pick(&s) {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for the status; last {s}; the gateway's log:\n{}",
-            gw.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn a_console_known_to_be_gone_is_texted_at_once_and_its_retained_presence_is_kept() {
     let broker = Broker::start();
@@ -504,11 +487,11 @@ fn a_console_known_to_be_gone_is_texted_at_once_and_its_retained_presence_is_kep
     let phone = Phone::connect(broker.port(), "fb-presence-board", &site.prefix());
     let mut gw = start(&site, &m, "gw.log", &[]);
     gw.wait_ready(&site);
-    wait_status(&site, &gw, |s| s["on_duty"][0]["console"] == true);
+    site.wait_status(&gw, |s| s["on_duty"][0]["console"] == true);
     // The console goes away (its last will would say the same); a bad record is counted.
     console.publish_retained(&presence, r#"{"online": false, "armed": false}"#);
     console.publish(&format!("{}/phones/zhang/web-2", site.prefix()), "not json");
-    wait_status(&site, &gw, |s| {
+    site.wait_status(&gw, |s| {
         s["on_duty"][0]["console"] == false && s["messages_ignored"]["presence_malformed"] == 1
     });
     let doc = wait_contacts(&phone, &site, &gw, |c| {

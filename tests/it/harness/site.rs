@@ -200,6 +200,23 @@ impl Site {
         v
     }
 
+    /// Polls `status` until `pick` accepts it; fails after `WAIT` with `gw`'s log.
+    pub fn wait_status(&self, gw: &super::Gateway, pick: impl Fn(&Value) -> bool) -> Value {
+        let end = std::time::Instant::now() + super::WAIT;
+        loop {
+            let s = self.status();
+            if pick(&s) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "timed out waiting for the status; last {s}; the gateway's log:\n{}",
+                gw.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// `bandgate alerts --json`: the open alerts of the running gateway.
     pub fn alerts(&self) -> Vec<Value> {
         self.json("alerts", &[])["alerts"]
