@@ -170,6 +170,9 @@ pub struct Daemon<S, P> {
     ignored: BTreeMap<&'static str, u64>,
     /// Telemetry adverts dropped by the lanes, and how many of them were logged.
     dropped: (u64, u64),
+    /// Messages delivery gave up past its bounds (held pages superseded, parked volatile
+    /// messages), as last logged.
+    delivery_drops: (u64, u64),
     broker_streak: u32,
     source_done: bool,
     /// What was lost at start and whether the store fails: `degraded` and gateway_fault pages.
@@ -199,6 +202,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             telemetry_failing: false,
             ignored: BTreeMap::new(),
             dropped: (0, 0),
+            delivery_drops: (0, 0),
             broker_streak: 0,
             source_done: false,
             health: StoreHealth::default(),
@@ -750,6 +754,16 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             );
         }
         self.dropped = (total, total);
+        // Said once per new batch of drops: what delivery let go past its bounds.
+        let drops = (self.delivery.dropped_held(), self.delivery.parked().1);
+        if drops != self.delivery_drops {
+            tracing::warn!(
+                held_superseded = drops.0,
+                parked_dropped = drops.1,
+                "delivery let messages go past its bounds: superseded pages held while the store failed, or the oldest status and device states waiting for the broker (first pages are never dropped)"
+            );
+            self.delivery_drops = drops;
+        }
     }
 
     fn publish_status(&mut self) {
