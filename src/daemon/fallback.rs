@@ -46,19 +46,31 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
                 },
             };
             if let Some(detail) = refused {
-                self.engine.handle_contact_report(
-                    now,
-                    wall,
-                    ContactReport {
-                        alert_id: r.alert.id.clone(),
-                        staff_id: r.staff_id,
-                        step: r.step,
-                        outcome: Outcome::Failed,
-                        detail: Some(detail),
-                    },
-                );
+                self.step_refused(now, wall, &r, detail);
             }
         }
+    }
+
+    /// A step that could not even be handed to its task: recorded failed at once (a failed
+    /// step is not retried; the ladder goes on).
+    fn step_refused(
+        &mut self,
+        now: std::time::Instant,
+        wall: Timestamp,
+        r: &ContactRequest,
+        detail: String,
+    ) {
+        self.engine.handle_contact_report(
+            now,
+            wall,
+            ContactReport {
+                alert_id: r.alert.id.clone(),
+                staff_id: r.staff_id.clone(),
+                step: r.step,
+                outcome: Outcome::Failed,
+                detail: Some(detail),
+            },
+        );
     }
 
     /// A webhook step: to the platform, or failed at once without the task or room in it.
@@ -83,17 +95,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             },
         };
         if let Some(detail) = refused {
-            self.engine.handle_contact_report(
-                now,
-                wall,
-                ContactReport {
-                    alert_id: r.alert.id.clone(),
-                    staff_id: r.staff_id,
-                    step: r.step,
-                    outcome: Outcome::Failed,
-                    detail: Some(detail),
-                },
-            );
+            self.step_refused(now, wall, &r, detail);
         }
     }
 
