@@ -273,8 +273,8 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             .map(Instant::from_std)
     }
 
-    /// The one priority order: shutdown, alarms, broker, deadline, operator, source, radio,
-    /// ticks, telemetry. After `BROKER_TURNS` broker events in a row, whatever else is due
+    /// The one priority order: shutdown, alarms, broker, deadline, modem reports, operator,
+    /// source, radio, ticks, telemetry. After `BROKER_TURNS` broker events in a row, whatever else is due
     /// goes first once, so a flood of phone messages cannot starve escalation or the operator.
     async fn next_event(&mut self, inputs: &mut Inputs, ticks: &mut Ticks) -> Event {
         let deadline = self.deadline();
@@ -283,6 +283,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             tokio::select! {
                 biased;
                 _ = sleep_until(deadline) => return Event::Deadline,
+                Some(r) = modem_report(&mut self.modem) => return Event::Contact(r),
                 Some(p) = inputs.control.recv() => return Event::Control(p),
                 _ = ticks.status.tick() => return Event::StatusTick,
                 _ = ticks.telemetry.tick() => return Event::TelemetryTick,
