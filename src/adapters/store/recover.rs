@@ -188,124 +188,117 @@ struct Scan {
     rows: usize,
 }
 
+/// The database opened and was scanned: unreadable records are set aside (in a file beside
+/// it) and reported, the rest is the state to run on.
+fn readable(mut store: Store, scan: Scan, path: &Path, emptied: Option<Loss>) -> Recovered {
+    let mut kept_in = None;
+    if !scan.bad.is_empty() {
+        kept_in = set_aside(&mut store, path, &scan.bad)
+            .map_err(|e| {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "cannot set unreadable records aside; they stay in the database \
+                     and are skipped again at the next start"
+                )
+            })
+            .ok();
+    }
+    let mut losses = record_losses(&scan.bad, kept_in.as_deref());
+    losses.extend(emptied);
+    if scan.rows > 0 {
+        store.mark_in_use();
+    }
+    Recovered {
+        store,
+        snapshot: scan.snapshot,
+        losses,
+    }
+}
+
+/// The database is damaged: what can be read is salvaged, the file is moved aside and a
+/// fresh one started (in memory if even that fails).
+fn damaged(state_dir: &Path, path: &Path, error: String) -> anyhow::Result<Recovered> {
+    let scan = salvage(path);
+    let moved_to = move_aside(path)
+        .map_err(|e| {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cannot move the state database aside"
+            )
+        })
+        .ok();
+    let fresh = moved_to.is_some();
+    let mut losses = vec![Loss::Database {
+        path: path.to_path_buf(),
+        error,
+        moved_to,
+        salvaged_alerts: scan.snapshot.alerts.len(),
+    }];
+    let not_durable = |error| Loss::NotDurable {
+        state_dir: state_dir.to_path_buf(),
+        error,
+    };
+    let store = if !fresh {
+        losses.push(not_durable(
+            "the damaged database is still in the way".into(),
+        ));
+        None
+    } else {
+        Store::open(state_dir)
+            .map_err(|e| losses.push(not_durable(format!("{e:#}"))))
+            .ok()
+    };
+    let store = match store {
+        Some(s) => s,
+        None => Store::in_memory(path)?,
+    };
+    let side = store.is_durable().then_some(path);
+    Ok(seed(store, scan, side, losses))
+}
+
+/// The state cannot be written (or the file cannot be opened without damage being the
+/// reason): the gateway runs in memory on what can be read, and says so.
+fn without_the_file(state_dir: &Path, path: &Path, error: String) -> anyhow::Result<Recovered> {
+    let scan = salvage_read_only(path);
+    let losses = vec![Loss::NotDurable {
+        state_dir: state_dir.to_path_buf(),
+        error,
+    }];
+    let store = Store::in_memory(path)?;
+    Ok(seed(store, scan, None, losses))
+}
+
 impl Store {
     /// Opens the state in `state_dir` whatever it holds (see the module doc): never refuses
     /// to start because of what is on disk. Fails only if not even an in-memory store can
     /// be made (out of memory).
     pub fn recover(state_dir: &Path) -> anyhow::Result<Recovered> {
         let path = state_dir.join(DB_FILE);
-        let mut losses = Vec::new();
-
         if let Err(e) = writable(state_dir) {
-            let error = format!("{e:#}");
-            let scan = salvage_read_only(&path);
-            losses.push(Loss::NotDurable {
-                state_dir: state_dir.to_path_buf(),
-                error,
-            });
-            let store = Store::in_memory(&path)?;
-            return Ok(seed(store, scan, None, losses));
+            return without_the_file(state_dir, &path, format!("{e:#}"));
         }
-
         let was_in_use = in_use_marker(&path).exists();
         let missing = !path.exists();
         let zero_bytes = std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0);
         match open_and_scan(state_dir, &path) {
-            Ok((mut store, scan)) => {
-                let mut kept_in = None;
-                if !scan.bad.is_empty() {
-                    kept_in = set_aside(&mut store, &path, &scan.bad)
-                        .map_err(|e| {
-                            tracing::error!(
-                                error = format!("{e:#}"),
-                                "cannot set unreadable records aside; they stay in the database \
-                                 and are skipped again at the next start"
-                            )
-                        })
-                        .ok();
-                }
-                losses.extend(record_losses(&scan.bad, kept_in.as_deref()));
-                if scan.rows == 0 && was_in_use {
-                    let how = if missing {
+            Ok((store, scan)) => {
+                let emptied = (scan.rows == 0 && was_in_use).then(|| Loss::Emptied {
+                    path: path.clone(),
+                    how: if missing {
                         "missing"
                     } else if zero_bytes {
                         "zero bytes long"
                     } else {
                         "empty"
-                    };
-                    losses.push(Loss::Emptied {
-                        path: path.clone(),
-                        how: how.into(),
-                    });
-                }
-                if scan.rows > 0 {
-                    store.mark_in_use();
-                }
-                Ok(Recovered {
-                    store,
-                    snapshot: scan.snapshot,
-                    losses,
-                })
-            }
-            Err(e) if is_damage(&e) => {
-                let error = format!("{e:#}");
-                let scan = salvage(&path);
-                let moved = move_aside(&path);
-                let salvaged_alerts = scan.snapshot.alerts.len();
-                let moved_to = match moved {
-                    Ok(to) => Some(to),
-                    Err(e) => {
-                        tracing::error!(
-                            error = format!("{e:#}"),
-                            "cannot move the state database aside"
-                        );
-                        None
                     }
-                };
-                let fresh = moved_to.is_some();
-                losses.push(Loss::Database {
-                    path: path.clone(),
-                    error,
-                    moved_to,
-                    salvaged_alerts,
+                    .into(),
                 });
-                let store = if fresh {
-                    match Store::open(state_dir) {
-                        Ok(s) => Some(s),
-                        Err(e) => {
-                            losses.push(Loss::NotDurable {
-                                state_dir: state_dir.to_path_buf(),
-                                error: format!("{e:#}"),
-                            });
-                            None
-                        }
-                    }
-                } else {
-                    losses.push(Loss::NotDurable {
-                        state_dir: state_dir.to_path_buf(),
-                        error: "the damaged database is still in the way".into(),
-                    });
-                    None
-                };
-                let store = match store {
-                    Some(s) => s,
-                    None => Store::in_memory(&path)?,
-                };
-                let side = store.is_durable().then_some(&path);
-                Ok(seed(store, scan, side.map(|p| p.as_path()), losses))
+                Ok(readable(store, scan, &path, emptied))
             }
-            Err(e) => {
-                // Not damage (locked by another process, an IO error, no room to open the
-                // WAL): the file is left as it is and the gateway runs without it.
-                let error = format!("{e:#}");
-                let scan = salvage_read_only(&path);
-                losses.push(Loss::NotDurable {
-                    state_dir: state_dir.to_path_buf(),
-                    error,
-                });
-                let store = Store::in_memory(&path)?;
-                Ok(seed(store, scan, None, losses))
-            }
+            Err(e) if is_damage(&e) => damaged(state_dir, &path, format!("{e:#}")),
+            // Not damage (locked by another process, an IO error, no room to open the WAL):
+            // the file is left as it is and the gateway runs without it.
+            Err(e) => without_the_file(state_dir, &path, format!("{e:#}")),
         }
     }
 
