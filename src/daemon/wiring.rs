@@ -45,6 +45,62 @@ pub async fn run(
     let keys = Arc::new(cfg.keys.clone());
     let (radio_tx, radio) = watch::channel(ble::BleStatus::default());
     let (tx, adverts) = advert_lanes(cfg.ble.company_id, keys.clone());
+    let source = spawn_source(&cfg, &opts, &engine, keys, tx, radio_tx)?;
+    let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
+    let control_socket = bind_control(&cfg, control_tx);
+    if let Some(web) = cfg.web.clone() {
+        let version = opts.console_mqtt_version.unwrap_or(5);
+        tokio::spawn(crate::adapters::web::serve(
+            web,
+            console_site(&cfg, version),
+        ));
+    }
+    let site = site(&cfg, topics, started_at);
+    tracing::info!(
+        gateway_id = site.gateway_id,
+        source = cfg.ble.source.name(),
+        broker = site.broker,
+        bands = site.devices_enrolled,
+        "bandgate running"
+    );
+    let (modem, webhook) = start_fallback(&cfg);
+    drop(cfg);
+    let inputs = Inputs {
+        adverts,
+        link: link_events,
+        control,
+        source,
+        radio,
+        shutdown: Box::pin(shutdown),
+    };
+    let result = Daemon::new(engine, store, link, site)
+        .with_health(health)
+        .with_modem(modem)
+        .with_webhook(webhook)
+        .run(inputs)
+        .await;
+    drop(control_socket);
+    result
+}
+
+/// The operator's socket is a convenience: without it alarms still flow, so a failure to
+/// bind is logged, not fatal.
+fn bind_control(
+    cfg: &Config,
+    tx: mpsc::Sender<control::Pending>,
+) -> Option<control::ControlSocket> {
+    control::ControlSocket::bind(&cfg.control_socket, tx)
+        .map_err(|e| {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "no control socket: bandgate status/alerts/ack will not reach this daemon"
+            )
+        })
+        .ok()
+}
+
+/// What the status document and the logs say about this gateway.
+fn site(cfg: &Config, topics: Topics, started_at: Timestamp) -> Site {
     let adapter = match &cfg.ble.source {
         Source::Bluez => cfg
             .ble
@@ -54,31 +110,7 @@ pub async fn run(
             .unwrap_or_else(|| "first".into()),
         other => other.name().to_string(),
     };
-    let source = spawn_source(&cfg, &opts, &engine, keys, tx, radio_tx)?;
-
-    // The operator's socket is a convenience: without it alarms still flow, so a failure to
-    // bind is logged, not fatal.
-    let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
-    let control_socket = match control::ControlSocket::bind(&cfg.control_socket, control_tx) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "no control socket: bandgate status/alerts/ack will not reach this daemon"
-            );
-            None
-        }
-    };
-
-    if let Some(web) = cfg.web.clone() {
-        let version = opts.console_mqtt_version.unwrap_or(5);
-        tokio::spawn(crate::adapters::web::serve(
-            web,
-            console_site(&cfg, version),
-        ));
-    }
-
-    let site = Site {
+    Site {
         gateway_id: cfg.gateway_id.clone(),
         broker: cfg.mqtt.broker.url.clone(),
         topics,
@@ -90,16 +122,17 @@ pub async fn run(
         // A radio is not ok until its source says it scans: the source's first report may be
         // "not ok", which equals the watch's initial value and so is never sent as a change.
         adapter_ok: cfg.ble.source != Source::Bluez,
-    };
-    tracing::info!(
-        gateway_id = site.gateway_id,
-        source = cfg.ble.source.name(),
-        broker = site.broker,
-        bands = site.devices_enrolled,
-        "bandgate running"
-    );
-    // The fallback ladder's modem: a task of its own; a missing modem is its warning, never
-    // a reason not to start.
+    }
+}
+
+/// The fallback ladder's modem and webhook: tasks of their own; a missing modem is its
+/// warning, never a reason not to start.
+fn start_fallback(
+    cfg: &Config,
+) -> (
+    Option<modem::ModemLink>,
+    Option<mpsc::Sender<webhook::WebhookJob>>,
+) {
     let modem = match (&cfg.modem, &cfg.setup.fallback) {
         (Some(choice), Some(f)) => Some(modem::start(modem::ModemSettings {
             choice: choice.clone(),
@@ -118,23 +151,7 @@ pub async fn run(
         )),
         _ => None,
     };
-    drop(cfg);
-    let inputs = Inputs {
-        adverts,
-        link: link_events,
-        control,
-        source,
-        radio,
-        shutdown: Box::pin(shutdown),
-    };
-    let result = Daemon::new(engine, store, link, site)
-        .with_health(health)
-        .with_modem(modem)
-        .with_webhook(webhook)
-        .run(inputs)
-        .await;
-    drop(control_socket);
-    result
+    (modem, webhook)
 }
 
 /// What the duty console's page is told about the site; `mqtt_version` 4 where the broker's
