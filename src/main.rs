@@ -165,27 +165,7 @@ enum Command {
     /// or a fresh one to set on the device) under [bthome."MAC"]. Enrolling a device again
     /// (its counter went back after a battery change: its frames are refused as stale) makes
     /// the gateway forget its stored counter at the next restart.
-    Enrol {
-        /// The band's (or BTHome device's) device id.
-        #[arg(long)]
-        device_id: u32,
-        /// Enrol the BTHome device with this Bluetooth address (AA:BB:CC:DD:EE:FF).
-        #[arg(long, value_name = "MAC")]
-        bthome: Option<String>,
-        /// With --bthome: the bind key the device already has (32 hex digits); without it a
-        /// device enrolled again keeps its key, a new one gets a fresh key.
-        #[arg(long, requires = "bthome")]
-        key: Option<String>,
-        /// The resident who will wear it (their id in bandgate.toml).
-        #[arg(long)]
-        resident: String,
-        /// The key file (default: keys_file of --config, else /etc/bandgate/keys.toml).
-        #[arg(long)]
-        keys: Option<PathBuf>,
-        /// bandgate.toml: checks the resident and says what to add.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Enrol(Enrol),
     /// Print a staff member's sign-in link to the duty console ([web]), with a QR code to scan
     /// with their phone; makes them an MQTT password unless one is given.
     ConsoleLink {
@@ -228,6 +208,30 @@ enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+}
+
+/// `bandgate enrol`'s arguments.
+#[derive(clap::Args)]
+struct Enrol {
+    /// The band's (or BTHome device's) device id.
+    #[arg(long)]
+    device_id: u32,
+    /// Enrol the BTHome device with this Bluetooth address (AA:BB:CC:DD:EE:FF).
+    #[arg(long, value_name = "MAC")]
+    bthome: Option<String>,
+    /// With --bthome: the bind key the device already has (32 hex digits); without it a
+    /// device enrolled again keeps its key, a new one gets a fresh key.
+    #[arg(long, requires = "bthome")]
+    key: Option<String>,
+    /// The resident who will wear it (their id in bandgate.toml).
+    #[arg(long)]
+    resident: String,
+    /// The key file (default: keys_file of --config, else /etc/bandgate/keys.toml).
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    /// bandgate.toml: checks the resident and says what to add.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -287,29 +291,7 @@ fn dispatch(command: Command) -> Result<Done, Failure> {
         Command::TestAlarm { staff, control } => {
             control.ask(Request::TestAlarm { staff_id: staff })
         }
-        Command::Enrol {
-            device_id,
-            bthome: Some(mac),
-            key,
-            resident,
-            keys,
-            config,
-        } => cmd::enrol_bthome::enrol_bthome(
-            &mac,
-            key.as_deref(),
-            device_id,
-            &resident,
-            keys,
-            config,
-        ),
-        Command::Enrol {
-            device_id,
-            bthome: None,
-            resident,
-            keys,
-            config,
-            ..
-        } => cmd::enrol::enrol(device_id, &resident, keys, config),
+        Command::Enrol(args) => args.enrol(),
         Command::ConsoleLink {
             staff_id,
             config,
@@ -330,6 +312,22 @@ fn dispatch(command: Command) -> Result<Done, Failure> {
             locale,
             sos_after: std::time::Duration::from_secs(sos_after),
         }),
+    }
+}
+
+impl Enrol {
+    fn enrol(self) -> Result<Done, Failure> {
+        match self.bthome {
+            Some(mac) => cmd::enrol_bthome::enrol_bthome(
+                &mac,
+                self.key.as_deref(),
+                self.device_id,
+                &self.resident,
+                self.keys,
+                self.config,
+            ),
+            None => cmd::enrol::enrol(self.device_id, &self.resident, self.keys, self.config),
+        }
     }
 }
 
