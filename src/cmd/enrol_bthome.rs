@@ -32,8 +32,32 @@ pub fn add_bthome(
 ) -> Result<Enrolled, EnrolError> {
     let resolved = std::fs::canonicalize(path).ok();
     let path = resolved.as_deref().unwrap_or(path);
+    let (text, meta, old_key) = current(path, mac, device_id)?;
+    let again = old_key.is_some();
+    let key = key.or(old_key).unwrap_or_else(|| DeviceKey(fresh_key()));
+    let out = with_entry(&text, path, mac, device_id, &key, now)?;
+    let check = config::keys::parse(path, &out).map_err(EnrolError::Config)?;
+    if check.bthome().get(&mac).map(|d| d.device_id) != Some(device_id) {
+        return Err(EnrolError::Io(anyhow::anyhow!(
+            "the new entry did not read back from the edited file; nothing written"
+        )));
+    }
+    write_atomic(path, out.as_bytes(), meta.as_ref())?;
+    Ok(Enrolled {
+        key_hex: key.to_hex(),
+        again,
+    })
+}
+
+/// The key file as it is (or the header of a new one), its metadata, and the key the device
+/// has if it is enrolled again; refuses a device id or MAC that belongs to another entry.
+fn current(
+    path: &Path,
+    mac: Mac,
+    device_id: u32,
+) -> Result<(String, Option<std::fs::Metadata>, Option<DeviceKey>), EnrolError> {
     let shown = bthome::format_mac(&mac);
-    let (text, meta, old_key) = match std::fs::metadata(path) {
+    match std::fs::metadata(path) {
         Ok(meta) => {
             let keyring = config::keys::load(path).map_err(EnrolError::Config)?;
             let old = keyring.bthome().get(&mac).cloned();
@@ -54,29 +78,37 @@ pub fn add_bthome(
                 }
                 _ => {}
             }
-            (
+            Ok((
                 std::fs::read_to_string(path)?,
                 Some(meta),
                 old.map(|d| d.key),
-            )
+            ))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((
             "# bandgate key file: each wristband's AES-128 key (32 hex digits), by device id,\n\
              # and each BTHome device's bind key, by MAC address.\n\
              # SECRET: keep it chmod 600, owned by the bandgate user.\n\n[devices]\n"
                 .to_string(),
             None,
             None,
-        ),
-        Err(e) => {
-            return Err(EnrolError::Io(anyhow::anyhow!(
-                "cannot read {}: {e}",
-                path.display()
-            )))
-        }
-    };
-    let again = old_key.is_some();
-    let key = key.or(old_key).unwrap_or_else(|| DeviceKey(fresh_key()));
+        )),
+        Err(e) => Err(EnrolError::Io(anyhow::anyhow!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// `text` with `[bthome."MAC"]` added or renewed, comments and layout kept.
+fn with_entry(
+    text: &str,
+    path: &Path,
+    mac: Mac,
+    device_id: u32,
+    key: &DeviceKey,
+    now: &str,
+) -> Result<String, EnrolError> {
+    let shown = bthome::format_mac(&mac);
     let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
         EnrolError::Refused(format!("{}: not valid TOML: {e}", path.display()))
     })?;
@@ -117,17 +149,7 @@ pub fn add_bthome(
     if !out.ends_with('\n') {
         out.push('\n');
     }
-    let check = config::keys::parse(path, &out).map_err(EnrolError::Config)?;
-    if check.bthome().get(&mac).map(|d| d.device_id) != Some(device_id) {
-        return Err(EnrolError::Io(anyhow::anyhow!(
-            "the new entry did not read back from the edited file; nothing written"
-        )));
-    }
-    write_atomic(path, out.as_bytes(), meta.as_ref())?;
-    Ok(Enrolled {
-        key_hex: key.to_hex(),
-        again,
-    })
+    Ok(out)
 }
 
 /// What the installer sets on the device, and does next.
