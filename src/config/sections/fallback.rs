@@ -134,54 +134,9 @@ impl Check {
         let given = raw.steps.as_ref().map_or(STEPS.len(), Vec::len);
         let steps = self.steps(raw.steps);
         let step_every = self.step_every(raw.step_every, given);
-        let modem = match raw.modem.as_deref().unwrap_or(MODEM).trim() {
-            "auto" => ModemChoice::Auto,
-            "none" => {
-                self.warning(
-                    "fallback.modem",
-                    "\"none\": no SMS or call can be made; every step of the ladder is recorded as failed",
-                    "use \"auto\" once a 4G modem is plugged in and ModemManager sees it (mmcli -L)",
-                );
-                ModemChoice::None
-            }
-            p if p.starts_with("/org/freedesktop/ModemManager1/Modem/") => {
-                ModemChoice::Path(p.to_string())
-            }
-            other => {
-                self.problem(
-                    "fallback.modem",
-                    format!("{other:?} is neither \"auto\", \"none\" nor a modem's D-Bus path"),
-                    "use \"auto\" (the first modem ModemManager lists), or the path `mmcli -L` prints, e.g. \"/org/freedesktop/ModemManager1/Modem/0\"",
-                );
-                ModemChoice::Auto
-            }
-        };
+        let modem = self.modem(raw.modem.as_deref());
         let webhook = self.webhook(raw.webhook_url, raw.webhook_secret_file, &steps);
-        for (id, s) in staff {
-            let (i, c) = channels.get(id).copied().unwrap_or_default();
-            let reachable = steps.iter().any(|step| c.has(*step));
-            if !c.mqtt && !reachable {
-                self.problem(
-                    &format!("staff[{}].channels", i),
-                    format!("{id:?} has no \"mqtt\" channel and none of [fallback] steps' channels: this person would never be reached"),
-                    "give them a channel the ladder uses, e.g. channels = [\"sms\", \"call\"]",
-                );
-            } else if reachable && s.phone.trim().is_empty() {
-                if c.mqtt {
-                    self.warning(
-                        &format!("staff[{}].phone", i),
-                        format!("{id:?} has no phone number: the fallback ladder cannot reach them by SMS or call (each step is recorded as failed)"),
-                        "add phone = \"138...\", or channels = [\"mqtt\"] if they are reached by the app only",
-                    );
-                } else {
-                    self.problem(
-                        &format!("staff[{}].phone", i),
-                        format!("{id:?} is reached by SMS or call only, but has no phone number: this person would never be reached"),
-                        "add phone = \"138...\"",
-                    );
-                }
-            }
-        }
+        self.reachable(staff, &channels, &steps);
         let channels = channels
             .into_iter()
             .filter(|(_, (_, c))| *c != Channels::default())
@@ -251,9 +206,86 @@ impl Check {
                 None
             }
         };
-        let path = self.path(&secret_file);
+        let secret = self.webhook_secret(&secret_file);
+        if !uses {
+            self.warning(
+                "fallback.webhook_url",
+                "set, but no step of the ladder is \"webhook\": nothing is ever posted",
+                "add \"webhook\" to steps, e.g. steps = [\"webhook\", \"call\"]",
+            );
+        }
+        Some(Webhook {
+            url: parsed?,
+            secret: secret?,
+        })
+    }
+
+    /// `modem`: "auto", "none" or a ModemManager object path.
+    fn modem(&mut self, raw: Option<&str>) -> ModemChoice {
+        match raw.unwrap_or(MODEM).trim() {
+            "auto" => ModemChoice::Auto,
+            "none" => {
+                self.warning(
+                    "fallback.modem",
+                    "\"none\": no SMS or call can be made; every step of the ladder is recorded as failed",
+                    "use \"auto\" once a 4G modem is plugged in and ModemManager sees it (mmcli -L)",
+                );
+                ModemChoice::None
+            }
+            p if p.starts_with("/org/freedesktop/ModemManager1/Modem/") => {
+                ModemChoice::Path(p.to_string())
+            }
+            other => {
+                self.problem(
+                    "fallback.modem",
+                    format!("{other:?} is neither \"auto\", \"none\" nor a modem's D-Bus path"),
+                    "use \"auto\" (the first modem ModemManager lists), or the path `mmcli -L` prints, e.g. \"/org/freedesktop/ModemManager1/Modem/0\"",
+                );
+                ModemChoice::Auto
+            }
+        }
+    }
+
+    /// Every person must be reachable by the app or by a step of the ladder, and a person the
+    /// ladder would text or call needs a phone number.
+    fn reachable(
+        &mut self,
+        staff: &BTreeMap<String, Staff>,
+        channels: &StaffChannels,
+        steps: &[Channel],
+    ) {
+        for (id, s) in staff {
+            let (i, c) = channels.get(id).copied().unwrap_or_default();
+            let reachable = steps.iter().any(|step| c.has(*step));
+            if !c.mqtt && !reachable {
+                self.problem(
+                    &format!("staff[{}].channels", i),
+                    format!("{id:?} has no \"mqtt\" channel and none of [fallback] steps' channels: this person would never be reached"),
+                    "give them a channel the ladder uses, e.g. channels = [\"sms\", \"call\"]",
+                );
+            } else if reachable && s.phone.trim().is_empty() {
+                if c.mqtt {
+                    self.warning(
+                        &format!("staff[{}].phone", i),
+                        format!("{id:?} has no phone number: the fallback ladder cannot reach them by SMS or call (each step is recorded as failed)"),
+                        "add phone = \"138...\", or channels = [\"mqtt\"] if they are reached by the app only",
+                    );
+                } else {
+                    self.problem(
+                        &format!("staff[{}].phone", i),
+                        format!("{id:?} is reached by SMS or call only, but has no phone number: this person would never be reached"),
+                        "add phone = \"138...\"",
+                    );
+                }
+            }
+        }
+    }
+
+    /// The HMAC key shared with the platform: one line, not readable by every user.
+    fn webhook_secret(&mut self, secret_file: &str) -> Option<Secret> {
+        let path = self.path(secret_file);
         let shown = path.display().to_string();
-        let secret = match std::fs::read_to_string(&path) {
+        match std::fs::read_to_string(&path) {
             Ok(s) if s.trim().is_empty() => {
                 self.problem(
                     "fallback.webhook_secret_file",
@@ -286,18 +318,7 @@ impl Check {
                 );
                 None
             }
-        };
-        if !uses {
-            self.warning(
-                "fallback.webhook_url",
-                "set, but no step of the ladder is \"webhook\": nothing is ever posted",
-                "add \"webhook\" to steps, e.g. steps = [\"webhook\", \"call\"]",
-            );
         }
-        Some(Webhook {
-            url: parsed?,
-            secret: secret?,
-        })
     }
 
     fn steps(&mut self, raw: Option<Vec<String>>) -> Vec<Channel> {
