@@ -165,60 +165,15 @@ pub fn status_text(s: &StatusReport) -> String {
         None => "outbox   unknown: the state store cannot be read (see the log)\n".to_string(),
     };
     out += &format!("frames   {} accepted, {rejected}\n", s.frames_accepted);
-    let counts = |m: &BTreeMap<String, u64>| {
-        let parts: Vec<String> = m
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(r, n)| format!("{r} {n}"))
-            .collect();
-        if parts.is_empty() {
-            "none".to_string()
-        } else {
-            parts.join(", ")
-        }
-    };
     out += &format!(
         "phones   actions refused: {}; messages ignored: {}\n",
         counts(&s.actions_refused),
         counts(&s.messages_ignored)
     );
     if let Some(m) = &s.modem {
-        let yes = |b: Option<bool>, yes: &str, no: &str| match b {
-            Some(true) => yes.to_string(),
-            Some(false) => no.to_string(),
-            None => "?".to_string(),
-        };
-        out += &if m.present {
-            format!(
-                "modem    present, SIM {}, {}, signal {}\n",
-                yes(m.sim_ready, "ready", "NOT READY"),
-                yes(m.registered, "registered", "NOT REGISTERED"),
-                m.signal_pct
-                    .map(|p| format!("{p}%"))
-                    .unwrap_or_else(|| "?".into())
-            )
-        } else {
-            "modem    NOT FOUND: fallback SMS and calls fail (MQTT paging goes on); check `mmcli -L`\n"
-                .to_string()
-        };
+        out += &modem_line(m);
     }
-    if s.on_duty.is_empty() {
-        out += "on duty  nobody (alerts start at tier 2)\n";
-    } else {
-        let people: Vec<String> = s
-            .on_duty
-            .iter()
-            .map(|p| {
-                let console = match p.console {
-                    Some(true) => "console live",
-                    Some(false) => "console GONE",
-                    None => "no console seen",
-                };
-                format!("{} ({}): {console}", p.name, p.staff_id)
-            })
-            .collect();
-        out += &format!("on duty  {}\n", people.join("; "));
-    }
+    out += &on_duty_line(&s.on_duty);
     if !s.store_ok {
         out += "store    FAILING: state is not restart-safe (see the log)\n";
     }
@@ -229,6 +184,60 @@ pub fn status_text(s: &StatusReport) -> String {
         }
     }
     out
+}
+
+/// "none", or "reason n, ..." for the non-zero counts.
+fn counts(m: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = m
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn modem_line(m: &crate::adapters::modem::ModemHealth) -> String {
+    let yes = |b: Option<bool>, yes: &str, no: &str| match b {
+        Some(true) => yes.to_string(),
+        Some(false) => no.to_string(),
+        None => "?".to_string(),
+    };
+    if m.present {
+        format!(
+            "modem    present, SIM {}, {}, signal {}\n",
+            yes(m.sim_ready, "ready", "NOT READY"),
+            yes(m.registered, "registered", "NOT REGISTERED"),
+            m.signal_pct
+                .map(|p| format!("{p}%"))
+                .unwrap_or_else(|| "?".into())
+        )
+    } else {
+        "modem    NOT FOUND: fallback SMS and calls fail (MQTT paging goes on); check `mmcli -L`\n"
+            .to_string()
+    }
+}
+
+fn on_duty_line(on_duty: &[crate::engine::OnDuty]) -> String {
+    if on_duty.is_empty() {
+        "on duty  nobody (alerts start at tier 2)\n".to_string()
+    } else {
+        let people: Vec<String> = on_duty
+            .iter()
+            .map(|p| {
+                let console = match p.console {
+                    Some(true) => "console live",
+                    Some(false) => "console GONE",
+                    None => "no console seen",
+                };
+                format!("{} ({}): {console}", p.name, p.staff_id)
+            })
+            .collect();
+        format!("on duty  {}\n", people.join("; "))
+    }
 }
 
 /// `bandgate alerts`, for people: one row per alert.
