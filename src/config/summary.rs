@@ -19,26 +19,12 @@ pub fn summary(config: &Config, now: Timestamp) -> String {
     let local = now.to_zoned(setup.rota.tz.clone());
     let tz_name = setup.rota.tz.iana_name().unwrap_or("UTC");
     let on_duty = setup.rota.on_duty(now);
-    let duty = if on_duty.is_empty() {
-        "nobody (alerts start at tier 2, the residents' teams)".to_string()
-    } else {
-        on_duty
-            .iter()
-            .map(|id| format!("{} ({id})", setup.staff_name(id)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let supervisors = if setup.escalation.supervisors.is_empty() {
-        "none".to_string()
-    } else {
-        setup
-            .escalation
-            .supervisors
-            .iter()
-            .map(|id| format!("{} ({id})", setup.staff_name(id)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let duty = people(
+        setup,
+        &on_duty,
+        "nobody (alerts start at tier 2, the residents' teams)",
+    );
+    let supervisors = people(setup, &setup.escalation.supervisors, "none");
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(out, "{}: configuration is valid", config.path.display());
@@ -53,6 +39,45 @@ pub fn summary(config: &Config, now: Timestamp) -> String {
         config.keys.len(),
         config.keys_file.display()
     );
+    bthome_lines(config, &mut out);
+    let _ = writeln!(
+        out,
+        "broker: {} (topics under {}/)",
+        config.mqtt.broker, config.mqtt.topic_prefix
+    );
+    let _ = writeln!(out, "source: {}", config.ble.source.name());
+    let _ = writeln!(out, "tiers: {}", setup.escalation.tiers());
+    let _ = writeln!(out, "supervisors: {supervisors}");
+    fallback_lines(config, &mut out);
+    if !config.warnings.is_empty() {
+        let _ = writeln!(
+            out,
+            "warnings: {} (values outside their recommended range, listed on stderr; fine for a test or a demo)",
+            config.warnings.len()
+        );
+    }
+    let _ = write!(
+        out,
+        "on duty now ({} {tz_name}): {duty}",
+        local.strftime("%a %Y-%m-%d %H:%M")
+    );
+    out
+}
+
+/// "Name (id), ..." for staff ids, or `nobody` when there are none.
+fn people<S: AsRef<str>>(setup: &crate::engine::Setup, ids: &[S], nobody: &str) -> String {
+    if ids.is_empty() {
+        return nobody.to_string();
+    }
+    ids.iter()
+        .map(|id| format!("{} ({})", setup.staff_name(id.as_ref()), id.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One line per BTHome device, by device id.
+fn bthome_lines(config: &Config, out: &mut String) {
+    let setup = &config.setup;
     let mut bthome: Vec<_> = config.keys.bthome().iter().collect();
     bthome.sort_by_key(|(_, d)| d.device_id);
     for (mac, d) in bthome {
@@ -73,14 +98,11 @@ pub fn summary(config: &Config, now: Timestamp) -> String {
             d.cancel.names().collect::<Vec<_>>(),
         );
     }
-    let _ = writeln!(
-        out,
-        "broker: {} (topics under {}/)",
-        config.mqtt.broker, config.mqtt.topic_prefix
-    );
-    let _ = writeln!(out, "source: {}", config.ble.source.name());
-    let _ = writeln!(out, "tiers: {}", setup.escalation.tiers());
-    let _ = writeln!(out, "supervisors: {supervisors}");
+}
+
+/// The fallback ladder and the webhook, when configured.
+fn fallback_lines(config: &Config, out: &mut String) {
+    let setup = &config.setup;
     if let (Some(f), Some(modem)) = (&setup.fallback, &config.modem) {
         let steps: Vec<&str> = f.steps.iter().map(|s| s.as_str()).collect();
         let modem = match modem {
@@ -98,17 +120,4 @@ pub fn summary(config: &Config, now: Timestamp) -> String {
     if let Some(w) = &config.webhook {
         let _ = writeln!(out, "webhook: {} (signed with HMAC-SHA256)", w.url);
     }
-    if !config.warnings.is_empty() {
-        let _ = writeln!(
-            out,
-            "warnings: {} (values outside their recommended range, listed on stderr; fine for a test or a demo)",
-            config.warnings.len()
-        );
-    }
-    let _ = write!(
-        out,
-        "on duty now ({} {tz_name}): {duty}",
-        local.strftime("%a %Y-%m-%d %H:%M")
-    );
-    out
 }
