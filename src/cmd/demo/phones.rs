@@ -324,7 +324,24 @@ impl Phones {
         }
         let new_state = self.states.last() != Some(&state);
         self.last_tier = tier;
-        let detail = match state.as_str() {
+        let detail = self.detail(doc, &state, tier, new_state);
+        self.line("alert", &format!("{alert_id} {state}: {detail}"));
+        if state == "acknowledged" && new_state && self.person.load(Ordering::Relaxed) {
+            self.line(
+                "phones",
+                "a person claimed it on the duty console: the scripted phones step back; finish it there (已到场, 处理完毕)",
+            );
+        }
+        if new_state {
+            self.next_step(&state);
+            self.states.push(state);
+        }
+    }
+
+    /// What the line about the alert's new state says; notes who claimed it and how it
+    /// ended.
+    fn detail(&mut self, doc: &Value, state: &str, tier: u8, new_state: bool) -> String {
+        match state {
             "open" => {
                 let notified: Vec<String> = doc["notified"]
                     .as_array()
@@ -379,24 +396,18 @@ impl Phones {
                 )
             }
             _ => String::new(),
-        };
-        self.line("alert", &format!("{alert_id} {state}: {detail}"));
-        if state == "acknowledged" && new_state && self.person.load(Ordering::Relaxed) {
-            self.line(
-                "phones",
-                "a person claimed it on the duty console: the scripted phones step back; finish it there (已到场, 处理完毕)",
-            );
         }
-        if new_state {
-            self.states.push(state.clone());
-        }
+    }
+
+    /// The scripted responder's next action after the alert reached `state`.
+    fn next_step(&mut self, state: &str) {
         if let Some(responder) = self.responder.clone() {
-            match state.as_str() {
-                "acknowledged" if new_state => {
+            match state {
+                "acknowledged" => {
                     self.due
                         .push((Instant::now() + ON_SCENE_AFTER, responder, "on_scene"));
                 }
-                "on_scene" if new_state => {
+                "on_scene" => {
                     self.due
                         .push((Instant::now() + RESOLVE_AFTER, responder, "resolve"));
                 }
