@@ -174,15 +174,8 @@ fn build(check: &mut Check, tree: Value, cut: Option<ResidentEntries<'_>>) -> Op
     let escalation = check.section("escalation", top.escalation.take());
     let supervision = check.section("supervision", top.supervision.take());
     let privacy = check.section("privacy", top.privacy.take());
-    let fallback: Option<RawFallback> = top
-        .fallback
-        .take()
-        .map(|v| check.section("fallback", Some(v)));
-    let web = top
-        .web
-        .take()
-        .map(|v| check.section("web", Some(v)))
-        .map(|raw| check.web(raw));
+    let fallback: Option<RawFallback> = optional(check, "fallback", top.fallback.take());
+    let web = optional(check, "web", top.web.take()).map(|raw| check.web(raw));
 
     let ble = check.ble(ble);
     let mqtt = check.mqtt(mqtt, site.site_id.as_deref().unwrap_or(""));
@@ -241,6 +234,15 @@ fn build(check: &mut Check, tree: Value, cut: Option<ResidentEntries<'_>>) -> Op
         },
         warnings: std::mem::take(&mut check.warnings),
     })
+}
+
+/// A section that is served only when present (`[fallback]`, `[web]`).
+fn optional<T: serde::de::DeserializeOwned + Default>(
+    check: &mut Check,
+    name: &str,
+    value: Option<Value>,
+) -> Option<T> {
+    value.map(|v| check.section(name, Some(v)))
 }
 
 /// Every staff id named (`refs`: key, id) must be listed under `[[staff]]`.
