@@ -10,6 +10,7 @@
 mod delivery;
 mod fallback;
 pub mod health;
+mod silent;
 mod wiring;
 
 use std::collections::BTreeMap;
@@ -185,6 +186,8 @@ pub struct Daemon<S, P> {
     modem: Option<ModemLink>,
     /// The webhook task (`[fallback] webhook_url`); it reports through the modem's stream.
     webhook: Option<tokio::sync::mpsc::Sender<crate::adapters::webhook::WebhookJob>>,
+    /// Silent bands' device states not rendered yet (a batch per turn).
+    silent: silent::SilentBacklog,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -210,6 +213,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             refusals: RefusalLog::default(),
             modem: None,
             webhook: None,
+            silent: silent::SilentBacklog::default(),
         }
     }
 
@@ -264,6 +268,9 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
     }
 
     fn deadline(&self) -> Option<Instant> {
+        if !self.silent.is_empty() {
+            return Some(Instant::now());
+        }
         let engine = self.engine.poll_timeout();
         let delivery = self.delivery.poll_timeout();
         engine
@@ -350,6 +357,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
                     self.delivery.handle_timeout(now);
                 }
                 self.flush();
+                self.silent_states();
             }
             Event::Control(pending) => self.control(pending),
             Event::SourceDone(done) => {
@@ -609,9 +617,17 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         let mut volatile = Vec::new();
         let mut contacts = Vec::new();
         while let Some(output) = self.engine.poll_output() {
-            if let Output::Contact(r) = output {
-                contacts.push(r);
-                continue;
+            match output {
+                Output::Contact(r) => {
+                    contacts.push(r);
+                    continue;
+                }
+                Output::DeviceSilent(d) => {
+                    self.silent.push(d);
+                    continue;
+                }
+                Output::DeviceState(ref d) => self.silent.heard(d.device_id),
+                _ => {}
             }
             let publish = mqtt::render(
                 &output,
@@ -634,6 +650,27 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         self.drive();
         // After the commit that recorded them as requested: a restart never repeats them.
         self.dispatch_contacts(contacts);
+    }
+
+    /// A batch of silent bands' device states (volatile: parked when the link has no room).
+    fn silent_states(&mut self) {
+        let batch = self.silent.take(silent::SILENT_STATES_PER_TURN);
+        if batch.is_empty() {
+            return;
+        }
+        let volatile = batch
+            .into_iter()
+            .map(|d| {
+                mqtt::render(
+                    &Output::DeviceSilent(d),
+                    self.engine.setup(),
+                    &self.site.topics,
+                    self.site.publish_vitals,
+                )
+            })
+            .collect();
+        self.delivery.send(Changes::default(), Vec::new(), volatile);
+        self.drive();
     }
 
     /// Carries out delivery's requests against the store and the link, reporting each back.
@@ -795,6 +832,9 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
     /// say offline, disconnect. Whatever is not acked stays in the outbox for the next start.
     async fn shutdown(&mut self, events: &mut mpsc::Receiver<LinkEvent>) {
         self.flush();
+        while !self.silent.is_empty() {
+            self.silent_states();
+        }
         let (now, wall) = clock();
         let (held, messages) = self.delivery.take_held();
         let changes = held.then(self.engine.take_changes(now, wall));

@@ -168,6 +168,15 @@ struct Broker {
     up: Arc<AtomicBool>,
     acking: Arc<AtomicBool>,
     events: mpsc::Sender<LinkEvent>,
+    /// Adverts sent into the lanes when the first message whose payload holds the text is
+    /// published (to land something in the middle of a turn's aftermath).
+    inject: Arc<Mutex<Option<Injection>>>,
+}
+
+struct Injection {
+    when: &'static str,
+    lanes: crate::adapters::lanes::AdvertTx,
+    adverts: Vec<Advert>,
 }
 
 impl Publisher for Broker {
@@ -182,6 +191,16 @@ impl Publisher for Broker {
         });
         if self.acking.load(Ordering::SeqCst) {
             let _ = self.events.try_send(LinkEvent::PubAcked(id));
+        }
+        let mut inject = self.inject.lock().unwrap();
+        if inject
+            .as_ref()
+            .is_some_and(|i| msg.payload_str().contains(i.when))
+        {
+            let i = inject.take().unwrap();
+            for a in i.adverts {
+                assert!(i.lanes.send(a));
+            }
         }
         true
     }
@@ -223,17 +242,22 @@ struct Rig {
 impl Rig {
     /// A daemon on a fresh (or the given) state directory; nothing runs until the test yields.
     fn start(dir: Option<tempfile::TempDir>, link_queue: usize) -> Rig {
+        Rig::start_with(dir, link_queue, setup(), keyring())
+    }
+
+    fn start_with(
+        dir: Option<tempfile::TempDir>,
+        link_queue: usize,
+        setup: Setup,
+        keyring: Keyring,
+    ) -> Rig {
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
         let store = Store::open(dir.path()).unwrap();
         let snapshot = store.load().unwrap();
         let (now, wall) = clock();
-        let engine = Engine::restore(
-            setup(),
-            Intake::new(COMPANY, keyring()),
-            now,
-            wall,
-            snapshot,
-        );
+        let devices_enrolled = keyring.len();
+        let lanes_keys = Arc::new(keyring.clone());
+        let engine = Engine::restore(setup, Intake::new(COMPANY, keyring), now, wall, snapshot);
         let full = Arc::new(AtomicBool::new(false));
         let (link_tx, link_rx) = mpsc::channel(link_queue);
         let broker = Broker {
@@ -241,8 +265,9 @@ impl Rig {
             up: Arc::new(AtomicBool::new(true)),
             acking: Arc::new(AtomicBool::new(true)),
             events: link_tx.clone(),
+            inject: Default::default(),
         };
-        let (tx, rx) = advert_lanes(COMPANY, Arc::new(keyring()));
+        let (tx, rx) = advert_lanes(COMPANY, lanes_keys);
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (_radio_tx, radio) = watch::channel(BleStatus::default());
@@ -251,7 +276,7 @@ impl Rig {
             broker: "test".into(),
             topics: Topics::new("bandgate/test"),
             publish_vitals: false,
-            devices_enrolled: 2,
+            devices_enrolled,
             status_interval: Duration::from_secs(60),
             started_at: wall,
             adapter: "test".into(),
@@ -484,5 +509,64 @@ async fn shutdown_with_an_unacked_outbox_keeps_it_for_the_next_start() {
     settle().await;
     assert_eq!(rig.broker.pages("li"), ["new 17-1"]);
     assert_eq!(rig.status().await.outbox_len, Some(0));
+    rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn thousands_of_silent_states_go_out_in_batches_and_a_band_heard_meanwhile_keeps_its_fresh_state(
+) {
+    const BANDS: std::ops::RangeInclusive<u32> = 1000..=2999;
+    let mut setup = setup();
+    setup.supervision.silent_after = Duration::from_secs(60);
+    let mut keys = keyring();
+    for d in BANDS {
+        keys.insert(d, key(d));
+        let mut r = setup.residents[&17].clone();
+        r.id = format!("r{d}");
+        r.device_id = d;
+        setup.residents.insert(d, r);
+    }
+    let rig = Rig::start_with(None, 8192, setup, keys);
+    rig.link(LinkEvent::Connected).await;
+    // Bands 17 and 18 keep talking; the 2,000 others are never heard.
+    for seq in 1..=5 {
+        assert!(rig.adverts.send(heartbeat(17, seq)));
+        assert!(rig.adverts.send(heartbeat(18, seq)));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    // When the first silent state goes out, band 2999 (the last to be rendered) presses SOS:
+    // the alarm lane goes before the remaining batches, so its fresh state is made while its
+    // silent one still waits.
+    *rig.broker.inject.lock().unwrap() = Some(Injection {
+        when: "\"silent\":true",
+        lanes: rig.adverts.clone(),
+        adverts: vec![advert(2999, 1, BandEvent::Sos)],
+    });
+    assert!(rig.adverts.send(heartbeat(17, 7)));
+    assert!(rig.adverts.send(heartbeat(18, 7)));
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    settle().await;
+    let got = rig.broker.got();
+    let states = |id: u32| -> Vec<String> {
+        got.iter()
+            .filter(|g| g.topic == format!("bandgate/test/devices/{id}/state"))
+            .map(|g| g.payload.clone())
+            .collect()
+    };
+    for id in BANDS.filter(|d| *d != 2999) {
+        let s = states(id);
+        assert!(
+            s.last().is_some_and(|p| p.contains("\"silent\":true")),
+            "band {id}: {s:?}"
+        );
+    }
+    let last = states(2999);
+    assert!(
+        last.last().is_some_and(|p| !p.contains("\"silent\"")),
+        "band 2999 was heard after it fell silent: its fresh state stands, {last:?}"
+    );
+    // The SOS, landed while the silent states were going out, was paged.
+    let pages = rig.broker.pages("li");
+    assert!(pages.iter().any(|p| p == "new 2999-1"), "{pages:?}");
     rig.stop().await;
 }
