@@ -188,6 +188,9 @@ pub struct Daemon<S, P> {
     webhook: Option<tokio::sync::mpsc::Sender<crate::adapters::webhook::WebhookJob>>,
     /// Silent bands' device states not rendered yet (a batch per turn).
     silent: silent::SilentBacklog,
+    /// The status document's `on_duty` changed (a console came or went): published again at
+    /// the next telemetry tick rather than at `status_interval` (at most once a second).
+    status_stale: bool,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -214,6 +217,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             modem: None,
             webhook: None,
             silent: silent::SilentBacklog::default(),
+            status_stale: false,
         }
     }
 
@@ -382,6 +386,9 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
                 self.publish_status();
             }
             Event::TelemetryTick => {
+                if self.status_stale {
+                    self.publish_status();
+                }
                 self.flush_telemetry(adverts.dropped());
                 self.log_refusals();
             }
@@ -805,6 +812,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
     }
 
     fn publish_status(&mut self) {
+        self.status_stale = false;
         let wall = Timestamp::now();
         let status = GatewayStatus {
             gateway_id: self.site.gateway_id.clone(),

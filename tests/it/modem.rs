@@ -494,6 +494,21 @@ fn a_console_known_to_be_gone_is_texted_at_once_and_its_retained_presence_is_kep
     site.wait_status(&gw, |s| {
         s["on_duty"][0]["console"] == false && s["messages_ignored"]["presence_malformed"] == 1
     });
+    // The retained status document says so within a second or two, not at the next
+    // status_interval (60 s here; the wait gives up after 30).
+    let gone_at = Instant::now();
+    let status = format!("{}/gateways/gw-fb-presence/status", site.prefix());
+    let board = Phone::connect_to(
+        broker.port(),
+        "fb-presence-status",
+        std::slice::from_ref(&status),
+    );
+    board.wait_doc(&status, |s| s["on_duty"][0]["console"] == false);
+    assert!(
+        gone_at.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        gone_at.elapsed()
+    );
     let doc = wait_contacts(&phone, &site, &gw, |c| {
         has(c, "zhang", "sms", 1, "delivered")
     });
