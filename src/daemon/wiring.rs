@@ -247,6 +247,8 @@ fn spawn_source(
                 adapter: cfg.ble.radio.adapter.clone(),
                 company_id: cfg.ble.company_id,
                 silence_restart: cfg.ble.radio.silence_restart,
+                scan: cfg.ble.radio.scan,
+                bthome: !keys.bthome().is_empty(),
             };
             tokio::spawn(ble::run(settings, tx, radio, std::future::pending()))
         }

@@ -62,6 +62,8 @@ pub struct MockBluez {
     ctl: Child,
     ctl_in: ChildStdin,
     ctl_out: BufReader<ChildStdout>,
+    /// The adapter has org.bluez.AdvertisementMonitorManager1 (passive scanning).
+    monitor_manager: bool,
 }
 
 impl Drop for MockBluez {
@@ -80,6 +82,16 @@ impl Drop for MockBluez {
 impl MockBluez {
     /// Bus, mock and controller up, with adapter `hci0`.
     pub fn start() -> MockBluez {
+        MockBluez::start_with(true)
+    }
+
+    /// The same with an adapter that has no advertisement monitor manager (BlueZ before 5.56,
+    /// or bluetoothd without experimental features).
+    pub fn start_without_monitor_manager() -> MockBluez {
+        MockBluez::start_with(false)
+    }
+
+    fn start_with(monitor_manager: bool) -> MockBluez {
         let python = python();
         let dir = tempfile::tempdir().unwrap();
         let (bus, address) = start_bus(dir.path());
@@ -94,6 +106,7 @@ impl MockBluez {
             ctl,
             ctl_in,
             ctl_out,
+            monitor_manager,
         };
         m.start_mock();
         m
@@ -118,7 +131,8 @@ impl MockBluez {
         // The mock owns org.bluez once AddAdapter answers.
         let end = Instant::now() + Duration::from_secs(15);
         loop {
-            let reply = self.cmd(&json!({"cmd": "adapter", "name": "hci0"}));
+            let reply = self.cmd(&json!({"cmd": "adapter", "name": "hci0",
+                                         "monitor_manager": self.monitor_manager}));
             if reply.starts_with("ok") {
                 break;
             }
@@ -204,6 +218,32 @@ impl MockBluez {
         let reply = self.cmd(&json!({"cmd": "service", "adapter": "hci0", "addr": addr,
             "rssi": rssi, "uuid": bandgate::engine::bthome::UUID, "data": hex::encode(data)}));
         assert!(reply.starts_with("ok"), "service: {reply}");
+    }
+
+    /// What the adapter's monitor manager holds (`monitors` in bluez_ctl.py).
+    pub fn monitors(&mut self) -> Value {
+        let reply = self.cmd(&json!({"cmd": "monitors", "adapter": "hci0"}));
+        let text = reply
+            .strip_prefix("ok ")
+            .unwrap_or_else(|| panic!("monitors: {reply}"));
+        serde_json::from_str(text).unwrap()
+    }
+
+    /// BlueZ releases every registered monitor; returns how many.
+    pub fn release_monitors(&mut self) -> u64 {
+        let reply = self.cmd(&json!({"cmd": "release", "adapter": "hci0"}));
+        reply
+            .strip_prefix("ok ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("release: {reply}"))
+    }
+
+    /// Sends an advert and returns whether the mock emitted it (false: a passive scan's
+    /// monitor did not match it).
+    pub fn advert_passes(&mut self, addr: &str, rssi: i16, company_id: u16, data: &[u8]) -> bool {
+        let reply = self.cmd(&advert_cmd(addr, rssi, company_id, data));
+        assert!(reply.starts_with("ok"), "advert: {reply}");
+        reply != "ok filtered"
     }
 
     pub fn power(&mut self, on: bool) {
@@ -827,4 +867,60 @@ fn scan_records_bthome_service_data_and_lists_the_device() {
     assert!(row("54:48:E6:8F:80:A5").ends_with("no key"), "{table}");
     assert!(row("54:48:E6:8F:80:A6").ends_with("unencrypted"), "{table}");
     assert!(row("54:48:E6:8F:80:A6").contains("press"), "{table}");
+}
+
+// ---- passive scanning (`[ble] scan = "passive"`, `bandgate scan --passive`) ----
+
+/// Waits until the current mock has `n` registrations of our monitor in all, and it is in
+/// force; returns the manager's state.
+fn wait_registered(m: &mut MockBluez, scan: &Scan, n: u64) -> Value {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let state = m.monitors();
+        if state["registrations"].as_u64().unwrap() >= n
+            && state["monitors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|mon| mon["active"] == true)
+        {
+            return state;
+        }
+        assert!(
+            Instant::now() < end,
+            "RegisterMonitor #{n} not in force: {state}; scan log:\n{}",
+            scan.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The patterns of the one monitor in force, as [start, AD type, hex].
+fn patterns(state: &Value) -> Vec<Value> {
+    let mons = state["monitors"].as_array().unwrap();
+    assert_eq!(mons.len(), 1, "one monitor: {state}");
+    assert_eq!(mons[0]["type"], "or_patterns");
+    mons[0]["patterns"].as_array().unwrap().clone()
+}
+
+#[test]
+fn passive_scanning_registers_our_company_id_and_never_discovers() {
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--passive", "--seconds", "30"]);
+    let state = wait_registered(&mut m, &scan, 1);
+    // Manufacturer data (AD 0xFF) from index 0: our company id, little-endian. The test keys
+    // enrol no BTHome device, so no service-data pattern.
+    assert_eq!(patterns(&state), vec![json!([0, 255, "ffff"])], "{state}");
+    let sos = sealed(17, 91, BandEvent::Sos);
+    assert!(m.advert_passes("C8:FD:19:00:00:11", -58, 0xFFFF, &sos));
+    // Another company's advert does not get past BlueZ's filter.
+    assert!(!m.advert_passes("AA:BB:CC:00:00:01", -80, 0x004C, &[1, 2, 3]));
+    wait_for(Duration::from_secs(10), "the SOS", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    assert_eq!(m.calls("StartDiscovery"), 0, "{}", scan.log());
+    let table = scan.table();
+    assert!(table.contains("passive scan"), "{table}");
+    assert_eq!(counter(&table, "not ours"), 0, "{table}");
 }
