@@ -262,8 +262,14 @@ impl MockBluez {
 
     /// Starts `bandgate scan` on this bus with the test vectors' keys.
     pub fn scan(&self, args: &[&str]) -> Scan {
+        self.scan_with_keys(args, "")
+    }
+
+    /// The same with `more_keys` (e.g. a `[bthome."MAC"]` section) added to the key file.
+    pub fn scan_with_keys(&self, args: &[&str], more_keys: &str) -> Scan {
         let v = vectors();
-        let keys = write_private(self.dir.path(), "keys.toml", &vector_keys_toml(&v));
+        let text = format!("{}{more_keys}", vector_keys_toml(&v));
+        let keys = write_private(self.dir.path(), "keys.toml", &text);
         let n = std::fs::read_dir(self.dir.path()).unwrap().count();
         let record = self.dir.path().join(format!("capture-{n}.jsonl"));
         let stdout = self.dir.path().join(format!("scan-{n}.out"));
@@ -923,4 +929,168 @@ fn passive_scanning_registers_our_company_id_and_never_discovers() {
     let table = scan.table();
     assert!(table.contains("passive scan"), "{table}");
     assert_eq!(counter(&table, "not ours"), 0, "{table}");
+}
+
+#[test]
+fn passive_scanning_registers_again_after_bluez_is_killed_and_restarted() {
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--passive", "--seconds", "40"]);
+    wait_registered(&mut m, &scan, 1);
+    let before = heartbeat(1, 30);
+    assert!(m.advert_passes("C8:FD:19:00:00:01", -60, 0xFFFF, &before));
+    wait_for(
+        Duration::from_secs(10),
+        "the advert before the crash",
+        || has(&scan.captured(), &before),
+    );
+    m.kill_mock();
+    std::thread::sleep(Duration::from_millis(1500));
+    m.start_mock();
+    // The new bluetoothd knows no monitor: it must be registered again, without help.
+    let state = wait_registered(&mut m, &scan, 1);
+    assert_eq!(patterns(&state), vec![json!([0, 255, "ffff"])], "{state}");
+    let after = sealed(17, 51, BandEvent::Sos);
+    assert!(m.advert_passes("C8:FD:19:00:00:11", -62, 0xFFFF, &after));
+    wait_for(Duration::from_secs(10), "the SOS after the restart", || {
+        has(&scan.captured(), &after)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let log = scan.log();
+    assert!(log.contains("recreating the BlueZ connection"), "{log}");
+    assert!(
+        !log.contains("ERROR"),
+        "passive scanning stays in force:\n{log}"
+    );
+    assert_eq!(m.calls("StartDiscovery"), 0, "{log}");
+    assert!(scan.table().contains("passive scan"), "{}", scan.table());
+}
+
+#[test]
+fn a_monitor_bluez_releases_is_registered_again_and_frames_flow_again() {
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--passive", "--seconds", "40"]);
+    wait_registered(&mut m, &scan, 1);
+    assert_eq!(m.release_monitors(), 1);
+    // Released: BlueZ scans for nobody until bandgate registers again.
+    let lost = heartbeat(1, 40);
+    assert!(!m.advert_passes("C8:FD:19:00:00:01", -60, 0xFFFF, &lost));
+    wait_registered(&mut m, &scan, 2);
+    let sos = sealed(17, 52, BandEvent::Sos);
+    assert!(m.advert_passes("C8:FD:19:00:00:11", -62, 0xFFFF, &sos));
+    wait_for(Duration::from_secs(10), "the SOS after the release", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let log = scan.log();
+    assert!(log.contains("released the advertisement monitor"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+    assert_eq!(m.calls("StartDiscovery"), 0, "{log}");
+    assert!(
+        counter(&scan.table(), "scan restarts") >= 1,
+        "{}",
+        scan.table()
+    );
+}
+
+#[test]
+fn passive_scanning_registers_again_after_the_adapter_is_powered_off_and_on() {
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--passive", "--seconds", "30"]);
+    wait_registered(&mut m, &scan, 1);
+    m.power(false);
+    wait_for(
+        Duration::from_secs(5),
+        "the power-off to be noticed",
+        || scan.log().contains("not powered") || scan.log().contains("adapter lost"),
+    );
+    m.power(true);
+    wait_registered(&mut m, &scan, 2);
+    let sos = sealed(17, 53, BandEvent::Sos);
+    assert!(m.advert_passes("C8:FD:19:00:00:11", -62, 0xFFFF, &sos));
+    wait_for(Duration::from_secs(10), "the SOS after power-on", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    assert_eq!(m.calls("StartDiscovery"), 0, "{}", scan.log());
+}
+
+#[test]
+fn without_a_monitor_manager_passive_falls_back_to_active_says_why_and_hears() {
+    let mut m = MockBluez::start_without_monitor_manager();
+    let mut scan = m.scan(&["--passive", "--seconds", "30"]);
+    // Never deaf: discovery is started instead.
+    wait_discovering(&m, &scan, 1);
+    let sos = sealed(17, 54, BandEvent::Sos);
+    m.advert("C8:FD:19:00:00:11", -62, 0xFFFF, &sos);
+    wait_for(Duration::from_secs(10), "the SOS", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let log = scan.log();
+    let error = log
+        .lines()
+        .find(|l| l.contains("ERROR"))
+        .unwrap_or_else(|| panic!("no error logged:\n{log}"));
+    assert!(
+        error.contains("passive scanning is not available")
+            && error.contains("AdvertisementMonitorManager1")
+            && error.contains("scanning ACTIVELY")
+            && error.contains("bluetoothd -E"),
+        "{error}"
+    );
+    let table = scan.table();
+    assert!(
+        table.contains("active scan: passive scanning is NOT available"),
+        "{table}"
+    );
+}
+
+#[test]
+fn the_bthome_pattern_is_registered_only_with_enrolled_bthome_devices() {
+    use bandgate::engine::bthome::{self, ButtonEvent};
+    const MAC: &str = "54:48:E6:8F:80:A5";
+    const KEY: &str = "231d39c1d7cc1ab1aee224cd096db932";
+    let mut m = MockBluez::start();
+    let mut scan = m.scan_with_keys(
+        &["--passive", "--seconds", "30"],
+        &format!("\n[bthome.\"{MAC}\"]\ndevice_id = 9001\nkey = \"{KEY}\"\n"),
+    );
+    let state = wait_registered(&mut m, &scan, 1);
+    assert_eq!(
+        patterns(&state),
+        vec![json!([0, 255, "ffff"]), json!([0, 22, "d2fc"])],
+        "{state}"
+    );
+    let press = bthome::seal(
+        &bthome::parse_mac(MAC).unwrap(),
+        &DeviceKey::from_hex(KEY).unwrap(),
+        9,
+        true,
+        1,
+        Some(88),
+        &[ButtonEvent::Press],
+    );
+    m.service(MAC, -52, &press);
+    wait_for(Duration::from_secs(10), "the BTHome press", || {
+        scan.captured()
+            .iter()
+            .any(|c| c["service_data"] == hex::encode(&press))
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let row = scan
+        .table()
+        .lines()
+        .find(|l| l.contains(MAC))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("{}", scan.table()));
+    assert!(row.trim_end().ends_with("ok"), "{row}");
+    // Without a BTHome device in the keys, only our company id (the first passive test
+    // asserts the exact list): a second scan on a fresh mock.
+    let mut m = MockBluez::start();
+    let scan = m.scan(&["--passive", "--seconds", "30"]);
+    let state = wait_registered(&mut m, &scan, 1);
+    assert!(
+        patterns(&state).iter().all(|p| p[1] != 22),
+        "no BTHome pattern without BTHome devices: {state}"
+    );
 }
