@@ -79,8 +79,8 @@ impl Check {
                     "ble.scan",
                     format!("unknown scan mode {other:?}"),
                     "use \"active\" (BlueZ discovery, the default) or \"passive\" (BlueZ's \
-                     advertisement monitor: BlueZ 5.56 or later and Linux 5.10 or later, see the \
-                     README)",
+                     advertisement monitor: BlueZ 5.56 or later with experimental features on, \
+                     Linux 5.10 or later; see the README)",
                 );
                 None
             }
