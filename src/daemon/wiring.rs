@@ -90,6 +90,7 @@ pub async fn run(
         // A radio is not ok until its source says it scans: the source's first report may be
         // "not ok", which equals the watch's initial value and so is never sent as a change.
         adapter_ok: cfg.ble.source != Source::Bluez,
+        scan: "",
     };
     tracing::info!(
         gateway_id = site.gateway_id,

@@ -880,6 +880,11 @@ fn scan_records_bthome_service_data_and_lists_the_device() {
 /// Waits until the current mock has `n` registrations of our monitor in all, and it is in
 /// force; returns the manager's state.
 fn wait_registered(m: &mut MockBluez, scan: &Scan, n: u64) -> Value {
+    wait_registered_by(m, &|| scan.log(), n)
+}
+
+/// The same for any process: `log` is what to show on failure.
+fn wait_registered_by(m: &mut MockBluez, log: &dyn Fn() -> String, n: u64) -> Value {
     let end = Instant::now() + Duration::from_secs(15);
     loop {
         let state = m.monitors();
@@ -894,8 +899,8 @@ fn wait_registered(m: &mut MockBluez, scan: &Scan, n: u64) -> Value {
         }
         assert!(
             Instant::now() < end,
-            "RegisterMonitor #{n} not in force: {state}; scan log:\n{}",
-            scan.log()
+            "RegisterMonitor #{n} not in force: {state}; log:\n{}",
+            log()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -1092,5 +1097,94 @@ fn the_bthome_pattern_is_registered_only_with_enrolled_bthome_devices() {
     assert!(
         patterns(&state).iter().all(|p| p[1] != 22),
         "no BTHome pattern without BTHome devices: {state}"
+    );
+}
+
+/// An SOS sealed with the harness site's key for `device_id`.
+fn site_sos(device_id: u32, seq: u32) -> Vec<u8> {
+    frame::seal(
+        &Frame {
+            device_id,
+            seq,
+            battery_pct: 80,
+            worn: true,
+            event: BandEvent::Sos,
+        },
+        crate::harness::COMPANY_ID,
+        &crate::harness::key_of(device_id),
+    )
+}
+
+/// A gateway site scanning the mock BlueZ passively (`[ble] scan = "passive"`).
+fn passive_site(broker: &crate::harness::Broker, site_id: &str) -> crate::harness::Site {
+    let site = crate::ble_daemon::bluez_site(broker, site_id, "60s");
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    let ble = "silence_restart = \"60s\"\n";
+    assert_eq!(text.matches(ble).count(), 1, "{text}");
+    let text = text.replace(ble, &format!("{ble}scan = \"passive\"\n"));
+    std::fs::write(&site.config, text).unwrap();
+    site
+}
+
+/// Waits for a gateway status document whose `scan` is `mode` and whose radio is ok.
+fn wait_scan_status(phone: &crate::harness::Phone, site: &crate::harness::Site, mode: &str) {
+    let topic = format!("{}/gateways/gw-{}/status", site.prefix(), site.site_id);
+    phone.wait_until(&format!("a status with scan {mode:?}"), |msgs| {
+        msgs.iter().any(|m| {
+            m.topic == topic && {
+                let s = m.json();
+                s["scan"] == mode && s["adapter_ok"] == true
+            }
+        })
+    });
+}
+
+#[test]
+fn a_passive_gateway_pages_an_sos_and_its_status_says_passive() {
+    let broker = crate::harness::Broker::start();
+    let mut m = MockBluez::start();
+    let site = passive_site(&broker, "pz1");
+    let p = site.prefix();
+    let phone = crate::ble_daemon::phone(&site, "phones-pz1");
+    let gw = crate::ble_daemon::start(&site, &m, "gateway.log");
+    wait_registered_by(&mut m, &|| gw.log(), 1);
+    wait_scan_status(&phone, &site, "passive");
+    let sos = site_sos(17, 201);
+    assert!(m.advert_passes("C8:FD:19:00:00:11", -58, 0xFFFF, &sos));
+    let new = phone.wait_page(&p, "zhang", "new", "17-201");
+    assert_eq!(new["kind"], "sos", "{new}");
+    assert_eq!(new["rssi"], -58, "{new}");
+    // The operator's view says the same.
+    let status = site.status();
+    assert_eq!(status["scan"], "passive", "{status}");
+    let text = site.cli("status", &[]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("hci0: ok, passive scan"), "{text}");
+    assert_eq!(m.calls("StartDiscovery"), 0, "{}", gw.log());
+}
+
+#[test]
+fn a_passive_gateway_without_a_monitor_manager_scans_actively_and_says_so() {
+    let broker = crate::harness::Broker::start();
+    let mut m = MockBluez::start_without_monitor_manager();
+    let site = passive_site(&broker, "pz2");
+    let p = site.prefix();
+    let phone = crate::ble_daemon::phone(&site, "phones-pz2");
+    let gw = crate::ble_daemon::start(&site, &m, "gateway.log");
+    crate::ble_daemon::wait_discovering(&gw, &m, 1);
+    wait_scan_status(&phone, &site, "active-fallback");
+    let sos = site_sos(17, 202);
+    m.advert("C8:FD:19:00:00:11", -58, 0xFFFF, &sos);
+    phone.wait_page(&p, "zhang", "new", "17-202");
+    let error = gw.log_line("passive scanning is not available");
+    assert!(
+        error.contains("ERROR") && error.contains("AdvertisementMonitorManager1"),
+        "{error}"
+    );
+    let text = site.cli("status", &[]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("passive scanning is configured but NOT available"),
+        "{text}"
     );
 }
