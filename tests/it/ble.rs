@@ -1188,3 +1188,56 @@ fn a_passive_gateway_without_a_monitor_manager_scans_actively_and_says_so() {
         "{text}"
     );
 }
+
+#[test]
+fn the_silence_ladder_climbs_in_passive_mode_too() {
+    let m = MockBluez::start();
+    let started = Instant::now();
+    let mut scan = m.scan(&["--passive", "--silence-restart", "2s", "--seconds", "60"]);
+    let code = scan.wait(Duration::from_secs(30));
+    let elapsed = started.elapsed();
+    let log = scan.log();
+    assert_eq!(code, 1, "a third silence must exit non-zero:\n{log}");
+    assert!(elapsed >= Duration::from_secs(6), "{elapsed:?}\n{log}");
+    // Registered at start, again after the first silence, again on the new connection.
+    assert!(m.calls("RegisterMonitor") >= 3, "{log}");
+    assert_eq!(m.calls("StartDiscovery"), 0, "{log}");
+    let restart = log.find("reason=\"silence\"").expect(&log);
+    let recreate = log.find("second silence").expect(&log);
+    let give_up = log.find("giving up").expect(&log);
+    assert!(restart < recreate && recreate < give_up, "{log}");
+}
+
+#[test]
+fn a_monitor_released_again_and_again_with_nothing_heard_gives_way_to_active_scanning() {
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--passive", "--seconds", "60"]);
+    wait_registered(&mut m, &scan, 1);
+    // Released with nothing heard in between: re-registered after 1 s, 2 s, 4 s; the fourth
+    // release is one too many.
+    for n in 2..=4 {
+        assert_eq!(m.release_monitors(), 1);
+        wait_registered(&mut m, &scan, n);
+    }
+    assert_eq!(m.release_monitors(), 1);
+    wait_discovering(&m, &scan, 1);
+    let sos = sealed(17, 55, BandEvent::Sos);
+    m.advert("C8:FD:19:00:00:11", -62, 0xFFFF, &sos);
+    wait_for(Duration::from_secs(10), "the SOS", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let log = scan.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("again and again")),
+        "{log}"
+    );
+    assert_eq!(log.matches("registering it again").count(), 3, "{log}");
+    assert!(
+        scan.table()
+            .contains("active scan: passive scanning is NOT available"),
+        "{}",
+        scan.table()
+    );
+}
