@@ -78,7 +78,17 @@ pub fn summary(config: &Config, now: Timestamp) -> String {
         "broker: {} (topics under {}/)",
         config.mqtt.broker, config.mqtt.topic_prefix
     );
-    let _ = writeln!(out, "source: {}", config.ble.source.name());
+    match (&config.ble.source, config.ble.radio.scan) {
+        (crate::config::checked::Source::Bluez, crate::adapters::ble::ScanMode::Passive) => {
+            let _ = writeln!(
+                out,
+                "source: bluez, passive scan (falls back to active when BlueZ cannot; see the README)"
+            );
+        }
+        (source, _) => {
+            let _ = writeln!(out, "source: {}", source.name());
+        }
+    }
     let _ = writeln!(out, "tiers: {}", setup.escalation.tiers());
     let _ = writeln!(out, "supervisors: {supervisors}");
     if let (Some(f), Some(modem)) = (&setup.fallback, &config.modem) {

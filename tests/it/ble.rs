@@ -1161,6 +1161,15 @@ fn a_passive_gateway_pages_an_sos_and_its_status_says_passive() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("hci0: ok, passive scan"), "{text}");
     assert_eq!(m.calls("StartDiscovery"), 0, "{}", gw.log());
+    // check-config's summary names it too.
+    let out =
+        crate::harness::bandgate(&["check-config", "--config", site.config.to_str().unwrap()]);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("source: bluez, passive scan"),
+        "{summary}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
