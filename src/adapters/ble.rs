@@ -693,7 +693,7 @@ impl Source {
                             self.local.adapter_ok = false;
                             self.dog.pause();
                         }
-                        HealthStep::RestartScan(why) if self.passive() && why == "adapter stopped discovering" => {
+                        HealthStep::RestartScan(why) if self.passive() && why == recovery::STOPPED_DISCOVERING => {
                             let why = "the advertisement monitor is not in force (released, or the adapter's monitor manager is gone)";
                             if self.strike() {
                                 self.fall_back_now(&session, why).await;

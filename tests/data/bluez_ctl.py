@@ -16,6 +16,9 @@ Commands:
                          "monitors": [{"sender", "app", "path", "type", "patterns":
                          [[start, ad_type, hex]], "active"}]} (what RegisterMonitor accepted)
   {"cmd": "release", "adapter": "hci0"}  BlueZ releases every registered monitor (Release())
+  {"cmd": "drop_manager", "adapter": "hci0"}
+                         the adapter loses AdvertisementMonitorManager1 (and its monitors,
+                         without a Release), as if bluetoothd stopped offering it
 
 Passive scanning: once a monitor has been registered on the adapter, and while no discovery
 is running, "advert" and "service" emit only adverts that match an active monitor's pattern
@@ -183,6 +186,12 @@ for key, mons in list(getattr(self, 'monitors', {}).items()):
 ret = n
 """
 
+DROP = """
+self.props.pop('org.bluez.AdvertisementMonitorManager1', None)
+self.methods.pop('org.bluez.AdvertisementMonitorManager1', None)
+self.monitors = {}
+"""
+
 STATE = """
 import json
 mons = [m for ms in getattr(self, 'monitors', {}).values() for m in ms]
@@ -302,10 +311,15 @@ class Ctl:
                 adapter.AddMethod(MOCK, "MonitorSenders", "", "", SENDERS, dbus_interface=MOCK)
                 adapter.AddMethod(MOCK, "ReleaseMonitors", "", "i", RELEASE_ALL, dbus_interface=MOCK)
                 adapter.AddMethod(MOCK, "MonitorState", "", "s", STATE, dbus_interface=MOCK)
+                adapter.AddMethod(MOCK, "DropManager", "", "", DROP, dbus_interface=MOCK)
                 adapter.MonitorSenders(dbus_interface=MOCK)
             return f"ok {path}"
         if cmd == "monitors":
             return "ok " + self.monitor_state(c)
+        if cmd == "drop_manager":
+            self.obj("/org/bluez/" + c.get("adapter", "hci0")).DropManager(dbus_interface=MOCK)
+            self.state_cache = None
+            return "ok"
         if cmd == "release":
             n = self.obj("/org/bluez/" + c.get("adapter", "hci0")).ReleaseMonitors(dbus_interface=MOCK)
             self.state_cache = None

@@ -1250,3 +1250,39 @@ fn a_monitor_released_again_and_again_with_nothing_heard_gives_way_to_active_sca
         scan.table()
     );
 }
+
+#[test]
+fn a_monitor_manager_that_goes_away_is_noticed_and_the_scan_turns_active() {
+    // "Discovery stopped behind our back", for a passive scan: the monitor is no longer in
+    // force and BlueZ said nothing (no Release). Two probes see it; registering again fails;
+    // the source scans actively, with the error logged.
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--passive", "--seconds", "30"]);
+    wait_registered(&mut m, &scan, 1);
+    let reply = m.cmd(&json!({"cmd": "drop_manager", "adapter": "hci0"}));
+    assert!(reply.starts_with("ok"), "{reply}");
+    wait_discovering(&m, &scan, 1);
+    let sos = sealed(17, 56, BandEvent::Sos);
+    assert!(m.advert_passes("C8:FD:19:00:00:11", -62, 0xFFFF, &sos));
+    wait_for(Duration::from_secs(10), "the SOS", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let log = scan.log();
+    assert!(
+        log.contains("the advertisement monitor is not in force"),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("passive scanning is not available")
+            && l.contains("AdvertisementMonitorManager1")),
+        "{log}"
+    );
+    assert!(
+        scan.table()
+            .contains("active scan: passive scanning is NOT available"),
+        "{}",
+        scan.table()
+    );
+}
