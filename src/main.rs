@@ -97,6 +97,10 @@ enum Command {
         /// reconnected, then bandgate exits non-zero) [default: 60s].
         #[arg(long, value_parser = humantime::parse_duration)]
         silence_restart: Option<std::time::Duration>,
+        /// Scan passively, through BlueZ's advertisement monitor, as [ble] scan = "passive"
+        /// does (falls back to active scanning when BlueZ cannot; the header says which).
+        #[arg(long)]
+        passive: bool,
     },
     /// Run the gateway (what systemd starts): radio or replay/simulation in, pages out over
     /// MQTT, state kept in state_dir. Exits 78 on a bad configuration, 1 on a failure.
@@ -255,6 +259,7 @@ fn dispatch(command: Command) -> Result<Done, Failure> {
             adapter,
             company_id,
             silence_restart,
+            passive,
         } => cmd::scan::scan_command(cmd::scan::ScanOptions {
             seconds,
             record,
@@ -263,6 +268,7 @@ fn dispatch(command: Command) -> Result<Done, Failure> {
             adapter,
             company_id,
             silence_restart,
+            passive,
         }),
         Command::CheckConfig { config } => cmd::check_config::check_config(&config),
         Command::Run { config, fast } => cmd::run::run(&config, fast),

@@ -21,11 +21,21 @@
 //!   signal restarts the scan at once, and a silence watchdog covers what the probe cannot
 //!   see. The decisions live in `recovery`.
 //!
+//! - **Passive scanning, as an option** (`[ble] scan = "passive"`, `monitor`): instead of
+//!   discovering, the source serves BlueZ an advertisement monitor whose patterns are our
+//!   company id (and BTHome's UUID when such devices are enrolled) and registers it; the
+//!   adverts come as the same signals. Re-registered after every recovery step and after
+//!   BlueZ releases it (with backoff); when it cannot be had (no monitor manager, no
+//!   `or_patterns`, refused, released again and again with nothing heard) the source scans
+//!   actively instead, logs an error saying what to do, and its status says so
+//!   (`ScanInForce::ActiveFallback`): never deaf for want of an option.
+//!
 //! Each BlueZ connection lists what BlueZ remembers once (`GetManagedObjects`): their data is
 //! passed on (an SOS sent while we reconnected), but it does not count as heard. Our own
 //! per-device state is a bounded map (`DeviceTable`), so thousands of random-address
 //! advertisers that are not ours cost nothing.
 
+pub mod monitor;
 pub mod recovery;
 pub mod signals;
 
@@ -36,6 +46,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use dbus::arg::{PropMap, Variant};
+use dbus::channel::{MatchingReceiver, Sender};
 use dbus::message::MatchRule;
 use dbus::nonblock::{MsgMatch, NonblockReply, Proxy, SyncConnection};
 use dbus::Message;
@@ -43,6 +54,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::adapters::{Advert, AdvertTx, Format};
+use monitor::{MonitorEvent, Pattern};
 use recovery::{AdapterProbe, BluezHealth, HealthStep, Probe, SilenceStep, Watchdog};
 use signals::{addr_of_path, DeviceUpdate, Interest, Signal};
 
@@ -55,6 +67,56 @@ pub struct BleSettings {
     pub company_id: u16,
     /// Silence from every advertiser after which the watchdog climbs one step.
     pub silence_restart: Duration,
+    /// Active discovery (the default) or passive scanning behind an advertisement monitor.
+    pub scan: ScanMode,
+    /// Any BTHome device is enrolled: the passive monitor also matches BTHome's service UUID.
+    pub bthome: bool,
+}
+
+/// How BlueZ is asked for advertisements (`[ble] scan`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ScanMode {
+    /// `StartDiscovery` with a filter (LE, every advert): works with any BlueZ 5.
+    #[default]
+    Active,
+    /// An `org.bluez.AdvertisementMonitor1` of or-patterns, no discovery (`monitor`).
+    Passive,
+}
+
+impl ScanMode {
+    /// As `[ble] scan` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScanMode::Active => "active",
+            ScanMode::Passive => "passive",
+        }
+    }
+}
+
+/// The scan in force, as the status reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ScanInForce {
+    /// No scan started yet.
+    #[default]
+    None,
+    Active,
+    Passive,
+    /// Passive scanning is configured but could not be had: scanning actively (logged at
+    /// error with what to do).
+    ActiveFallback,
+}
+
+impl ScanInForce {
+    /// For the status document and `bandgate status` (`active`, `passive`, `active-fallback`;
+    /// empty before any scan).
+    pub fn name(self) -> &'static str {
+        match self {
+            ScanInForce::None => "",
+            ScanInForce::Active => "active",
+            ScanInForce::Passive => "passive",
+            ScanInForce::ActiveFallback => "active-fallback",
+        }
+    }
 }
 
 impl BleSettings {
@@ -67,6 +129,8 @@ impl Default for BleSettings {
             adapter: None,
             company_id: 0xFFFF,
             silence_restart: BleSettings::DEFAULT_SILENCE_RESTART,
+            scan: ScanMode::Active,
+            bthome: false,
         }
     }
 }
@@ -91,6 +155,8 @@ pub struct BleStatus {
     pub foreign_adverts: u64,
     /// Signals whose arguments were not the types BlueZ documents (dropped here, counted).
     pub unreadable_adverts: u64,
+    /// Active, passive, or active because passive could not be had.
+    pub scan: ScanInForce,
 }
 
 /// Bound on every D-Bus round trip: the daemon dying leaves calls hanging forever otherwise.
@@ -99,6 +165,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Wait between attempts to reach BlueZ while it is away.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// Releases of the passive monitor (or probes finding it inactive) in a row with nothing heard
+/// in between, after which the source gives up on passive scanning for this BlueZ connection.
+const MAX_PASSIVE_STRIKES: u32 = 3;
+/// Wait before registering a released monitor again: doubled per strike.
+const REREGISTER_FIRST: Duration = Duration::from_secs(1);
+
 /// Devices we remember (ours only: those that sent data under our company id or BTHome
 /// service data).
 pub const DEVICE_TABLE_CAPACITY: usize = 2048;
@@ -125,7 +197,7 @@ pub async fn run(
         let session = tokio::select! {
             biased;
             () = &mut shutdown => return Ok(()),
-            s = Session::open(&src.cfg, &src.shared) => s,
+            s = Session::open(&src.cfg, &src.shared, src.patterns()) => s,
         };
         let session = match session {
             Ok(s) => s,
@@ -195,6 +267,35 @@ impl Shared {
         self.intake.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What BlueZ told our advertisement monitor, in the D-Bus connection's dispatch.
+    fn on_monitor(&self, ev: MonitorEvent) {
+        let wake = {
+            let mut i = self.lock();
+            match ev {
+                MonitorEvent::Activated => {
+                    i.monitor_active = true;
+                    false
+                }
+                MonitorEvent::Released => {
+                    i.monitor_active = false;
+                    i.monitor_released = true;
+                    true
+                }
+                MonitorEvent::Device { found, path } => {
+                    tracing::debug!(
+                        found,
+                        path,
+                        "BLE: the advertisement monitor reports a device"
+                    );
+                    false
+                }
+            }
+        };
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
     /// A signal from BlueZ, in the D-Bus connection's dispatch.
     fn on_signal(&self, msg: &Message) {
         let wake = self.lock().on_signal(msg);
@@ -220,6 +321,10 @@ struct Intake {
     powered: Option<bool>,
     /// The daemon side of the lanes has gone away.
     closed: bool,
+    /// BlueZ called `Activate` on our monitor (and has not released it since).
+    monitor_active: bool,
+    /// BlueZ called `Release` on our monitor; taken by the source task.
+    monitor_released: bool,
 }
 
 impl Intake {
@@ -316,6 +421,12 @@ struct Source {
     /// Counted here and published once a second (and on state changes), not per advert.
     local: BleStatus,
     dog: Watchdog,
+    /// Passive scanning could not be had on this BlueZ connection: scanning actively.
+    fallen_back: bool,
+    /// Monitor releases (or inactive probes) with nothing heard since (`MAX_PASSIVE_STRIKES`).
+    passive_strikes: u32,
+    /// When to register the released monitor again.
+    reregister_at: Option<Instant>,
 }
 
 impl Source {
@@ -337,12 +448,17 @@ impl Source {
                     wake_on_hear: false,
                     powered: None,
                     closed: false,
+                    monitor_active: false,
+                    monitor_released: false,
                 }),
                 wake: Notify::new(),
             }),
             status,
             local: BleStatus::default(),
             dog: Watchdog::new(Instant::now().into_std(), cfg.silence_restart),
+            fallen_back: false,
+            passive_strikes: 0,
+            reregister_at: None,
             cfg,
         }
     }
@@ -372,6 +488,7 @@ impl Source {
         let Some(at) = heard else { return };
         let silences = self.dog.silences();
         self.dog.heard(at);
+        self.passive_strikes = 0;
         if silences > 0 && self.dog.silences() == 0 {
             tracing::info!(silences, "BLE: hearing advertisements again");
             self.publish();
@@ -394,19 +511,116 @@ impl Source {
         self.shared.lock().wake_on_hear = silent;
     }
 
+    /// The monitor's patterns when passive scanning is configured.
+    fn patterns(&self) -> Option<Arc<Vec<Pattern>>> {
+        (self.cfg.scan == ScanMode::Passive)
+            .then(|| Arc::new(monitor::patterns(self.cfg.company_id, self.cfg.bthome)))
+    }
+
+    /// Passive scanning is configured and has not been given up on this connection.
+    fn passive(&self) -> bool {
+        self.cfg.scan == ScanMode::Passive && !self.fallen_back
+    }
+
+    /// Starts the configured scan on a new connection. Passive scanning that cannot be had
+    /// falls back to active discovery.
+    async fn start_scan(&mut self, session: &Session) -> anyhow::Result<()> {
+        self.fallen_back = false;
+        self.reregister_at = None;
+        if self.passive() {
+            match self.register(session).await {
+                Ok(()) => {
+                    self.local.scan = ScanInForce::Passive;
+                    return Ok(());
+                }
+                Err(e) => self.fall_back(session, &format!("{e:#}")),
+            }
+        }
+        session.discover().await?;
+        self.local.scan = self.active_mode();
+        Ok(())
+    }
+
+    fn active_mode(&self) -> ScanInForce {
+        if self.fallen_back {
+            ScanInForce::ActiveFallback
+        } else {
+            ScanInForce::Active
+        }
+    }
+
+    /// Registers our monitor; fails when BlueZ has no monitor manager, cannot do
+    /// `or_patterns`, refuses it, or releases it at once.
+    async fn register(&mut self, session: &Session) -> anyhow::Result<()> {
+        {
+            let mut i = self.shared.lock();
+            i.monitor_active = false;
+            i.monitor_released = false;
+        }
+        session.register_monitor().await?;
+        // BlueZ validates the monitor (reading it back from us) before it answers; a monitor
+        // it refused has been released by now.
+        let released = std::mem::take(&mut self.shared.lock().monitor_released);
+        if released {
+            // Not ours to keep registered: BlueZ would not use it.
+            session.unregister_monitor().await;
+            bail!("BlueZ released the advertisement monitor as soon as it was registered (it could not activate it)");
+        }
+        Ok(())
+    }
+
+    /// Passive scanning cannot be had on this connection: say so, and what to do.
+    fn fall_back(&mut self, session: &Session, why: &str) {
+        self.fallen_back = true;
+        self.reregister_at = None;
+        tracing::error!(
+            adapter = %session.name,
+            reason = why,
+            "BLE: [ble] scan = \"passive\" is configured but passive scanning is not available; \
+             scanning ACTIVELY instead (the bands spend battery on scan responses). Passive \
+             scanning needs BlueZ 5.56 or later with experimental features on (bluetoothd -E, \
+             or Experimental = true in /etc/bluetooth/main.conf) and Linux 5.10 or later; \
+             or set [ble] scan = \"active\" to silence this"
+        );
+    }
+
+    /// Gives up passive scanning for this connection and discovers instead.
+    async fn fall_back_now(&mut self, session: &Session, why: &str) {
+        self.fall_back(session, why);
+        session.unregister_monitor().await;
+        match session.discover().await {
+            Ok(()) => {
+                self.local.scan = ScanInForce::ActiveFallback;
+                self.local.adapter_ok = true;
+                self.resume_dog();
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "BLE: starting the scan failed");
+            }
+        }
+        self.publish();
+    }
+
+    /// The monitor was lost (released, or found inactive by a probe): one strike. Returns
+    /// whether passive scanning is given up (too many strikes with nothing heard).
+    fn strike(&mut self) -> bool {
+        self.passive_strikes += 1;
+        self.passive_strikes > MAX_PASSIVE_STRIKES
+    }
+
     async fn scan(
         &mut self,
         session: Session,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> anyhow::Result<Ended> {
-        session.start().await?;
+        self.start_scan(&session).await?;
         self.local.adapter = session.name.clone();
         self.local.adapter_ok = true;
         // A power signal from before the scan started is stale.
         self.shared.lock().powered = None;
         self.publish();
         self.resume_dog();
-        tracing::info!(adapter = %session.name, "BLE: scanning");
+        tracing::info!(adapter = %session.name, scan = self.local.scan.name(), "BLE: scanning");
 
         let mut health = BluezHealth::new(session.owner().await);
         let mut probe_tick = tokio::time::interval(PROBE_EVERY);
@@ -416,6 +630,7 @@ impl Source {
         loop {
             self.arm_wake_on_hear();
             let dog_deadline = self.dog.deadline().map(Instant::from_std);
+            let reregister_at = self.reregister_at;
             tokio::select! {
                 biased;
                 () = shutdown.as_mut() => return Ok(Ended::Shutdown),
@@ -423,6 +638,10 @@ impl Source {
                     if !self.on_wake(&session).await {
                         return Ok(Ended::Shutdown);
                     }
+                }
+                () = sleep_until_opt(reregister_at) => {
+                    self.reregister_at = None;
+                    self.restart_scan(&session, "BlueZ released the advertisement monitor").await;
                 }
                 () = sleep_until_opt(dog_deadline) => {
                     self.fold_heard();
@@ -457,13 +676,30 @@ impl Source {
                 }
                 _ = probe_tick.tick() => {
                     self.fold_heard();
-                    let probe = session.probe().await;
+                    let mut probe = session.probe().await;
+                    if self.passive() {
+                        // "Discovering", for a passive scan: our monitor is in force (or about
+                        // to be registered again) and the adapter still has its manager.
+                        let active = self.shared.lock().monitor_active;
+                        let pending = self.reregister_at.is_some();
+                        if let Some(a) = probe.adapter.as_mut() {
+                            a.discovering = pending || (active && session.has_monitor_manager().await);
+                        }
+                    }
                     match health.observe(&probe) {
                         HealthStep::Nothing => {}
                         HealthStep::Lost(why) => {
                             tracing::warn!(adapter = %session.name, reason = why, "BLE: adapter lost; waiting for it");
                             self.local.adapter_ok = false;
                             self.dog.pause();
+                        }
+                        HealthStep::RestartScan(why) if self.passive() && why == recovery::STOPPED_DISCOVERING => {
+                            let why = "the advertisement monitor is not in force (released, or the adapter's monitor manager is gone)";
+                            if self.strike() {
+                                self.fall_back_now(&session, why).await;
+                            } else {
+                                self.restart_scan(&session, why).await;
+                            }
                         }
                         HealthStep::RestartScan(why) => {
                             self.restart_scan(&session, why).await;
@@ -481,14 +717,21 @@ impl Source {
 
     /// The dispatch woke us. Returns `false` once the daemon is gone.
     async fn on_wake(&mut self, session: &Session) -> bool {
-        let (closed, powered) = {
+        let (closed, powered, released) = {
             let mut i = self.shared.lock();
-            (i.closed, i.powered.take())
+            (
+                i.closed,
+                i.powered.take(),
+                std::mem::take(&mut i.monitor_released),
+            )
         };
         if closed {
             return false;
         }
         self.fold_heard();
+        if released && self.passive() {
+            self.monitor_released(session).await;
+        }
         match powered {
             // Only a return from power-off is news.
             Some(true) if !self.local.adapter_ok => {
@@ -507,17 +750,62 @@ impl Source {
         true
     }
 
+    /// BlueZ released our monitor: deaf until it is registered again, after a backoff; after
+    /// too many releases with nothing heard, scan actively instead.
+    async fn monitor_released(&mut self, session: &Session) {
+        if self.strike() {
+            self.fall_back_now(
+                session,
+                "BlueZ released the advertisement monitor again and again with no advert heard in between",
+            )
+            .await;
+            return;
+        }
+        let wait = REREGISTER_FIRST * 2u32.pow(self.passive_strikes.saturating_sub(1).min(5));
+        tracing::warn!(
+            adapter = %session.name,
+            strikes = self.passive_strikes,
+            retry_in = ?wait,
+            "BLE: BlueZ released the advertisement monitor (passive scan stopped); registering it again"
+        );
+        self.local.adapter_ok = false;
+        self.reregister_at = Some(Instant::now() + wait);
+        self.publish();
+    }
+
     async fn restart_scan(&mut self, session: &Session, why: &str) {
         self.local.scan_restarts += 1;
         tracing::warn!(
             adapter = %session.name,
             reason = why,
+            scan = if self.passive() { "passive" } else { "active" },
             scan_restarts = self.local.scan_restarts,
             "BLE: restarting the scan"
         );
-        // Stopping first makes BlueZ forget a discovery session it may think we still hold.
-        let _ = session.adapter_call("StopDiscovery", ()).await;
-        match session.discover().await {
+        let started = if self.passive() {
+            self.reregister_at = None;
+            // Unregistering first makes BlueZ forget a monitor it may think we still hold
+            // (its Release for that arrives before the answer, and `register` clears it).
+            session.unregister_monitor().await;
+            match self.register(session).await {
+                Ok(()) => {
+                    self.local.scan = ScanInForce::Passive;
+                    Ok(())
+                }
+                Err(e) => {
+                    self.fall_back(session, &format!("{e:#}"));
+                    session.discover().await
+                }
+            }
+        } else {
+            // Stopping first makes BlueZ forget a discovery session it may think we still hold.
+            let _ = session.adapter_call("StopDiscovery", ()).await;
+            session.discover().await
+        };
+        if !self.passive() {
+            self.local.scan = self.active_mode();
+        }
+        match started {
             Ok(()) => {
                 self.local.adapter_ok = true;
                 self.resume_dog();
@@ -599,7 +887,11 @@ impl Drop for Session {
 impl Session {
     /// Connects, subscribes to the signals (first, so no advert between listing and
     /// subscribing is missed), picks the adapter and hands on what BlueZ remembers.
-    async fn open(cfg: &BleSettings, shared: &Arc<Shared>) -> anyhow::Result<Session> {
+    async fn open(
+        cfg: &BleSettings,
+        shared: &Arc<Shared>,
+        patterns: Option<Arc<Vec<Pattern>>>,
+    ) -> anyhow::Result<Session> {
         let (resource, conn) =
             dbus_tokio::connection::new_system_sync().context("connect to the system bus")?;
         let io = tokio::spawn(async move {
@@ -614,6 +906,24 @@ impl Session {
             _matches: Vec::new(),
         };
         shared.lock().adapter_path = adapter_prefix(cfg);
+        if let Some(patterns) = patterns {
+            // Our monitor's objects, served from the connection's dispatch (BlueZ reads them
+            // while we wait for RegisterMonitor's answer). Nothing else is served here.
+            let shared = shared.clone();
+            session.conn.start_receive(
+                MatchRule::new_method_call(),
+                Box::new(move |msg, conn| {
+                    let (reply, event) = monitor::answer(&msg, &patterns);
+                    if let Some(reply) = reply {
+                        let _ = conn.send(reply);
+                    }
+                    if let Some(event) = event {
+                        shared.on_monitor(event);
+                    }
+                    true
+                }),
+            );
+        }
         let rules = [
             MatchRule::new_signal(signals::PROPERTIES, "PropertiesChanged")
                 .with_sender(BLUEZ)
@@ -717,8 +1027,62 @@ impl Session {
         }
     }
 
-    async fn start(&self) -> anyhow::Result<()> {
-        self.discover().await
+    /// Checks the adapter's monitor manager, then registers our monitor's root with it.
+    async fn register_monitor(&self) -> anyhow::Result<()> {
+        use dbus::nonblock::stdintf::org_freedesktop_dbus::Properties;
+        let proxy = Proxy::new(BLUEZ, self.path.as_str(), CALL_TIMEOUT, self.conn.clone());
+        let props = tokio::time::timeout(CALL_TIMEOUT, proxy.get_all(monitor::MANAGER1))
+            .await
+            .map_err(|_| anyhow!("BlueZ did not answer within {CALL_TIMEOUT:?}"))?;
+        let props = match props {
+            Ok(p) if !p.is_empty() => p,
+            _ => bail!(
+                "the adapter {} has no {} (BlueZ older than 5.56, or bluetoothd without                  experimental features: -E)",
+                self.name,
+                monitor::MANAGER1
+            ),
+        };
+        let types: Vec<String> = props
+            .get("SupportedMonitorTypes")
+            .and_then(|v| v.0.as_iter())
+            .map(|it| it.filter_map(|t| t.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        if !types.iter().any(|t| t == monitor::OR_PATTERNS) {
+            bail!(
+                "the adapter {}'s monitor manager does not offer \"{}\" monitors (it offers {types:?})",
+                self.name,
+                monitor::OR_PATTERNS
+            );
+        }
+        let root = dbus::Path::from(monitor::APP_ROOT);
+        call(
+            "RegisterMonitor",
+            proxy.method_call::<(), _, _, _>(monitor::MANAGER1, "RegisterMonitor", (root,)),
+        )
+        .await
+    }
+
+    /// Unregisters our monitor's root; BlueZ not knowing it is fine.
+    async fn unregister_monitor(&self) {
+        let proxy = Proxy::new(BLUEZ, self.path.as_str(), CALL_TIMEOUT, self.conn.clone());
+        let root = dbus::Path::from(monitor::APP_ROOT);
+        let _ = call(
+            "UnregisterMonitor",
+            proxy.method_call::<(), _, _, _>(monitor::MANAGER1, "UnregisterMonitor", (root,)),
+        )
+        .await;
+    }
+
+    /// Whether the adapter still has its advertisement monitor manager.
+    async fn has_monitor_manager(&self) -> bool {
+        use dbus::nonblock::stdintf::org_freedesktop_dbus::Properties;
+        let proxy = Proxy::new(BLUEZ, self.path.as_str(), CALL_TIMEOUT, self.conn.clone());
+        let r: Result<Result<Vec<String>, _>, _> = tokio::time::timeout(
+            CALL_TIMEOUT,
+            proxy.get(monitor::MANAGER1, "SupportedMonitorTypes"),
+        )
+        .await;
+        matches!(r, Ok(Ok(_)))
     }
 
     async fn owner(&self) -> Option<String> {

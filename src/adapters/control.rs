@@ -86,6 +86,10 @@ pub struct StatusReport {
     pub uptime_s: u64,
     pub adapter: String,
     pub adapter_ok: bool,
+    /// The radio's scan in force (`active`, `passive`, `active-fallback`); empty for replay
+    /// and simulation (and from a daemon that predates it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scan: String,
     pub broker_connected: bool,
     pub store_ok: bool,
     pub devices_enrolled: usize,
@@ -167,6 +171,7 @@ pub struct Facts {
     pub started_at: Timestamp,
     pub adapter: String,
     pub adapter_ok: bool,
+    pub scan: &'static str,
     pub broker_connected: bool,
     pub store_ok: bool,
     pub devices_enrolled: usize,
@@ -309,6 +314,7 @@ fn status(engine: &Engine, wall: Timestamp, facts: &Facts) -> StatusReport {
         uptime_s: wall.duration_since(facts.started_at).as_secs().max(0) as u64,
         adapter: facts.adapter.clone(),
         adapter_ok: facts.adapter_ok,
+        scan: facts.scan.to_string(),
         broker_connected: facts.broker_connected,
         store_ok: facts.store_ok,
         devices_enrolled: facts.devices_enrolled,

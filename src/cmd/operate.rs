@@ -128,6 +128,13 @@ pub fn status_text(s: &StatusReport) -> String {
     } else {
         format!("{}: NOT SCANNING (bands are not heard)", s.adapter)
     };
+    let radio = match s.scan.as_str() {
+        "" => radio,
+        "active-fallback" => format!(
+            "{radio}, active scan (passive scanning is configured but NOT available: see the log)"
+        ),
+        mode => format!("{radio}, {mode} scan"),
+    };
     let broker = if s.broker_connected {
         "connected".to_string()
     } else {
@@ -377,6 +384,7 @@ mod tests {
             uptime_s: 60,
             adapter: "replay".into(),
             adapter_ok: true,
+            scan: String::new(),
             broker_connected: false,
             store_ok: false,
             devices_enrolled: 4,
@@ -414,6 +422,7 @@ mod tests {
             uptime_s: 5,
             adapter: "replay".into(),
             adapter_ok: true,
+            scan: String::new(),
             broker_connected: true,
             store_ok: true,
             devices_enrolled: 1,

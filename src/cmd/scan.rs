@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::adapters::ble::{self, BleSettings, BleStatus};
+use crate::adapters::ble::{self, BleSettings, BleStatus, ScanInForce, ScanMode};
 use crate::adapters::{advert_lanes, Advert, Format};
 use crate::engine::{bthome, frame, Keyring, Reject};
 
@@ -326,7 +326,7 @@ impl ScanTable {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "bandgate scan: adapter {} ({}), company id 0x{:04X}, {:.0} s",
+            "bandgate scan: adapter {} ({}{}), company id 0x{:04X}, {:.0} s",
             if status.adapter.is_empty() {
                 "?"
             } else {
@@ -336,6 +336,14 @@ impl ScanTable {
                 "scanning"
             } else {
                 "NOT scanning"
+            },
+            match status.scan {
+                ScanInForce::None => "",
+                ScanInForce::Active => ", active scan",
+                ScanInForce::Passive => ", passive scan",
+                ScanInForce::ActiveFallback => {
+                    ", active scan: passive scanning is NOT available, see the log"
+                }
             },
             self.company_id,
             elapsed.as_secs_f64()
@@ -591,6 +599,8 @@ pub struct ScanOptions {
     pub adapter: Option<String>,
     pub company_id: Option<u16>,
     pub silence_restart: Option<Duration>,
+    /// `--passive`: scan as `[ble] scan = "passive"` does (BlueZ's advertisement monitor).
+    pub passive: bool,
 }
 
 /// `bandgate scan`: bandgate.toml first (the daemon's view of the site), then the options on
@@ -609,16 +619,22 @@ pub fn scan_command(o: ScanOptions) -> Result<super::Done, super::Failure> {
         Err(problems) => return Err(config_problem(&problems)),
     };
     let defaults = BleSettings::default();
+    let passive = o.passive.then_some(ScanMode::Passive);
+    let bthome = !keys.bthome().is_empty();
     let ble = match &site {
         Some(s) => BleSettings {
             adapter: o.adapter.or_else(|| s.ble.radio.adapter.clone()),
             company_id: o.company_id.unwrap_or(s.ble.company_id),
             silence_restart: o.silence_restart.unwrap_or(s.ble.radio.silence_restart),
+            scan: passive.unwrap_or(s.ble.radio.scan),
+            bthome,
         },
         None => BleSettings {
             adapter: o.adapter,
             company_id: o.company_id.unwrap_or(defaults.company_id),
             silence_restart: o.silence_restart.unwrap_or(defaults.silence_restart),
+            scan: passive.unwrap_or(defaults.scan),
+            bthome,
         },
     };
     let names = site

@@ -59,6 +59,9 @@ pub struct Radio {
     pub adapter: Option<String>,
     /// No advertisement from anyone this long: restart the scan (then BlueZ, then exit).
     pub silence_restart: Duration,
+    /// Active discovery (the default) or passive scanning through BlueZ's advertisement
+    /// monitor (`[ble] scan`).
+    pub scan: crate::adapters::ble::ScanMode,
 }
 
 /// Where advertisements come from, with what only that source needs.

@@ -45,7 +45,7 @@ pub fn summary(config: &Config, now: Timestamp) -> String {
         "broker: {} (topics under {}/)",
         config.mqtt.broker, config.mqtt.topic_prefix
     );
-    let _ = writeln!(out, "source: {}", config.ble.source.name());
+    source_line(config, &mut out);
     let _ = writeln!(out, "tiers: {}", setup.escalation.tiers());
     let _ = writeln!(out, "supervisors: {supervisors}");
     fallback_lines(config, &mut out);
@@ -119,5 +119,20 @@ fn fallback_lines(config: &Config, out: &mut String) {
     }
     if let Some(w) = &config.webhook {
         let _ = writeln!(out, "webhook: {} (signed with HMAC-SHA256)", w.url);
+    }
+}
+
+/// The advertisement source, and passive scanning when asked for.
+fn source_line(config: &Config, out: &mut String) {
+    match (&config.ble.source, config.ble.radio.scan) {
+        (crate::config::checked::Source::Bluez, crate::adapters::ble::ScanMode::Passive) => {
+            let _ = writeln!(
+                out,
+                "source: bluez, passive scan (falls back to active when BlueZ cannot; see the README)"
+            );
+        }
+        (source, _) => {
+            let _ = writeln!(out, "source: {}", source.name());
+        }
     }
 }

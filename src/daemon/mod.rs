@@ -149,6 +149,8 @@ pub struct Site {
     /// The radio adapter's name and whether it scans (from the BLE source's reports).
     pub adapter: String,
     pub adapter_ok: bool,
+    /// The radio's scan in force (`BleStatus::scan`); empty for replay and simulation.
+    pub scan: &'static str,
 }
 
 /// The ticks the loop keeps for itself.
@@ -434,6 +436,14 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         if !st.adapter.is_empty() {
             self.site.adapter = st.adapter.clone();
         }
+        let scan = st.scan.name();
+        if !scan.is_empty() && scan != self.site.scan {
+            self.site.scan = scan;
+            tracing::info!(adapter = self.site.adapter, scan, "radio scan mode");
+            if st.adapter_ok == self.site.adapter_ok {
+                self.publish_status();
+            }
+        }
         if st.adapter_ok != self.site.adapter_ok {
             self.site.adapter_ok = st.adapter_ok;
             if st.adapter_ok {
@@ -460,6 +470,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             started_at: self.site.started_at,
             adapter: self.site.adapter.clone(),
             adapter_ok: self.site.adapter_ok,
+            scan: self.site.scan,
             broker_connected: self.delivery.is_connected(),
             store_ok: self.store_ok(),
             devices_enrolled: self.site.devices_enrolled,
@@ -819,6 +830,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             started_at: self.site.started_at,
             adapter: self.site.adapter.clone(),
             adapter_ok: self.site.adapter_ok,
+            scan: self.site.scan,
             devices_enrolled: self.site.devices_enrolled,
             devices_heard_15m: self
                 .engine

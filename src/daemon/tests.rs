@@ -281,6 +281,7 @@ impl Rig {
             started_at: wall,
             adapter: "test".into(),
             adapter_ok: true,
+            scan: "",
         };
         let inputs = Inputs {
             adverts: rx,

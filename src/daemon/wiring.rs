@@ -122,6 +122,8 @@ fn site(cfg: &Config, topics: Topics, started_at: Timestamp) -> Site {
         // A radio is not ok until its source says it scans: the source's first report may be
         // "not ok", which equals the watch's initial value and so is never sent as a change.
         adapter_ok: cfg.ble.source != Source::Bluez,
+        // Filled in by the source's first report (`radio`).
+        scan: "",
     }
 }
 
@@ -264,6 +266,8 @@ fn spawn_source(
                 adapter: cfg.ble.radio.adapter.clone(),
                 company_id: cfg.ble.company_id,
                 silence_restart: cfg.ble.radio.silence_restart,
+                scan: cfg.ble.radio.scan,
+                bthome: !keys.bthome().is_empty(),
             };
             tokio::spawn(ble::run(settings, tx, radio, std::future::pending()))
         }

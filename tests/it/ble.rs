@@ -62,6 +62,8 @@ pub struct MockBluez {
     ctl: Child,
     ctl_in: ChildStdin,
     ctl_out: BufReader<ChildStdout>,
+    /// The adapter has org.bluez.AdvertisementMonitorManager1 (passive scanning).
+    monitor_manager: bool,
 }
 
 impl Drop for MockBluez {
@@ -80,6 +82,16 @@ impl Drop for MockBluez {
 impl MockBluez {
     /// Bus, mock and controller up, with adapter `hci0`.
     pub fn start() -> MockBluez {
+        MockBluez::start_with(true)
+    }
+
+    /// The same with an adapter that has no advertisement monitor manager (BlueZ before 5.56,
+    /// or bluetoothd without experimental features).
+    pub fn start_without_monitor_manager() -> MockBluez {
+        MockBluez::start_with(false)
+    }
+
+    fn start_with(monitor_manager: bool) -> MockBluez {
         let python = python();
         let dir = tempfile::tempdir().unwrap();
         let (bus, address) = start_bus(dir.path());
@@ -94,6 +106,7 @@ impl MockBluez {
             ctl,
             ctl_in,
             ctl_out,
+            monitor_manager,
         };
         m.start_mock();
         m
@@ -118,7 +131,8 @@ impl MockBluez {
         // The mock owns org.bluez once AddAdapter answers.
         let end = Instant::now() + Duration::from_secs(15);
         loop {
-            let reply = self.cmd(&json!({"cmd": "adapter", "name": "hci0"}));
+            let reply = self.cmd(&json!({"cmd": "adapter", "name": "hci0",
+                                         "monitor_manager": self.monitor_manager}));
             if reply.starts_with("ok") {
                 break;
             }
@@ -206,6 +220,32 @@ impl MockBluez {
         assert!(reply.starts_with("ok"), "service: {reply}");
     }
 
+    /// What the adapter's monitor manager holds (`monitors` in bluez_ctl.py).
+    pub fn monitors(&mut self) -> Value {
+        let reply = self.cmd(&json!({"cmd": "monitors", "adapter": "hci0"}));
+        let text = reply
+            .strip_prefix("ok ")
+            .unwrap_or_else(|| panic!("monitors: {reply}"));
+        serde_json::from_str(text).unwrap()
+    }
+
+    /// BlueZ releases every registered monitor; returns how many.
+    pub fn release_monitors(&mut self) -> u64 {
+        let reply = self.cmd(&json!({"cmd": "release", "adapter": "hci0"}));
+        reply
+            .strip_prefix("ok ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("release: {reply}"))
+    }
+
+    /// Sends an advert and returns whether the mock emitted it (false: a passive scan's
+    /// monitor did not match it).
+    pub fn advert_passes(&mut self, addr: &str, rssi: i16, company_id: u16, data: &[u8]) -> bool {
+        let reply = self.cmd(&advert_cmd(addr, rssi, company_id, data));
+        assert!(reply.starts_with("ok"), "advert: {reply}");
+        reply != "ok filtered"
+    }
+
     pub fn power(&mut self, on: bool) {
         let reply = self.cmd(&json!({"cmd": "power", "adapter": "hci0", "on": on}));
         assert!(reply.starts_with("ok"), "power: {reply}");
@@ -222,8 +262,14 @@ impl MockBluez {
 
     /// Starts `bandgate scan` on this bus with the test vectors' keys.
     pub fn scan(&self, args: &[&str]) -> Scan {
+        self.scan_with_keys(args, "")
+    }
+
+    /// The same with `more_keys` (e.g. a `[bthome."MAC"]` section) added to the key file.
+    pub fn scan_with_keys(&self, args: &[&str], more_keys: &str) -> Scan {
         let v = vectors();
-        let keys = write_private(self.dir.path(), "keys.toml", &vector_keys_toml(&v));
+        let text = format!("{}{more_keys}", vector_keys_toml(&v));
+        let keys = write_private(self.dir.path(), "keys.toml", &text);
         let n = std::fs::read_dir(self.dir.path()).unwrap().count();
         let record = self.dir.path().join(format!("capture-{n}.jsonl"));
         let stdout = self.dir.path().join(format!("scan-{n}.out"));
@@ -827,4 +873,416 @@ fn scan_records_bthome_service_data_and_lists_the_device() {
     assert!(row("54:48:E6:8F:80:A5").ends_with("no key"), "{table}");
     assert!(row("54:48:E6:8F:80:A6").ends_with("unencrypted"), "{table}");
     assert!(row("54:48:E6:8F:80:A6").contains("press"), "{table}");
+}
+
+// ---- passive scanning (`[ble] scan = "passive"`, `bandgate scan --passive`) ----
+
+/// Waits until the current mock has `n` registrations of our monitor in all, and it is in
+/// force; returns the manager's state.
+fn wait_registered(m: &mut MockBluez, scan: &Scan, n: u64) -> Value {
+    wait_registered_by(m, &|| scan.log(), n)
+}
+
+/// The same for any process: `log` is what to show on failure.
+fn wait_registered_by(m: &mut MockBluez, log: &dyn Fn() -> String, n: u64) -> Value {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let state = m.monitors();
+        if state["registrations"].as_u64().unwrap() >= n
+            && state["monitors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|mon| mon["active"] == true)
+        {
+            return state;
+        }
+        assert!(
+            Instant::now() < end,
+            "RegisterMonitor #{n} not in force: {state}; log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The patterns of the one monitor in force, as [start, AD type, hex].
+fn patterns(state: &Value) -> Vec<Value> {
+    let mons = state["monitors"].as_array().unwrap();
+    assert_eq!(mons.len(), 1, "one monitor: {state}");
+    assert_eq!(mons[0]["type"], "or_patterns");
+    mons[0]["patterns"].as_array().unwrap().clone()
+}
+
+#[test]
+fn passive_scanning_registers_our_company_id_and_never_discovers() {
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--passive", "--seconds", "30"]);
+    let state = wait_registered(&mut m, &scan, 1);
+    // Manufacturer data (AD 0xFF) from index 0: our company id, little-endian. The test keys
+    // enrol no BTHome device, so no service-data pattern.
+    assert_eq!(patterns(&state), vec![json!([0, 255, "ffff"])], "{state}");
+    let sos = sealed(17, 91, BandEvent::Sos);
+    assert!(m.advert_passes("C8:FD:19:00:00:11", -58, 0xFFFF, &sos));
+    // Another company's advert does not get past BlueZ's filter.
+    assert!(!m.advert_passes("AA:BB:CC:00:00:01", -80, 0x004C, &[1, 2, 3]));
+    wait_for(Duration::from_secs(10), "the SOS", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    assert_eq!(m.calls("StartDiscovery"), 0, "{}", scan.log());
+    let table = scan.table();
+    assert!(table.contains("passive scan"), "{table}");
+    assert_eq!(counter(&table, "not ours"), 0, "{table}");
+}
+
+#[test]
+fn passive_scanning_registers_again_after_bluez_is_killed_and_restarted() {
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--passive", "--seconds", "40"]);
+    wait_registered(&mut m, &scan, 1);
+    let before = heartbeat(1, 30);
+    assert!(m.advert_passes("C8:FD:19:00:00:01", -60, 0xFFFF, &before));
+    wait_for(
+        Duration::from_secs(10),
+        "the advert before the crash",
+        || has(&scan.captured(), &before),
+    );
+    m.kill_mock();
+    std::thread::sleep(Duration::from_millis(1500));
+    m.start_mock();
+    // The new bluetoothd knows no monitor: it must be registered again, without help.
+    let state = wait_registered(&mut m, &scan, 1);
+    assert_eq!(patterns(&state), vec![json!([0, 255, "ffff"])], "{state}");
+    let after = sealed(17, 51, BandEvent::Sos);
+    assert!(m.advert_passes("C8:FD:19:00:00:11", -62, 0xFFFF, &after));
+    wait_for(Duration::from_secs(10), "the SOS after the restart", || {
+        has(&scan.captured(), &after)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let log = scan.log();
+    assert!(log.contains("recreating the BlueZ connection"), "{log}");
+    assert!(
+        !log.contains("ERROR"),
+        "passive scanning stays in force:\n{log}"
+    );
+    assert_eq!(m.calls("StartDiscovery"), 0, "{log}");
+    assert!(scan.table().contains("passive scan"), "{}", scan.table());
+}
+
+#[test]
+fn a_monitor_bluez_releases_is_registered_again_and_frames_flow_again() {
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--passive", "--seconds", "40"]);
+    wait_registered(&mut m, &scan, 1);
+    assert_eq!(m.release_monitors(), 1);
+    // Released: BlueZ scans for nobody until bandgate registers again.
+    let lost = heartbeat(1, 40);
+    assert!(!m.advert_passes("C8:FD:19:00:00:01", -60, 0xFFFF, &lost));
+    wait_registered(&mut m, &scan, 2);
+    let sos = sealed(17, 52, BandEvent::Sos);
+    assert!(m.advert_passes("C8:FD:19:00:00:11", -62, 0xFFFF, &sos));
+    wait_for(Duration::from_secs(10), "the SOS after the release", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let log = scan.log();
+    assert!(log.contains("released the advertisement monitor"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+    assert_eq!(m.calls("StartDiscovery"), 0, "{log}");
+    assert!(
+        counter(&scan.table(), "scan restarts") >= 1,
+        "{}",
+        scan.table()
+    );
+}
+
+#[test]
+fn passive_scanning_registers_again_after_the_adapter_is_powered_off_and_on() {
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--passive", "--seconds", "30"]);
+    wait_registered(&mut m, &scan, 1);
+    m.power(false);
+    wait_for(
+        Duration::from_secs(5),
+        "the power-off to be noticed",
+        || scan.log().contains("not powered") || scan.log().contains("adapter lost"),
+    );
+    m.power(true);
+    wait_registered(&mut m, &scan, 2);
+    let sos = sealed(17, 53, BandEvent::Sos);
+    assert!(m.advert_passes("C8:FD:19:00:00:11", -62, 0xFFFF, &sos));
+    wait_for(Duration::from_secs(10), "the SOS after power-on", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    assert_eq!(m.calls("StartDiscovery"), 0, "{}", scan.log());
+}
+
+#[test]
+fn without_a_monitor_manager_passive_falls_back_to_active_says_why_and_hears() {
+    let mut m = MockBluez::start_without_monitor_manager();
+    let mut scan = m.scan(&["--passive", "--seconds", "30"]);
+    // Never deaf: discovery is started instead.
+    wait_discovering(&m, &scan, 1);
+    let sos = sealed(17, 54, BandEvent::Sos);
+    m.advert("C8:FD:19:00:00:11", -62, 0xFFFF, &sos);
+    wait_for(Duration::from_secs(10), "the SOS", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let log = scan.log();
+    let error = log
+        .lines()
+        .find(|l| l.contains("ERROR"))
+        .unwrap_or_else(|| panic!("no error logged:\n{log}"));
+    assert!(
+        error.contains("passive scanning is not available")
+            && error.contains("AdvertisementMonitorManager1")
+            && error.contains("scanning ACTIVELY")
+            && error.contains("bluetoothd -E"),
+        "{error}"
+    );
+    let table = scan.table();
+    assert!(
+        table.contains("active scan: passive scanning is NOT available"),
+        "{table}"
+    );
+}
+
+#[test]
+fn the_bthome_pattern_is_registered_only_with_enrolled_bthome_devices() {
+    use bandgate::engine::bthome::{self, ButtonEvent};
+    const MAC: &str = "54:48:E6:8F:80:A5";
+    const KEY: &str = "231d39c1d7cc1ab1aee224cd096db932";
+    let mut m = MockBluez::start();
+    let mut scan = m.scan_with_keys(
+        &["--passive", "--seconds", "30"],
+        &format!("\n[bthome.\"{MAC}\"]\ndevice_id = 9001\nkey = \"{KEY}\"\n"),
+    );
+    let state = wait_registered(&mut m, &scan, 1);
+    assert_eq!(
+        patterns(&state),
+        vec![json!([0, 255, "ffff"]), json!([0, 22, "d2fc"])],
+        "{state}"
+    );
+    let press = bthome::seal(
+        &bthome::parse_mac(MAC).unwrap(),
+        &DeviceKey::from_hex(KEY).unwrap(),
+        9,
+        true,
+        1,
+        Some(88),
+        &[ButtonEvent::Press],
+    );
+    m.service(MAC, -52, &press);
+    wait_for(Duration::from_secs(10), "the BTHome press", || {
+        scan.captured()
+            .iter()
+            .any(|c| c["service_data"] == hex::encode(&press))
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let row = scan
+        .table()
+        .lines()
+        .find(|l| l.contains(MAC))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("{}", scan.table()));
+    assert!(row.trim_end().ends_with("ok"), "{row}");
+    // Without a BTHome device in the keys, only our company id (the first passive test
+    // asserts the exact list): a second scan on a fresh mock.
+    let mut m = MockBluez::start();
+    let scan = m.scan(&["--passive", "--seconds", "30"]);
+    let state = wait_registered(&mut m, &scan, 1);
+    assert!(
+        patterns(&state).iter().all(|p| p[1] != 22),
+        "no BTHome pattern without BTHome devices: {state}"
+    );
+}
+
+/// An SOS sealed with the harness site's key for `device_id`.
+fn site_sos(device_id: u32, seq: u32) -> Vec<u8> {
+    frame::seal(
+        &Frame {
+            device_id,
+            seq,
+            battery_pct: 80,
+            worn: true,
+            event: BandEvent::Sos,
+        },
+        crate::harness::COMPANY_ID,
+        &crate::harness::key_of(device_id),
+    )
+}
+
+/// A gateway site scanning the mock BlueZ passively (`[ble] scan = "passive"`).
+fn passive_site(broker: &crate::harness::Broker, site_id: &str) -> crate::harness::Site {
+    let site = crate::ble_daemon::bluez_site(broker, site_id, "60s");
+    let text = std::fs::read_to_string(&site.config).unwrap();
+    let ble = "silence_restart = \"60s\"\n";
+    assert_eq!(text.matches(ble).count(), 1, "{text}");
+    let text = text.replace(ble, &format!("{ble}scan = \"passive\"\n"));
+    std::fs::write(&site.config, text).unwrap();
+    site
+}
+
+/// Waits for a gateway status document whose `scan` is `mode` and whose radio is ok.
+fn wait_scan_status(phone: &crate::harness::Phone, site: &crate::harness::Site, mode: &str) {
+    let topic = format!("{}/gateways/gw-{}/status", site.prefix(), site.site_id);
+    phone.wait_until(&format!("a status with scan {mode:?}"), |msgs| {
+        msgs.iter().any(|m| {
+            m.topic == topic && {
+                let s = m.json();
+                s["scan"] == mode && s["adapter_ok"] == true
+            }
+        })
+    });
+}
+
+#[test]
+fn a_passive_gateway_pages_an_sos_and_its_status_says_passive() {
+    let broker = crate::harness::Broker::start();
+    let mut m = MockBluez::start();
+    let site = passive_site(&broker, "pz1");
+    let p = site.prefix();
+    let phone = crate::ble_daemon::phone(&site, "phones-pz1");
+    let gw = crate::ble_daemon::start(&site, &m, "gateway.log");
+    wait_registered_by(&mut m, &|| gw.log(), 1);
+    wait_scan_status(&phone, &site, "passive");
+    let sos = site_sos(17, 201);
+    assert!(m.advert_passes("C8:FD:19:00:00:11", -58, 0xFFFF, &sos));
+    let new = phone.wait_page(&p, "zhang", "new", "17-201");
+    assert_eq!(new["kind"], "sos", "{new}");
+    assert_eq!(new["rssi"], -58, "{new}");
+    // The operator's view says the same.
+    let status = site.status();
+    assert_eq!(status["scan"], "passive", "{status}");
+    let text = site.cli("status", &[]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("hci0: ok, passive scan"), "{text}");
+    assert_eq!(m.calls("StartDiscovery"), 0, "{}", gw.log());
+    // check-config's summary names it too.
+    let out =
+        crate::harness::bandgate(&["check-config", "--config", site.config.to_str().unwrap()]);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("source: bluez, passive scan"),
+        "{summary}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_passive_gateway_without_a_monitor_manager_scans_actively_and_says_so() {
+    let broker = crate::harness::Broker::start();
+    let mut m = MockBluez::start_without_monitor_manager();
+    let site = passive_site(&broker, "pz2");
+    let p = site.prefix();
+    let phone = crate::ble_daemon::phone(&site, "phones-pz2");
+    let gw = crate::ble_daemon::start(&site, &m, "gateway.log");
+    crate::ble_daemon::wait_discovering(&gw, &m, 1);
+    wait_scan_status(&phone, &site, "active-fallback");
+    let sos = site_sos(17, 202);
+    m.advert("C8:FD:19:00:00:11", -58, 0xFFFF, &sos);
+    phone.wait_page(&p, "zhang", "new", "17-202");
+    let error = gw.log_line("passive scanning is not available");
+    assert!(
+        error.contains("ERROR") && error.contains("AdvertisementMonitorManager1"),
+        "{error}"
+    );
+    let text = site.cli("status", &[]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("passive scanning is configured but NOT available"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_silence_ladder_climbs_in_passive_mode_too() {
+    let m = MockBluez::start();
+    let started = Instant::now();
+    let mut scan = m.scan(&["--passive", "--silence-restart", "2s", "--seconds", "60"]);
+    let code = scan.wait(Duration::from_secs(30));
+    let elapsed = started.elapsed();
+    let log = scan.log();
+    assert_eq!(code, 1, "a third silence must exit non-zero:\n{log}");
+    assert!(elapsed >= Duration::from_secs(6), "{elapsed:?}\n{log}");
+    // Registered at start, again after the first silence, again on the new connection.
+    assert!(m.calls("RegisterMonitor") >= 3, "{log}");
+    assert_eq!(m.calls("StartDiscovery"), 0, "{log}");
+    let restart = log.find("reason=\"silence\"").expect(&log);
+    let recreate = log.find("second silence").expect(&log);
+    let give_up = log.find("giving up").expect(&log);
+    assert!(restart < recreate && recreate < give_up, "{log}");
+}
+
+#[test]
+fn a_monitor_released_again_and_again_with_nothing_heard_gives_way_to_active_scanning() {
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--passive", "--seconds", "60"]);
+    wait_registered(&mut m, &scan, 1);
+    // Released with nothing heard in between: re-registered after 1 s, 2 s, 4 s; the fourth
+    // release is one too many.
+    for n in 2..=4 {
+        assert_eq!(m.release_monitors(), 1);
+        wait_registered(&mut m, &scan, n);
+    }
+    assert_eq!(m.release_monitors(), 1);
+    wait_discovering(&m, &scan, 1);
+    let sos = sealed(17, 55, BandEvent::Sos);
+    m.advert("C8:FD:19:00:00:11", -62, 0xFFFF, &sos);
+    wait_for(Duration::from_secs(10), "the SOS", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let log = scan.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("again and again")),
+        "{log}"
+    );
+    assert_eq!(log.matches("registering it again").count(), 3, "{log}");
+    assert!(
+        scan.table()
+            .contains("active scan: passive scanning is NOT available"),
+        "{}",
+        scan.table()
+    );
+}
+
+#[test]
+fn a_monitor_manager_that_goes_away_is_noticed_and_the_scan_turns_active() {
+    // "Discovery stopped behind our back", for a passive scan: the monitor is no longer in
+    // force and BlueZ said nothing (no Release). Two probes see it; registering again fails;
+    // the source scans actively, with the error logged.
+    let mut m = MockBluez::start();
+    let mut scan = m.scan(&["--passive", "--seconds", "30"]);
+    wait_registered(&mut m, &scan, 1);
+    let reply = m.cmd(&json!({"cmd": "drop_manager", "adapter": "hci0"}));
+    assert!(reply.starts_with("ok"), "{reply}");
+    wait_discovering(&m, &scan, 1);
+    let sos = sealed(17, 56, BandEvent::Sos);
+    assert!(m.advert_passes("C8:FD:19:00:00:11", -62, 0xFFFF, &sos));
+    wait_for(Duration::from_secs(10), "the SOS", || {
+        has(&scan.captured(), &sos)
+    });
+    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
+    let log = scan.log();
+    assert!(
+        log.contains("the advertisement monitor is not in force"),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("passive scanning is not available")
+            && l.contains("AdvertisementMonitorManager1")),
+        "{log}"
+    );
+    assert!(
+        scan.table()
+            .contains("active scan: passive scanning is NOT available"),
+        "{}",
+        scan.table()
+    );
 }

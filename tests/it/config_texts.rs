@@ -206,6 +206,7 @@ fn mistakes_at_the_top_and_in_the_sections() {
     );
     let path = example_in(dir.path(), |t| {
         let t = swap(t, "source = \"bluez\"", "source = \"replay\"");
+        let t = swap(t, "scan = \"active\"", "scan = \"quiet\"");
         let t = swap(
             t,
             "url = \"mqtt://127.0.0.1:1883\"",
@@ -221,10 +222,11 @@ fn mistakes_at_the_top_and_in_the_sections() {
         &path,
         dir.path(),
         expect![[r#"
-        $DIR/bandgate.toml: ble.replay_file: source = "replay" needs a capture file to replay; fix: add replay_file = "capture.jsonl" under [ble], or use source = "bluez"
-        $DIR/bandgate.toml: mqtt.url: "tcp://127.0.0.1" is not a broker address: it must start with mqtt:// or mqtts://; fix: write mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS, e.g. "mqtt://127.0.0.1:1883"
-        $DIR/bandgate.toml: mqtt.ca_file: the CA certificate $DIR/no-such-ca.pem does not exist; fix: correct the path, or remove ca_file to use the system's certificates
-    "#]],
+            $DIR/bandgate.toml: ble.scan: unknown scan mode "quiet"; fix: use "active" (BlueZ discovery, the default) or "passive" (BlueZ's advertisement monitor: BlueZ 5.56 or later with experimental features on, Linux 5.10 or later; see the README)
+            $DIR/bandgate.toml: ble.replay_file: source = "replay" needs a capture file to replay; fix: add replay_file = "capture.jsonl" under [ble], or use source = "bluez"
+            $DIR/bandgate.toml: mqtt.url: "tcp://127.0.0.1" is not a broker address: it must start with mqtt:// or mqtts://; fix: write mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS, e.g. "mqtt://127.0.0.1:1883"
+            $DIR/bandgate.toml: mqtt.ca_file: the CA certificate $DIR/no-such-ca.pem does not exist; fix: correct the path, or remove ca_file to use the system's certificates
+        "#]],
     );
 }
 
@@ -499,7 +501,7 @@ fn mistakes_from_the_environment_name_the_variable() {
     let stderr =
         String::from_utf8_lossy(&out.stderr).replace(&dir.path().display().to_string(), "$DIR");
     expect![[r#"
-        $DIR/bandgate.toml: ble.colour: unknown key "colour" (set by the environment variable BANDGATE__BLE__COLOUR); fix: remove it; the keys allowed here are source, adapter, company_id, silence_restart, replay_file
+        $DIR/bandgate.toml: ble.colour: unknown key "colour" (set by the environment variable BANDGATE__BLE__COLOUR); fix: remove it; the keys allowed here are source, adapter, company_id, silence_restart, scan, replay_file
         $DIR/bandgate.toml: mqtt.status_intervl: unknown key "status_intervl"; did you mean "status_interval"? (set by the environment variable BANDGATE__MQTT__STATUS_INTERVL); fix: rename the variable to BANDGATE__MQTT__STATUS_INTERVAL
         $DIR/bandgate.toml: escalation.repeat_every: the duration "0s" is zero (set by the environment variable BANDGATE__ESCALATION__REPEAT_EVERY); fix: give a time longer than zero, e.g. "60s"
     "#]].assert_eq(&stderr);

@@ -146,6 +146,10 @@ pub enum HealthStep {
     RecreateManager(&'static str),
 }
 
+/// `HealthStep::RestartScan`'s reason when a powered adapter was seen not discovering (for a
+/// passive scan: its monitor not in force).
+pub const STOPPED_DISCOVERING: &str = "adapter stopped discovering";
+
 /// Probes a powered adapter must be seen not discovering before the scan is restarted: one
 /// probe can race a `StartDiscovery` still on its way.
 pub const NOT_DISCOVERING_PROBES: u8 = 2;
@@ -212,7 +216,7 @@ impl BluezHealth {
         self.not_discovering += 1;
         if self.not_discovering >= NOT_DISCOVERING_PROBES {
             self.not_discovering = 0;
-            HealthStep::RestartScan("adapter stopped discovering")
+            HealthStep::RestartScan(STOPPED_DISCOVERING)
         } else {
             HealthStep::Nothing
         }

@@ -389,6 +389,9 @@ pub struct GatewayStatus {
     /// The radio adapter's name (`hci0`), or the source (`replay`, `simulate`).
     pub adapter: String,
     pub adapter_ok: bool,
+    /// The radio's scan in force (`active`, `passive`, `active-fallback`); empty (left out)
+    /// for the replay and simulated sources.
+    pub scan: &'static str,
     pub devices_enrolled: usize,
     pub devices_heard_15m: usize,
     pub open_alerts: usize,
@@ -413,6 +416,10 @@ struct StatusDoc<'a> {
     started_at: String,
     adapter: &'a str,
     adapter_ok: bool,
+    /// Extension (issue 13): `active`, `passive`, or `active-fallback` (passive scanning is
+    /// configured but BlueZ could not give it); left out for replay and simulation.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    scan: &'a str,
     devices_enrolled: usize,
     devices_heard_15m: usize,
     open_alerts: usize,
@@ -438,6 +445,7 @@ pub fn status(topics: &Topics, s: &GatewayStatus) -> Publish {
             started_at: format_time(s.started_at),
             adapter: &s.adapter,
             adapter_ok: s.adapter_ok,
+            scan: s.scan,
             devices_enrolled: s.devices_enrolled,
             devices_heard_15m: s.devices_heard_15m,
             open_alerts: s.open_alerts,

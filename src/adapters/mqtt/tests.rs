@@ -244,6 +244,7 @@ fn a_degraded_gateway_says_so_in_its_status() {
         started_at: ts("2026-11-23T03:00:00Z"),
         adapter: "hci0".into(),
         adapter_ok: true,
+        scan: "",
         devices_enrolled: 1,
         devices_heard_15m: 1,
         open_alerts: 0,
@@ -404,6 +405,7 @@ fn status_and_last_will() {
             started_at: ts("2026-11-23T03:00:00Z"),
             adapter: "hci0".into(),
             adapter_ok: true,
+            scan: "passive",
             devices_enrolled: 30,
             devices_heard_15m: 28,
             open_alerts: 0,
@@ -432,7 +434,7 @@ fn status_and_last_will() {
     assert_eq!(
         p.payload_str(),
         format!(
-            r#"{{"online":true,"gateway_id":"gw-guanghuiyuan-1","version":"{}","started_at":"2026-11-23T03:00:00.000Z","adapter":"hci0","adapter_ok":true,"devices_enrolled":30,"devices_heard_15m":28,"open_alerts":0,"outbox_len":0,"frames_accepted":1200,"telemetry_dropped":3,"modem":{{"present":true,"sim_ready":true,"registered":true,"signal_pct":71}},"on_duty":[{{"staff_id":"zhang","name":"张伟","console":true}}],"state":"ok"}}"#,
+            r#"{{"online":true,"gateway_id":"gw-guanghuiyuan-1","version":"{}","started_at":"2026-11-23T03:00:00.000Z","adapter":"hci0","adapter_ok":true,"scan":"passive","devices_enrolled":30,"devices_heard_15m":28,"open_alerts":0,"outbox_len":0,"frames_accepted":1200,"telemetry_dropped":3,"modem":{{"present":true,"sim_ready":true,"registered":true,"signal_pct":71}},"on_duty":[{{"staff_id":"zhang","name":"张伟","console":true}}],"state":"ok"}}"#,
             env!("CARGO_PKG_VERSION")
         )
     );

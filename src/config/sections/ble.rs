@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use crate::adapters::ble::ScanMode;
 use crate::config::checked::{Ble, Radio, Source};
 use crate::config::diagnose::Check;
 
@@ -11,6 +12,9 @@ pub const SOURCE: &str = "bluez";
 pub const COMPANY_ID: u16 = 0xFFFF;
 /// `silence_restart`: no advertisement from anyone this long, and the watchdog steps in.
 pub const SILENCE_RESTART: &str = "60s";
+/// `scan`: how BlueZ is asked for advertisements. Active discovery is the default: passive
+/// scanning (BlueZ's advertisement monitor) is not yet proven on real hardware (README).
+pub const SCAN: &str = "active";
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +23,7 @@ pub(in crate::config) struct RawBle {
     adapter: Option<String>,
     company_id: Option<i64>,
     silence_restart: Option<String>,
+    scan: Option<String>,
     replay_file: Option<String>,
 }
 
@@ -66,6 +71,20 @@ impl Check {
             raw.silence_restart.as_deref(),
             SILENCE_RESTART,
         );
+        let scan = match raw.scan.as_deref().unwrap_or(SCAN) {
+            "active" => Some(ScanMode::Active),
+            "passive" => Some(ScanMode::Passive),
+            other => {
+                self.problem(
+                    "ble.scan",
+                    format!("unknown scan mode {other:?}"),
+                    "use \"active\" (BlueZ discovery, the default) or \"passive\" (BlueZ's \
+                     advertisement monitor: BlueZ 5.56 or later with experimental features on, \
+                     Linux 5.10 or later; see the README)",
+                );
+                None
+            }
+        };
         let replay_file = raw.replay_file.as_deref().map(|p| self.path(p));
         let source = match kind? {
             Kind::Bluez => Source::Bluez,
@@ -80,6 +99,7 @@ impl Check {
             radio: Radio {
                 adapter: raw.adapter,
                 silence_restart,
+                scan: scan?,
             },
         })
     }

@@ -28,6 +28,7 @@ pub fn defaults() -> Vec<(&'static str, String)> {
         ("ble.source", q(ble::SOURCE)),
         ("ble.company_id", format!("{:#06X}", ble::COMPANY_ID)),
         ("ble.silence_restart", q(ble::SILENCE_RESTART)),
+        ("ble.scan", q(ble::SCAN)),
         ("mqtt.url", q(mqtt::URL)),
         ("mqtt.topic_prefix", q(mqtt::TOPIC_PREFIX)),
         ("mqtt.status_interval", q(mqtt::STATUS_INTERVAL)),
