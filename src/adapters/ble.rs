@@ -644,75 +644,94 @@ impl Source {
                     self.restart_scan(&session, "BlueZ released the advertisement monitor").await;
                 }
                 () = sleep_until_opt(dog_deadline) => {
-                    self.fold_heard();
-                    let step = self.dog.on_timeout(Instant::now().into_std());
-                    if step.is_some() {
-                        // Deaf until anything is heard: the status says so at once.
-                        self.publish();
-                    }
-                    match step {
-                        None => {}
-                        Some(SilenceStep::RestartScan) => {
-                            self.restart_scan(&session, "silence").await;
-                        }
-                        Some(SilenceStep::RecreateManager) => {
-                            return Ok(Ended::Recreate("second silence"));
-                        }
-                        Some(SilenceStep::GiveUp) => {
-                            self.local.adapter_ok = false;
-                            self.publish();
-                            tracing::error!(
-                                silence = ?self.cfg.silence_restart,
-                                "BLE: third silence in a row after restarting the scan and the \
-                                 BlueZ connection; giving up so the service manager restarts us"
-                            );
-                            bail!(
-                                "no advertisement from anyone for 3 x {:?}, even after restarting \
-                                 the scan and the BlueZ connection",
-                                self.cfg.silence_restart
-                            );
-                        }
+                    if let Some(ended) = self.on_silence(&session).await? {
+                        return Ok(ended);
                     }
                 }
                 _ = probe_tick.tick() => {
-                    self.fold_heard();
-                    let mut probe = session.probe().await;
-                    if self.passive() {
-                        // "Discovering", for a passive scan: our monitor is in force (or about
-                        // to be registered again) and the adapter still has its manager.
-                        let active = self.shared.lock().monitor_active;
-                        let pending = self.reregister_at.is_some();
-                        if let Some(a) = probe.adapter.as_mut() {
-                            a.discovering = pending || (active && session.has_monitor_manager().await);
-                        }
+                    if let Some(ended) = self.on_probe(&session, &mut health).await {
+                        return Ok(ended);
                     }
-                    match health.observe(&probe) {
-                        HealthStep::Nothing => {}
-                        HealthStep::Lost(why) => {
-                            tracing::warn!(adapter = %session.name, reason = why, "BLE: adapter lost; waiting for it");
-                            self.local.adapter_ok = false;
-                            self.dog.pause();
-                        }
-                        HealthStep::RestartScan(why) if self.passive() && why == recovery::STOPPED_DISCOVERING => {
-                            let why = "the advertisement monitor is not in force (released, or the adapter's monitor manager is gone)";
-                            if self.strike() {
-                                self.fall_back_now(&session, why).await;
-                            } else {
-                                self.restart_scan(&session, why).await;
-                            }
-                        }
-                        HealthStep::RestartScan(why) => {
-                            self.restart_scan(&session, why).await;
-                        }
-                        HealthStep::RecreateManager(why) => {
-                            self.dog.pause();
-                            return Ok(Ended::Recreate(why));
-                        }
-                    }
-                    self.publish();
                 }
             }
         }
+    }
+
+    /// The silence watchdog's deadline passed: the next step of its ladder.
+    async fn on_silence(&mut self, session: &Session) -> anyhow::Result<Option<Ended>> {
+        self.fold_heard();
+        let step = self.dog.on_timeout(Instant::now().into_std());
+        if step.is_some() {
+            // Deaf until anything is heard: the status says so at once.
+            self.publish();
+        }
+        match step {
+            None => {}
+            Some(SilenceStep::RestartScan) => {
+                self.restart_scan(session, "silence").await;
+            }
+            Some(SilenceStep::RecreateManager) => {
+                return Ok(Some(Ended::Recreate("second silence")));
+            }
+            Some(SilenceStep::GiveUp) => {
+                self.local.adapter_ok = false;
+                self.publish();
+                tracing::error!(
+                    silence = ?self.cfg.silence_restart,
+                    "BLE: third silence in a row after restarting the scan and the \
+                     BlueZ connection; giving up so the service manager restarts us"
+                );
+                bail!(
+                    "no advertisement from anyone for 3 x {:?}, even after restarting \
+                     the scan and the BlueZ connection",
+                    self.cfg.silence_restart
+                );
+            }
+        }
+        Ok(None)
+    }
+
+    /// Once a second: is the adapter there, powered, scanning (or monitored), and BlueZ the
+    /// same process?
+    async fn on_probe(&mut self, session: &Session, health: &mut BluezHealth) -> Option<Ended> {
+        self.fold_heard();
+        let mut probe = session.probe().await;
+        if self.passive() {
+            // "Discovering", for a passive scan: our monitor is in force (or about
+            // to be registered again) and the adapter still has its manager.
+            let active = self.shared.lock().monitor_active;
+            let pending = self.reregister_at.is_some();
+            if let Some(a) = probe.adapter.as_mut() {
+                a.discovering = pending || (active && session.has_monitor_manager().await);
+            }
+        }
+        match health.observe(&probe) {
+            HealthStep::Nothing => {}
+            HealthStep::Lost(why) => {
+                tracing::warn!(adapter = %session.name, reason = why, "BLE: adapter lost; waiting for it");
+                self.local.adapter_ok = false;
+                self.dog.pause();
+            }
+            HealthStep::RestartScan(why)
+                if self.passive() && why == recovery::STOPPED_DISCOVERING =>
+            {
+                let why = "the advertisement monitor is not in force (released, or the adapter's monitor manager is gone)";
+                if self.strike() {
+                    self.fall_back_now(session, why).await;
+                } else {
+                    self.restart_scan(session, why).await;
+                }
+            }
+            HealthStep::RestartScan(why) => {
+                self.restart_scan(session, why).await;
+            }
+            HealthStep::RecreateManager(why) => {
+                self.dog.pause();
+                return Some(Ended::Recreate(why));
+            }
+        }
+        self.publish();
+        None
     }
 
     /// The dispatch woke us. Returns `false` once the daemon is gone.
@@ -907,37 +926,9 @@ impl Session {
         };
         shared.lock().adapter_path = adapter_prefix(cfg);
         if let Some(patterns) = patterns {
-            // Our monitor's objects, served from the connection's dispatch (BlueZ reads them
-            // while we wait for RegisterMonitor's answer). Nothing else is served here.
-            let shared = shared.clone();
-            session.conn.start_receive(
-                MatchRule::new_method_call(),
-                Box::new(move |msg, conn| {
-                    let (reply, event) = monitor::answer(&msg, &patterns);
-                    if let Some(reply) = reply {
-                        let _ = conn.send(reply);
-                    }
-                    if let Some(event) = event {
-                        shared.on_monitor(event);
-                    }
-                    true
-                }),
-            );
+            session.serve_monitor(shared, patterns);
         }
-        let rules = [
-            MatchRule::new_signal(signals::PROPERTIES, "PropertiesChanged")
-                .with_sender(BLUEZ)
-                .with_namespaced_path("/org/bluez"),
-            MatchRule::new_signal(signals::OBJECT_MANAGER, "InterfacesAdded").with_sender(BLUEZ),
-        ];
-        for rule in rules {
-            let m = call("subscribe to signals", session.conn.add_match(rule)).await?;
-            let shared = shared.clone();
-            session._matches.push(m.msg_cb(move |msg| {
-                shared.on_signal(&msg);
-                true
-            }));
-        }
+        session.subscribe(shared).await?;
 
         let list =
             Message::new_method_call(BLUEZ, "/", signals::OBJECT_MANAGER, "GetManagedObjects")
@@ -947,39 +938,10 @@ impl Session {
         let (mut managed, unreadable) = signals::managed_objects(&reply, &interest)
             .map_err(|e| anyhow!("BlueZ: list objects: {e}"))?;
         managed.adapters.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut names = Vec::new();
-        let mut chosen = None;
-        for (path, state) in &managed.adapters {
-            let name = path.rsplit('/').next().unwrap_or_default().to_string();
-            if chosen.is_none() && cfg.adapter.as_ref().is_none_or(|want| *want == name) {
-                chosen = Some((name.clone(), path.clone(), *state));
-            }
-            names.push(name);
-        }
-        let Some((name, path, state)) = chosen else {
-            match &cfg.adapter {
-                Some(want) => bail!("no Bluetooth adapter named {want:?} (BlueZ has {names:?})"),
-                None => bail!("BlueZ has no Bluetooth adapter"),
-            }
-        };
+        let (name, path, state) = choose_adapter(cfg, &managed.adapters)?;
         session.name = name;
         session.path.clone_from(&path);
-        let wake = {
-            let mut i = shared.lock();
-            i.adapter_path.clone_from(&path);
-            i.counts.unreadable += unreadable;
-            let prefix = format!("{path}/");
-            let mut wake = false;
-            for (dev, up) in managed.devices {
-                if dev.starts_with(&prefix) && (up.ours.is_some() || up.service.is_some()) {
-                    wake |= i.take(&dev, up, false);
-                }
-            }
-            wake
-        };
-        if wake {
-            shared.wake.notify_one();
-        }
+        take_remembered(shared, &path, managed.devices, unreadable);
         if state.powered == Some(false) {
             // As bluez-async did before each scan: a powered-off adapter cannot discover.
             use dbus::nonblock::stdintf::org_freedesktop_dbus::Properties;
@@ -991,6 +953,45 @@ impl Session {
             .await?;
         }
         Ok(session)
+    }
+
+    /// Our monitor's objects, served from the connection's dispatch (BlueZ reads them while we
+    /// wait for RegisterMonitor's answer). Nothing else is served here.
+    fn serve_monitor(&self, shared: &Arc<Shared>, patterns: Arc<Vec<Pattern>>) {
+        let shared = shared.clone();
+        self.conn.start_receive(
+            MatchRule::new_method_call(),
+            Box::new(move |msg, conn| {
+                let (reply, event) = monitor::answer(&msg, &patterns);
+                if let Some(reply) = reply {
+                    let _ = conn.send(reply);
+                }
+                if let Some(event) = event {
+                    shared.on_monitor(event);
+                }
+                true
+            }),
+        );
+    }
+
+    /// BlueZ's signals that carry adverts, handed to `Shared::on_signal` in the dispatch.
+    async fn subscribe(&mut self, shared: &Arc<Shared>) -> anyhow::Result<()> {
+        let rules = [
+            MatchRule::new_signal(signals::PROPERTIES, "PropertiesChanged")
+                .with_sender(BLUEZ)
+                .with_namespaced_path("/org/bluez"),
+            MatchRule::new_signal(signals::OBJECT_MANAGER, "InterfacesAdded").with_sender(BLUEZ),
+        ];
+        for rule in rules {
+            let m = call("subscribe to signals", self.conn.add_match(rule)).await?;
+            let shared = shared.clone();
+            self._matches.push(m.msg_cb(move |msg| {
+                shared.on_signal(&msg);
+                true
+            }));
+        }
+
+        Ok(())
     }
 
     async fn adapter_call<A: dbus::arg::AppendAll>(
@@ -1208,6 +1209,55 @@ impl<K: std::hash::Hash + Eq + Clone> DeviceTable<K> {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.map.len()
+    }
+}
+
+/// The adapter `[ble] adapter` names, or the first; its name, object path and state.
+fn choose_adapter(
+    cfg: &BleSettings,
+    adapters: &[(String, signals::AdapterUpdate)],
+) -> anyhow::Result<(String, String, signals::AdapterUpdate)> {
+    let mut names = Vec::new();
+    let mut chosen = None;
+    for (path, state) in adapters {
+        let name = path.rsplit('/').next().unwrap_or_default().to_string();
+        if chosen.is_none() && cfg.adapter.as_ref().is_none_or(|want| *want == name) {
+            chosen = Some((name.clone(), path.clone(), *state));
+        }
+        names.push(name);
+    }
+    let Some(chosen) = chosen else {
+        match &cfg.adapter {
+            Some(want) => bail!("no Bluetooth adapter named {want:?} (BlueZ has {names:?})"),
+            None => bail!("BlueZ has no Bluetooth adapter"),
+        }
+    };
+    Ok(chosen)
+}
+
+/// What BlueZ remembers of our devices under the adapter: passed on (an SOS sent while we
+/// reconnected), not counted as heard.
+fn take_remembered(
+    shared: &Shared,
+    path: &str,
+    devices: Vec<(String, DeviceUpdate)>,
+    unreadable: u64,
+) {
+    let wake = {
+        let mut i = shared.lock();
+        i.adapter_path = path.to_string();
+        i.counts.unreadable += unreadable;
+        let prefix = format!("{path}/");
+        let mut wake = false;
+        for (dev, up) in devices {
+            if dev.starts_with(&prefix) && (up.ours.is_some() || up.service.is_some()) {
+                wake |= i.take(&dev, up, false);
+            }
+        }
+        wake
+    };
+    if wake {
+        shared.wake.notify_one();
     }
 }
 

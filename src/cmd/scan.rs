@@ -51,32 +51,23 @@ async fn scan(args: ScanArgs) -> anyhow::Result<()> {
     let mut source = tokio::spawn(ble::run(args.ble, tx, status_tx, async move {
         let _ = stop_rx.await;
     }));
-
-    let mut record = match &args.record {
+    let record = match &args.record {
         Some(path) => Some(std::io::BufWriter::new(
             std::fs::File::create(path)
                 .with_context(|| format!("create the capture file {}", path.display()))?,
         )),
         None => None,
     };
-    let mut table = ScanTable::new(company_id, keys, args.names);
+    let mut heard = Heard {
+        started,
+        company_id,
+        record,
+        table: ScanTable::new(company_id, keys, args.names),
+    };
     let live = std::io::stdout().is_terminal();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let deadline = args.duration.map(|d| started + d);
-    let until = async {
-        let timer = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = timer => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
+    let until = until(args.duration.map(|d| started + d));
     tokio::pin!(until);
-
     let mut failure = None;
     loop {
         let advert = tokio::select! {
@@ -85,31 +76,20 @@ async fn scan(args: ScanArgs) -> anyhow::Result<()> {
             Some(a) = rx.telemetry.recv() => a,
             () = &mut until => break,
             r = &mut source => {
-                failure = Some(match r {
-                    Ok(Ok(())) => anyhow::anyhow!("the BLE source stopped"),
-                    Ok(Err(e)) => e,
-                    Err(e) => anyhow::anyhow!("the BLE source panicked: {e}"),
-                });
+                failure = Some(source_failure(r));
                 break;
             }
             _ = tick.tick() => {
-                if let Some(w) = record.as_mut() {
-                    w.flush().context("write the capture file")?;
-                }
+                heard.flush()?;
                 if live {
-                    let text = table.render(started.elapsed(), &status_rx.borrow(), rx.dropped());
+                    let text = heard.table.render(started.elapsed(), &status_rx.borrow(), rx.dropped());
                     print!("\x1b[H\x1b[2J{text}");
                     let _ = std::io::stdout().flush();
                 }
                 continue;
             }
         };
-        let t = started.elapsed();
-        if let Some(w) = record.as_mut() {
-            writeln!(w, "{}", capture_line(t, &advert, company_id))
-                .context("write the capture file")?;
-        }
-        table.observe(t, &advert);
+        heard.take(&advert)?;
     }
     let _ = stop_tx.send(());
     if failure.is_none() {
@@ -117,16 +97,12 @@ async fn scan(args: ScanArgs) -> anyhow::Result<()> {
     }
     // Whatever the lanes still hold was heard before the end.
     while let Ok(a) = rx.alarms.try_recv().or_else(|_| rx.telemetry.try_recv()) {
-        let t = started.elapsed();
-        if let Some(w) = record.as_mut() {
-            writeln!(w, "{}", capture_line(t, &a, company_id)).context("write the capture file")?;
-        }
-        table.observe(t, &a);
+        heard.take(&a)?;
     }
-    if let Some(w) = record.as_mut() {
-        w.flush().context("write the capture file")?;
-    }
-    let text = table.render(started.elapsed(), &status_rx.borrow(), rx.dropped());
+    heard.flush()?;
+    let text = heard
+        .table
+        .render(started.elapsed(), &status_rx.borrow(), rx.dropped());
     if live {
         print!("\x1b[H\x1b[2J");
     }
@@ -135,6 +111,55 @@ async fn scan(args: ScanArgs) -> anyhow::Result<()> {
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// What was heard: the table, and the capture file when recording.
+struct Heard {
+    started: Instant,
+    company_id: u16,
+    record: Option<std::io::BufWriter<std::fs::File>>,
+    table: ScanTable,
+}
+
+impl Heard {
+    fn take(&mut self, advert: &Advert) -> anyhow::Result<()> {
+        let t = self.started.elapsed();
+        if let Some(w) = self.record.as_mut() {
+            writeln!(w, "{}", capture_line(t, advert, self.company_id))
+                .context("write the capture file")?;
+        }
+        self.table.observe(t, advert);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(w) = self.record.as_mut() {
+            w.flush().context("write the capture file")?;
+        }
+        Ok(())
+    }
+}
+
+/// The scan's end: its duration, or Ctrl-C.
+async fn until(deadline: Option<Instant>) {
+    let timer = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = timer => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn source_failure(r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match r {
+        Ok(Ok(())) => anyhow::anyhow!("the BLE source stopped"),
+        Ok(Err(e)) => e,
+        Err(e) => anyhow::anyhow!("the BLE source panicked: {e}"),
     }
 }
 
@@ -324,6 +349,25 @@ impl ScanTable {
     pub fn render(&self, elapsed: Duration, status: &BleStatus, dropped: u64) -> String {
         let mins = elapsed.as_secs_f64().max(1.0) / 60.0;
         let mut s = String::new();
+        self.header(&mut s, elapsed, status);
+        self.band_rows(&mut s, mins);
+        self.bthome_rows(&mut s, mins);
+        self.unknown_rows(&mut s);
+        let _ = writeln!(
+            s,
+            "adverts seen {}, not ours {}, unreadable {}, scan restarts {}, \
+             BlueZ reconnects {}, telemetry dropped {}",
+            status.adverts_seen,
+            status.foreign_adverts,
+            status.unreadable_adverts,
+            status.scan_restarts,
+            status.manager_recreations,
+            dropped
+        );
+        s
+    }
+
+    fn header(&self, s: &mut String, elapsed: Duration, status: &BleStatus) {
         let _ = writeln!(
             s,
             "bandgate scan: adapter {} ({}{}), company id 0x{:04X}, {:.0} s",
@@ -348,6 +392,9 @@ impl ScanTable {
             self.company_id,
             elapsed.as_secs_f64()
         );
+    }
+
+    fn band_rows(&self, s: &mut String, mins: f64) {
         let _ = writeln!(
             s,
             "{:>10}  {:<16} {:<17} {:>14} {:>8} {:>9} {:<10} {:>7}  status",
@@ -378,6 +425,9 @@ impl ScanTable {
         if self.bands.is_empty() {
             let _ = writeln!(s, "{:>10}  (no band heard yet)", "");
         }
+    }
+
+    fn bthome_rows(&self, s: &mut String, mins: f64) {
         if !self.bthome.is_empty() {
             let _ = writeln!(s, "BTHome devices (service data 0xFCD2):");
             for (addr, r) in &self.bthome {
@@ -403,6 +453,9 @@ impl ScanTable {
                 );
             }
         }
+    }
+
+    fn unknown_rows(&self, s: &mut String) {
         if !self.unknown.is_empty() {
             let _ = writeln!(
                 s,
@@ -421,18 +474,6 @@ impl ScanTable {
                 );
             }
         }
-        let _ = writeln!(
-            s,
-            "adverts seen {}, not ours {}, unreadable {}, scan restarts {}, \
-             BlueZ reconnects {}, telemetry dropped {}",
-            status.adverts_seen,
-            status.foreign_adverts,
-            status.unreadable_adverts,
-            status.scan_restarts,
-            status.manager_recreations,
-            dropped
-        );
-        s
     }
 }
 
