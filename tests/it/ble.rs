@@ -274,7 +274,7 @@ impl MockBluez {
         let record = self.dir.path().join(format!("capture-{n}.jsonl"));
         let stdout = self.dir.path().join(format!("scan-{n}.out"));
         let stderr = self.dir.path().join(format!("scan-{n}.err"));
-        let child = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+        let child = Command::new(crate::harness::bin())
             .arg("scan")
             .arg("--keys")
             .arg(&keys)

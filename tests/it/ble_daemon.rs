@@ -456,7 +456,7 @@ fn scan_with_the_config_uses_its_keys_company_id_and_silence_and_names_the_resid
     let site = bluez_site_on(1, "bz6", "2s", 0x0A0B);
     let out = site.path().join("scan.out");
     let err = site.path().join("scan.err");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bandgate"))
+    let mut child = std::process::Command::new(crate::harness::bin())
         .args(["scan", "--seconds", "60", "--config"])
         .arg(&site.config)
         .env("DBUS_SYSTEM_BUS_ADDRESS", &m.address)

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::harness::vectors::*;
 
 fn decode(keys: &std::path::Path, args: &[&str]) -> (i32, Vec<Value>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+    let out = Command::new(crate::harness::bin())
         .arg("decode")
         .arg("--keys")
         .arg(keys)

@@ -32,7 +32,7 @@ fn example_in(dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
 }
 
 fn check_config(path: &Path, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bandgate"));
+    let mut cmd = Command::new(crate::harness::bin());
     cmd.arg("check-config").arg("--config").arg(path);
     // Only the child sees these; the test process's environment is never changed.
     for (k, v) in env {
@@ -888,7 +888,7 @@ fn check_config_with_a_named_pipe_as_keys_file_answers_at_once() {
     let fifo = dir.path().join("keys.fifo");
     let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+    let mut child = Command::new(crate::harness::bin())
         .arg("check-config")
         .arg("--config")
         .arg(&path)

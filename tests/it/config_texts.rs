@@ -487,7 +487,7 @@ fn mistakes_in_the_fallback_section_and_the_staffs_channels() {
 fn mistakes_from_the_environment_name_the_variable() {
     let dir = tempfile::tempdir().unwrap();
     let path = example_in(dir.path(), |t| t);
-    let out = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+    let out = Command::new(crate::harness::bin())
         .args(["check-config", "--config"])
         .arg(&path)
         .env("BANDGATE__MQTT__STATUS_INTERVL", "60s")

@@ -502,7 +502,7 @@ fn the_demo_serves_the_console_and_a_person_can_answer() {
     use std::process::{Command, Stdio};
 
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+    let mut child = Command::new(crate::harness::bin())
         .args(["demo", "--sos-after", "8"])
         .env("TMPDIR", tmp.path())
         .env_remove("RUST_LOG")

@@ -19,7 +19,7 @@ fn demo(args: &[&str]) -> Run {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("stdout");
     let err = tmp.path().join("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+    let mut child = Command::new(crate::harness::bin())
         .arg("demo")
         .args(args)
         .env("TMPDIR", tmp.path())

@@ -534,7 +534,7 @@ fn check_config_says_whether_the_modem_is_there() {
     let m = MockMm::start();
     let site = fallback_site(&broker, "fb-check", LADDER, slow(), |t| t);
     let check = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+        let out = Command::new(crate::harness::bin())
             .args(["check-config", "--config", site.config.to_str().unwrap()])
             .env("DBUS_SYSTEM_BUS_ADDRESS", &m.address)
             .output()

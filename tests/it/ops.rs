@@ -47,7 +47,7 @@ fn is_root() -> bool {
 /// Runs `bandgate <args>` as a user who may not open `socket`: as root (who passes every
 /// permission check) the command runs as `nobody`; otherwise the socket is chmod 000.
 fn as_outsider(socket: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bandgate"));
+    let mut cmd = Command::new(crate::harness::bin());
     cmd.args(args);
     if is_root() {
         use std::os::unix::process::CommandExt;

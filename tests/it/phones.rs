@@ -377,7 +377,7 @@ fn someone_never_paged_cannot_close_another_residents_sos() {
         gw.log()
     );
     // `bandgate status` (text) lists it where refusals are listed.
-    let out = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+    let out = Command::new(crate::harness::bin())
         .args(["status", "--config"])
         .arg(&site.config)
         .output()

@@ -157,7 +157,7 @@ fn stuck_button_band_18_paged_at_once_band_17_paged_per_renotify_db_and_wal_boun
 
 /// `bandgate alerts --json` through the running daemon's control socket.
 fn alerts_json(site: &Site) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_bandgate"))
+    let out = Command::new(crate::harness::bin())
         .args(["alerts", "--json", "--socket"])
         .arg(site.path().join("control.sock"))
         .output()

@@ -12,12 +12,17 @@ use bandgate::cmd::operate as control;
 use super::site::Site;
 use super::WAIT;
 
+/// The binary under test: the one cargo built for the tests, or `BANDGATE_BIN` (a release
+/// build, to take the figures the storms tests print from it).
+pub fn bin() -> PathBuf {
+    std::env::var_os("BANDGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bandgate")))
+}
+
 /// `bandgate <args>` run to its end.
 pub fn bandgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bandgate"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(bin()).args(args).output().unwrap()
 }
 
 /// Output bytes as text, for messages and `contains`.
@@ -41,12 +46,16 @@ impl Gateway {
     pub fn start_args(site: &Site, log_name: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let log = site.path().join(log_name);
         let err = File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bandgate"));
+        let mut cmd = Command::new(bin());
+        // Debug logs for the tests that wait on them; `BANDGATE_LOG` (e.g. "info", as a
+        // gateway runs) when taking figures, since a debug line per band costs time.
+        let log_filter =
+            std::env::var("BANDGATE_LOG").unwrap_or_else(|_| "warn,bandgate=debug".into());
         cmd.arg("run")
             .arg("--config")
             .arg(&site.config)
             .args(args)
-            .env("RUST_LOG", "warn,bandgate=debug")
+            .env("RUST_LOG", log_filter)
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())

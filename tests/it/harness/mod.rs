@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use broker::{acl_gateway_user, Broker};
-pub use gateway::{bandgate, text, Gateway};
+pub use gateway::{bandgate, bin, text, Gateway};
 pub use phone::*;
 pub use pki::{make_ca, make_pki};
 pub use site::*;
