@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{Action, Alert, Engine, Refusal, Reject, Resolution};
+use crate::engine::{Action, Alert, Engine, Now, Refusal, Reject, Resolution};
 
 /// Where the daemon listens when the configuration does not say (systemd's RuntimeDirectory).
 pub const DEFAULT_SOCKET: &str = crate::config::sections::site::CONTROL_SOCKET;
@@ -224,7 +224,7 @@ pub fn answer(
             },
         },
         Request::TestAlarm { staff_id } => {
-            match engine.raise_test(now, wall, staff_id.as_deref()) {
+            match engine.raise_test(Now { mono: now, wall }, staff_id.as_deref()) {
                 Ok(id) => {
                     tracing::info!(
                         alert_id = id,
@@ -252,7 +252,7 @@ fn act(
     alert_id: &str,
     action: Action,
 ) -> Response {
-    match engine.handle_operator_action(now, wall, staff_id, alert_id, action) {
+    match engine.handle_operator_action(Now { mono: now, wall }, staff_id, alert_id, action) {
         Ok(()) => {
             tracing::info!(
                 staff_id,

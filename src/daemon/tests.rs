@@ -230,8 +230,7 @@ impl Rig {
         let engine = Engine::restore(
             setup(),
             Intake::new(COMPANY, keyring()),
-            now,
-            wall,
+            Now { mono: now, wall },
             snapshot,
         );
         let full = Arc::new(AtomicBool::new(false));

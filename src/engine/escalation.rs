@@ -21,6 +21,7 @@ use super::alert::{
 use super::frame::Frame;
 use super::setup::{Setup, WearerCancel};
 use super::snapshot::{AlertRecord, SilentBandsRecord};
+use super::time::Now;
 use super::time::{later, wall_plus, LOW_BATTERY_REMINDER};
 use super::{Counters, Engine};
 
@@ -51,11 +52,10 @@ pub const FAULT_WINDOW: Duration = Duration::from_secs(10);
 /// Everything a rule needs besides the alert it works on.
 pub(super) struct Ctx<'a> {
     setup: &'a Setup,
-    now: Instant,
+    now: Now,
     /// When the work being done was due: `now` for inputs, the deadline for timers, so a
     /// timer that fires late does not push every later deadline back by its lateness.
     due: Instant,
-    wall: Timestamp,
     pub(super) out: &'a mut VecDeque<Output>,
     counters: &'a mut Counters,
 }
@@ -64,10 +64,10 @@ impl Ctx<'_> {
     /// The deadline `d` after what is being done was due, or after now if that is already past.
     fn after(&self, d: Duration) -> Instant {
         let planned = later(self.due, d);
-        if planned > self.now {
+        if planned > self.now.mono {
             planned
         } else {
-            later(self.now, d)
+            later(self.now.mono, d)
         }
     }
 
@@ -118,7 +118,7 @@ impl Ctx<'_> {
             Kind::GatewayFault if !s.escalation.supervisors.is_empty() => {
                 add(&mut people, &s.escalation.supervisors)
             }
-            _ => add(&mut people, &s.rota.on_duty(self.wall)),
+            _ => add(&mut people, &s.rota.on_duty(self.now.wall)),
         }
         if a.kind.is_emergency() {
             if tier >= 2 {
@@ -167,7 +167,8 @@ impl Ctx<'_> {
     /// millisecond must still print as two different times.
     pub(super) fn touch(&mut self, a: &mut Alert) {
         let next = wall_plus(a.updated_at, SignedDuration::from_millis(1));
-        let wall = Timestamp::from_millisecond(self.wall.as_millisecond()).unwrap_or(self.wall);
+        let wall =
+            Timestamp::from_millisecond(self.now.wall.as_millisecond()).unwrap_or(self.now.wall);
         a.updated_at = if wall > a.updated_at { wall } else { next };
         if a.is_quiet() {
             return;
@@ -237,7 +238,7 @@ impl Ctx<'_> {
             escalate_at,
         };
         // A page tells of every press so far.
-        a.presses.paged_at = Some(self.now);
+        a.presses.paged_at = Some(self.now.mono);
         a.presses.due = None;
         self.touch(a);
         tracing::info!(
@@ -272,15 +273,15 @@ impl Ctx<'_> {
     fn resolve(&mut self, a: &mut Alert, by: &str, resolution: Resolution, by_person: bool) {
         if by_person && a.acked_by.is_none() {
             a.acked_by = Some(by.to_string());
-            a.acked_at = Some(self.wall);
+            a.acked_at = Some(self.now.wall);
         }
         a.resolved_by = Some(by.to_string());
-        a.resolved_at = Some(self.wall);
+        a.resolved_at = Some(self.now.wall);
         a.resolution = Some(resolution);
         a.verify_until = None;
         a.presses.due = None;
         a.state = State::Resolved {
-            clear_at: later(self.now, self.setup.resolved_retention),
+            clear_at: later(self.now.mono, self.setup.resolved_retention),
         };
         self.touch(a);
         tracing::info!(
@@ -305,7 +306,7 @@ impl Ctx<'_> {
             }
             State::Resolved { .. } => {}
             _ => {
-                a.presses.paged_at = Some(self.now);
+                a.presses.paged_at = Some(self.now.mono);
                 self.touch(a);
                 let paged = a.paged.clone();
                 self.notify(a, &paged, NotifyReason::Reminder);
@@ -344,7 +345,7 @@ impl Ctx<'_> {
     /// One overdue deadline of `a`. Returns `false` when the alert's retention ended.
     fn fire(&mut self, a: &mut Alert) -> bool {
         self.due = a.own_deadline();
-        if !a.is_resolved() && a.presses.due.is_some_and(|d| d <= self.now) {
+        if !a.is_resolved() && a.presses.due.is_some_and(|d| d <= self.now.mono) {
             self.page_presses(a);
             return true;
         }
@@ -385,16 +386,16 @@ impl Ctx<'_> {
                 remind_at,
                 escalate_at,
             } => {
-                if a.verify_until.is_some_and(|v| v <= self.now) {
+                if a.verify_until.is_some_and(|v| v <= self.now.mono) {
                     a.verify_until = None;
                     tracing::warn!(
                         alert_id = a.id,
                         "wearer's cancel not verified in time: escalation resumes"
                     );
                     self.escalate(a, NotifyReason::Escalated);
-                } else if escalate_at.is_some_and(|e| e <= self.now) {
+                } else if escalate_at.is_some_and(|e| e <= self.now.mono) {
                     self.escalate(a, NotifyReason::Escalated);
-                } else if remind_at <= self.now {
+                } else if remind_at <= self.now.mono {
                     let tier = a.tier;
                     self.page(a, tier, NotifyReason::Reminder);
                 }
@@ -408,8 +409,7 @@ impl Engine {
     /// Runs `f` on the alert `id` with a rule context, and records the change.
     pub(super) fn with_alert<R>(
         &mut self,
-        now: Instant,
-        wall: Timestamp,
+        now: Now,
         id: &str,
         f: impl FnOnce(&mut Ctx<'_>, &mut Alert) -> R,
     ) -> Option<R> {
@@ -417,15 +417,14 @@ impl Engine {
         let mut ctx = Ctx {
             setup: &self.setup,
             now,
-            due: now,
-            wall,
+            due: now.mono,
             out: &mut self.outputs,
             counters: &mut self.counters,
         };
         let r = f(&mut ctx, a);
         // Ladders start for people newly paged and stop for those who answered (their record
         // is written with the alert's; the document shows only `contacts`).
-        super::fallback::sync(self.setup.fallback.as_ref(), &self.presence, a, now);
+        super::fallback::sync(self.setup.fallback.as_ref(), &self.presence, a, now.mono);
         let deadline = a.deadline();
         self.index.set_deadline(id, deadline);
         self.dirty_alerts.insert(id.to_string());
@@ -433,7 +432,7 @@ impl Engine {
     }
 
     /// Takes `alert` in and, unless it is quiet (a held silence), pages its first tier.
-    pub(super) fn open_alert(&mut self, now: Instant, wall: Timestamp, alert: Alert) {
+    pub(super) fn open_alert(&mut self, now: Now, alert: Alert) {
         let id = alert.id.clone();
         if !alert.is_quiet() {
             tracing::info!(
@@ -445,25 +444,25 @@ impl Engine {
         }
         self.index.insert(&alert);
         self.alerts.insert(id.clone(), alert);
-        self.with_alert(now, wall, &id, |ctx, a| {
+        self.with_alert(now, &id, |ctx, a| {
             let tier = ctx.first_tier_with_people(a, 1);
             ctx.page(a, tier, NotifyReason::New);
         });
     }
 
     /// Publishes the alert's document again (it changed without a page).
-    pub(super) fn republish(&mut self, now: Instant, wall: Timestamp, id: &str) {
-        self.with_alert(now, wall, id, |ctx, a| ctx.touch(a));
+    pub(super) fn republish(&mut self, now: Now, id: &str) {
+        self.with_alert(now, id, |ctx, a| ctx.touch(a));
     }
 
     /// A held silence that turned out to be alone: paged as any alert is.
-    pub(super) fn page_alone(&mut self, now: Instant, wall: Timestamp, id: &str) {
+    pub(super) fn page_alone(&mut self, now: Now, id: &str) {
         // Its band's record goes with it now, no longer in the background batches.
         if let Some(d) = self.alerts.get(id).and_then(|a| a.device_id) {
             self.background_devices.remove(&d);
             self.urgent_devices.insert(d);
         }
-        self.with_alert(now, wall, id, |ctx, a| {
+        self.with_alert(now, id, |ctx, a| {
             a.grouping = Grouping::Alone;
             tracing::warn!(
                 alert_id = a.id,
@@ -479,8 +478,7 @@ impl Engine {
     /// An SOS, fall or no-motion frame: a new alert, or an update of the band's open one.
     pub(super) fn raise_or_update(
         &mut self,
-        now: Instant,
-        wall: Timestamp,
+        now: Now,
         frame: &Frame,
         rssi: Option<i16>,
         kind: Kind,
@@ -495,20 +493,19 @@ impl Engine {
             let id = format!("{}-{}", frame.device_id, frame.seq);
             let mut alert = new_alert(
                 now,
-                wall,
                 id.clone(),
                 kind,
                 Some(frame.device_id),
                 Some(frame.battery_pct),
                 rssi,
             );
-            first_press(&mut alert, now, wall, frame.seq);
-            self.open_alert(now, wall, alert);
+            first_press(&mut alert, now, frame.seq);
+            self.open_alert(now, alert);
             return id;
         };
         self.flapping.remove(&id);
         let renotify = self.setup.escalation.renotify_every;
-        self.with_alert(now, wall, &id, |ctx, a| {
+        self.with_alert(now, &id, |ctx, a| {
             if a.is_resolved() {
                 return;
             }
@@ -528,13 +525,13 @@ impl Engine {
             a.verify_until = None;
             let p = &mut a.presses;
             p.count = p.count.saturating_add(1);
-            p.last_at = Some(wall);
+            p.last_at = Some(now.wall);
             let in_burst = match p.burst {
-                Some((from, n)) if now.saturating_duration_since(from) < FAULT_WINDOW => {
+                Some((from, n)) if now.mono.saturating_duration_since(from) < FAULT_WINDOW => {
                     n.saturating_add(1)
                 }
                 _ => {
-                    p.burst = Some((now, 0));
+                    p.burst = Some((now.mono, 0));
                     1
                 }
             };
@@ -545,7 +542,7 @@ impl Engine {
             // Presses page again at most once per renotify_every after the last page; a more
             // serious kind or a withdrawn cancel is news and pages at once.
             let quiet_until = p.paged_at.map(|t| later(t, renotify));
-            if upgraded || withdrawn || quiet_until.is_none_or(|q| q <= now) {
+            if upgraded || withdrawn || quiet_until.is_none_or(|q| q <= now.mono) {
                 tracing::info!(
                     alert_id = a.id,
                     kind = a.kind.as_str(),
@@ -575,8 +572,7 @@ impl Engine {
     /// The wearer's Cancel of the alert raised by frame `of_seq`.
     pub(super) fn wearer_cancel(
         &mut self,
-        now: Instant,
-        wall: Timestamp,
+        now: Now,
         device_id: u32,
         of_seq: u32,
     ) -> Option<String> {
@@ -605,7 +601,7 @@ impl Engine {
         };
         let mode = self.setup.escalation.wearer_cancel;
         let verify = self.setup.escalation.cancel_verify_timeout;
-        self.with_alert(now, wall, &id, |ctx, a| match mode {
+        self.with_alert(now, &id, |ctx, a| match mode {
             WearerCancel::Close => {
                 ctx.resolve(a, "wearer", Resolution::WearerCancelVerified, false)
             }
@@ -615,7 +611,7 @@ impl Engine {
                 }
                 a.cancel_requested = true;
                 if let State::Open { remind_at, .. } = a.state {
-                    a.verify_until = Some(later(now, verify));
+                    a.verify_until = Some(later(now.mono, verify));
                     a.state = State::Open {
                         remind_at,
                         escalate_at: None,
@@ -643,14 +639,13 @@ impl Engine {
     /// reason and the caller logs them.
     pub fn handle_action(
         &mut self,
-        now: Instant,
-        wall: Timestamp,
+        now: Now,
         staff_id: &str,
         alert_id: &str,
         action: Action,
     ) -> Result<(), Refusal> {
-        let done = self.act(now, wall, staff_id, alert_id, action, true);
-        self.release_notice(now, wall, alert_id);
+        let done = self.act(now, staff_id, alert_id, action, true);
+        self.release_notice(now, alert_id);
         done
     }
 
@@ -658,14 +653,13 @@ impl Engine {
     /// trusted to act for anyone, so "who may act" is not checked (everything else is).
     pub fn handle_operator_action(
         &mut self,
-        now: Instant,
-        wall: Timestamp,
+        now: Now,
         staff_id: &str,
         alert_id: &str,
         action: Action,
     ) -> Result<(), Refusal> {
-        let done = self.act(now, wall, staff_id, alert_id, action, false);
-        self.release_notice(now, wall, alert_id);
+        let done = self.act(now, staff_id, alert_id, action, false);
+        self.release_notice(now, alert_id);
         done
     }
 
@@ -691,8 +685,7 @@ impl Engine {
 
     fn act(
         &mut self,
-        now: Instant,
-        wall: Timestamp,
+        now: Now,
         staff_id: &str,
         alert_id: &str,
         action: Action,
@@ -732,7 +725,7 @@ impl Engine {
             .late_told
             .contains(&(alert_id.to_string(), staff.clone()));
         let claimer_before = self.alerts.get(alert_id).and_then(|a| a.acked_by.clone());
-        let flap = self.with_alert(now, wall, alert_id, |ctx, a| {
+        let flap = self.with_alert(now, alert_id, |ctx, a| {
             let mine = a.acked_by.as_deref() == Some(staff_id);
             let keep = if flapping.is_some() {
                 Flap::Keep
@@ -754,10 +747,10 @@ impl Engine {
                             return Flap::Clear;
                         }
                         a.acked_by = Some(staff.clone());
-                        a.acked_at = Some(wall);
+                        a.acked_at = Some(now.wall);
                         a.verify_until = None;
                         a.declined.retain(|p| p != &staff);
-                        let lapse_at = later(now, claim_timeout);
+                        let lapse_at = later(now.mono, claim_timeout);
                         a.state = State::Acknowledged {
                             lapse_at: match &flapping {
                                 // The claim lapses when the alert would next have paged.
@@ -843,12 +836,12 @@ impl Engine {
                     }
                     if a.acked_by.is_none() {
                         a.acked_by = Some(staff.clone());
-                        a.acked_at = Some(wall);
+                        a.acked_at = Some(now.wall);
                     }
-                    a.on_scene_at = Some(wall);
+                    a.on_scene_at = Some(now.wall);
                     a.verify_until = None;
                     a.state = State::OnScene {
-                        remind_at: later(now, claim_timeout),
+                        remind_at: later(now.mono, claim_timeout),
                     };
                     ctx.touch(a);
                     tracing::info!(alert_id = a.id, staff, "on scene");
@@ -895,12 +888,7 @@ impl Engine {
 
     /// A `test` alert through the real pipeline, to `staff_id` or whoever is on duty;
     /// resolved as `test` when acknowledged. Returns its id.
-    pub fn raise_test(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        staff_id: Option<&str>,
-    ) -> Result<String, Refusal> {
+    pub fn raise_test(&mut self, now: Now, staff_id: Option<&str>) -> Result<String, Refusal> {
         if let Some(s) = staff_id {
             if !self.setup.staff.contains_key(s) {
                 return Err(Refusal::UnknownStaff);
@@ -909,41 +897,36 @@ impl Engine {
         self.meta.test_count += 1;
         self.meta_dirty = true;
         let id = format!("test-{}", self.meta.test_count);
-        let mut alert = new_alert(now, wall, id.clone(), Kind::Test, None, None, None);
+        let mut alert = new_alert(now, id.clone(), Kind::Test, None, None, None);
         // A test for one person pages only them.
         alert.notified = staff_id.map(str::to_string).into_iter().collect();
-        self.open_alert(now, wall, alert);
+        self.open_alert(now, alert);
         Ok(id)
     }
 
     /// Resolves on the gateway's behalf (a silent band heard again); nobody claims it.
-    pub(super) fn resolve(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        id: &str,
-        by: &str,
-        resolution: Resolution,
-    ) {
-        self.with_alert(now, wall, id, |ctx, a| {
-            ctx.resolve(a, by, resolution, false)
-        });
+    pub(super) fn resolve(&mut self, now: Now, id: &str, by: &str, resolution: Resolution) {
+        self.with_alert(now, id, |ctx, a| ctx.resolve(a, by, resolution, false));
     }
 
-    pub(super) fn fire_alert_deadlines(&mut self, now: Instant, wall: Timestamp) {
-        for id in self.index.due(now) {
+    pub(super) fn fire_alert_deadlines(&mut self, now: Now) {
+        for id in self.index.due(now.mono) {
             // A deadline is "something else happening": a claimer's decline may escalate again.
             self.flapping.remove(&id);
             self.forget_late_acks(&id);
             // Each step moves the deadline past `now` (durations are positive), so this ends.
-            while self.alerts.get(&id).is_some_and(|a| a.deadline() <= now) {
+            while self
+                .alerts
+                .get(&id)
+                .is_some_and(|a| a.deadline() <= now.mono)
+            {
                 // A ladder's step first: it moves past `now` or stops (`fire_ladders`).
                 let ladder_due = self.alerts.get(&id).and_then(Alert::ladder_due);
-                if ladder_due.is_some_and(|d| d <= now) {
-                    self.fire_ladders(now, wall, &id);
+                if ladder_due.is_some_and(|d| d <= now.mono) {
+                    self.fire_ladders(now, &id);
                     continue;
                 }
-                let keep = self.with_alert(now, wall, &id, |ctx, a| ctx.fire(a));
+                let keep = self.with_alert(now, &id, |ctx, a| ctx.fire(a));
                 if keep == Some(false) {
                     self.remove_alert(&id);
                 }
@@ -983,16 +966,15 @@ fn remember_seq(seqs: &mut Vec<u32>, seq: u32) {
 
 /// A new alert, open but not paged yet (`Engine::open_alert` pages it).
 /// The press that raised a band's alert: its seq (for a wearer's cancel) and the press count.
-pub(super) fn first_press(alert: &mut Alert, now: Instant, wall: Timestamp, seq: u32) {
+pub(super) fn first_press(alert: &mut Alert, now: Now, seq: u32) {
     alert.seqs.push(seq);
     alert.presses.count = 1;
-    alert.presses.last_at = Some(wall);
-    alert.presses.burst = Some((now, 1));
+    alert.presses.last_at = Some(now.wall);
+    alert.presses.burst = Some((now.mono, 1));
 }
 
 pub(super) fn new_alert(
-    now: Instant,
-    wall: Timestamp,
+    now: Now,
     id: String,
     kind: Kind,
     device_id: Option<u32>,
@@ -1003,15 +985,15 @@ pub(super) fn new_alert(
         id,
         kind,
         state: State::Open {
-            remind_at: now,
+            remind_at: now.mono,
             escalate_at: None,
         },
         cancel_requested: false,
         verify_until: None,
         tier: 0,
         device_id,
-        raised_at: wall,
-        updated_at: wall_plus(wall, SignedDuration::from_millis(-1)),
+        raised_at: now.wall,
+        updated_at: wall_plus(now.wall, SignedDuration::from_millis(-1)),
         notified: Vec::new(),
         paged: Vec::new(),
         delivered_to: Vec::new(),
@@ -1033,29 +1015,29 @@ pub(super) fn new_alert(
     }
 }
 
-fn to_wall(t: Instant, now: Instant, wall: Timestamp) -> Timestamp {
-    let d = if t >= now {
-        SignedDuration::try_from(t - now).unwrap_or(SignedDuration::MAX)
+fn to_wall(t: Instant, now: Now) -> Timestamp {
+    let d = if t >= now.mono {
+        SignedDuration::try_from(t - now.mono).unwrap_or(SignedDuration::MAX)
     } else {
-        -SignedDuration::try_from(now - t).unwrap_or(SignedDuration::MAX)
+        -SignedDuration::try_from(now.mono - t).unwrap_or(SignedDuration::MAX)
     };
-    wall_plus(wall, d)
+    wall_plus(now.wall, d)
 }
 
 /// A stored wall-clock deadline as an `Instant`: one in the past is due now; one too far
 /// ahead to be an `Instant` is held to the engine's longest wait (and then to what its state
 /// allows, by `time::Limits::clamp` in `Engine::restore`).
-fn to_instant(t: Timestamp, now: Instant, wall: Timestamp) -> Instant {
-    let d = t.duration_since(wall);
+fn to_instant(t: Timestamp, now: Now) -> Instant {
+    let d = t.duration_since(now.wall);
     if d.is_negative() {
-        now
+        now.mono
     } else {
-        later(now, Duration::try_from(d).unwrap_or(Duration::MAX))
+        later(now.mono, Duration::try_from(d).unwrap_or(Duration::MAX))
     }
 }
 
-pub(super) fn alert_record(a: &Alert, now: Instant, wall: Timestamp) -> AlertRecord {
-    let w = |t: Instant| to_wall(t, now, wall);
+pub(super) fn alert_record(a: &Alert, now: Now) -> AlertRecord {
+    let w = |t: Instant| to_wall(t, now);
     let (due, escalate_at) = match &a.state {
         State::Open {
             remind_at,
@@ -1115,8 +1097,8 @@ pub(super) fn alert_record(a: &Alert, now: Instant, wall: Timestamp) -> AlertRec
 }
 
 /// Rebuilds an alert; `None` (and a logged error) for a record this version cannot read.
-pub(super) fn alert_from_record(r: &AlertRecord, now: Instant, wall: Timestamp) -> Option<Alert> {
-    let i = |t: Timestamp| to_instant(t, now, wall);
+pub(super) fn alert_from_record(r: &AlertRecord, now: Now) -> Option<Alert> {
+    let i = |t: Timestamp| to_instant(t, now);
     let Some(kind) = Kind::parse(&r.kind) else {
         tracing::error!(
             alert_id = r.id,

@@ -30,6 +30,7 @@ use super::alert::{
 use super::setup::{Channel, Fallback, Setup};
 use super::snapshot::{ContactRecord, LadderRecord};
 use super::time::later;
+use super::time::Now;
 use super::Engine;
 
 /// Devices of one person the presence map keeps; more are counted and ignored (a phone app
@@ -206,10 +207,10 @@ impl Engine {
     /// Takes every ladder step of alert `id` that is due: records it as `requested` and asks
     /// for it (`Output::Contact`), or waits when the number was called less than `call_gap`
     /// ago. Every due ladder moves past `now` or stops, so the caller's loop ends.
-    pub(super) fn fire_ladders(&mut self, now: Instant, wall: Timestamp, id: &str) {
+    pub(super) fn fire_ladders(&mut self, now: Now, id: &str) {
         let Some(f) = self.setup.fallback.clone() else {
             // No policy (a record from a configuration that had one): nothing can be sent.
-            self.with_alert(now, wall, id, |_, a| {
+            self.with_alert(now, id, |_, a| {
                 for l in &mut a.ladders {
                     l.due = None;
                 }
@@ -232,11 +233,11 @@ impl Engine {
             })
             .unwrap_or_default();
         let mut calls = std::mem::take(&mut self.calls);
-        self.with_alert(now, wall, id, |ctx, a| {
+        self.with_alert(now, id, |ctx, a| {
             let mut requests = Vec::new();
             let mut contacts = Vec::new();
             for l in a.ladders.iter_mut() {
-                if l.due.is_none_or(|d| d > now) {
+                if l.due.is_none_or(|d| d > now.mono) {
                     continue;
                 }
                 let channels = f.channels_of(&l.staff_id);
@@ -252,11 +253,11 @@ impl Engine {
                 if channel == Channel::Call && !phone.is_empty() {
                     if let Some(last) = calls.get(&phone) {
                         let free = later(*last, f.call_gap);
-                        if free > now {
+                        if free > now.mono {
                             tracing::info!(
                                 alert_id = a.id,
                                 staff_id = l.staff_id,
-                                wait_ms = (free - now).as_millis() as u64,
+                                wait_ms = (free - now.mono).as_millis() as u64,
                                 "fallback call waits: this number was called less than a minute ago"
                             );
                             l.due = Some(free);
@@ -282,18 +283,18 @@ impl Engine {
                     staff_id: l.staff_id.clone(),
                     channel,
                     step,
-                    at: wall,
+                    at: now.wall,
                     outcome,
                     detail,
                 });
                 if outcome == Outcome::Requested {
                     if channel == Channel::Call {
-                        calls.insert(phone.clone(), now);
+                        calls.insert(phone.clone(), now.mono);
                     }
                     requests.push((l.staff_id.clone(), phone, channel, step));
                 }
                 l.next += 1;
-                l.due = (l.next < f.steps.len()).then(|| later(now, f.gap_after(l.next - 1)));
+                l.due = (l.next < f.steps.len()).then(|| later(now.mono, f.gap_after(l.next - 1)));
             }
             if contacts.is_empty() {
                 return;
@@ -316,12 +317,7 @@ impl Engine {
 
     /// The modem's report about a step: the contact's outcome is updated (a final outcome is
     /// never replaced) and the document republished. `false`: no such step (counted).
-    pub fn handle_contact_report(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        r: ContactReport,
-    ) -> bool {
+    pub fn handle_contact_report(&mut self, now: Now, r: ContactReport) -> bool {
         let known = self.alerts.get(&r.alert_id).is_some_and(|a| {
             a.contacts
                 .iter()
@@ -338,7 +334,7 @@ impl Engine {
             );
             return false;
         }
-        self.with_alert(now, wall, &r.alert_id, |ctx, a| {
+        self.with_alert(now, &r.alert_id, |ctx, a| {
             let Some(c) = a
                 .contacts
                 .iter_mut()
@@ -379,8 +375,7 @@ impl Engine {
     /// ladder still waiting for its deadline started at once.
     pub fn handle_presence(
         &mut self,
-        now: Instant,
-        wall: Timestamp,
+        now: Now,
         staff_id: &str,
         client_id: &str,
         online: bool,
@@ -422,10 +417,10 @@ impl Engine {
             .map(|a| a.id.clone())
             .collect();
         for id in waiting {
-            self.with_alert(now, wall, &id, |_, a| {
+            self.with_alert(now, &id, |_, a| {
                 for l in a.ladders.iter_mut() {
                     if l.staff_id == staff_id && l.next == 0 {
-                        l.due = l.due.map(|d| d.min(now));
+                        l.due = l.due.map(|d| d.min(now.mono));
                     }
                 }
             });
@@ -467,7 +462,7 @@ impl Engine {
     /// not call a number twice within a minute), and every step still `requested` (its fate
     /// unknown) is settled: an SMS is asked for again with `resume` (the adapter sends it only
     /// if the modem does not hold it), a call is recorded as failed and not placed again.
-    pub(super) fn settle_after_restore(&mut self, now: Instant, wall: Timestamp) {
+    pub(super) fn settle_after_restore(&mut self, now: Now) {
         let mut calls: BTreeMap<String, Instant> = BTreeMap::new();
         let mut unsettled = Vec::new();
         for a in self.alerts.values() {
@@ -482,14 +477,14 @@ impl Engine {
                 if phone.is_empty() {
                     continue;
                 }
-                let ago = wall.duration_since(c.at);
+                let ago = now.wall.duration_since(c.at);
                 let at = if ago.is_negative() {
-                    now
+                    now.mono
                 } else {
                     std::time::Duration::try_from(ago)
                         .ok()
-                        .and_then(|d| now.checked_sub(d))
-                        .unwrap_or(now)
+                        .and_then(|d| now.mono.checked_sub(d))
+                        .unwrap_or(now.mono)
                 };
                 let e = calls.entry(phone.to_string()).or_insert(at);
                 *e = (*e).max(at);
@@ -504,7 +499,7 @@ impl Engine {
                 .iter()
                 .map(|(k, s)| (k.clone(), s.phone.trim().to_string()))
                 .collect();
-            self.with_alert(now, wall, &id, |ctx, a| {
+            self.with_alert(now, &id, |ctx, a| {
                 let mut requests = Vec::new();
                 for c in a.contacts.iter_mut() {
                     if c.outcome != Outcome::Requested {

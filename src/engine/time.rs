@@ -17,6 +17,14 @@ use jiff::{SignedDuration, Timestamp};
 use super::alert::{Alert, Kind, State};
 use super::setup::Setup;
 
+/// The two clocks, read once per input by the loop and passed to the engine together: `mono`
+/// (monotonic) for deadlines, `wall` for documents, the rota and what is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub mono: Instant,
+    pub wall: Timestamp,
+}
+
 /// The shortest wait bandgate accepts anywhere (`check-config` refuses less).
 pub const MIN_DELAY: Duration = Duration::from_secs(1);
 /// The longest wait bandgate accepts anywhere (`check-config` refuses more): 30 days.

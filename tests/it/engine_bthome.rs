@@ -73,9 +73,15 @@ impl World {
     fn press(&mut self, counter: u32, events: &[ButtonEvent], battery: Option<u8>) -> Heard {
         let data = bthome::seal(&MAC, &KEY, counter, true, counter as u8, battery, events);
         let wall = self.wall();
-        let heard = self
-            .engine
-            .handle_bthome(self.now, wall, &MAC, &data, Some(-55));
+        let heard = self.engine.handle_bthome(
+            Now {
+                mono: self.now,
+                wall,
+            },
+            &MAC,
+            &data,
+            Some(-55),
+        );
         self.drain();
         heard
     }
@@ -88,7 +94,10 @@ impl World {
             }
             self.now = due.max(self.now);
             let wall = self.wall();
-            self.engine.handle_timeout(self.now, wall);
+            self.engine.handle_timeout(Now {
+                mono: self.now,
+                wall,
+            });
             self.drain();
         }
         self.now = target;
@@ -101,14 +110,19 @@ impl World {
     }
 
     fn restart(&mut self, keys: Keyring) {
-        let snap = self.engine.snapshot(self.now, self.wall());
+        let snap = self.engine.snapshot(Now {
+            mono: self.now,
+            wall: self.wall(),
+        });
         self.now += Duration::from_secs(5);
         let wall = self.wall();
         self.engine = Engine::restore(
             self.setup.clone(),
             Intake::new(COMPANY, keys),
-            self.now,
-            wall,
+            Now {
+                mono: self.now,
+                wall,
+            },
             snap,
         );
         self.drain();
@@ -173,8 +187,10 @@ fn a_press_raises_an_sos_named_by_its_counter_and_a_double_press_cancels_it() {
     // Resolved, a cancel has nothing to cancel: ignored and counted.
     w.engine
         .handle_action(
-            w.now,
-            w.wall(),
+            Now {
+                mono: w.now,
+                wall: w.wall(),
+            },
             "zhang",
             &id,
             Action::Resolve(Resolution::FalseAlarm),
@@ -187,7 +203,8 @@ fn a_press_raises_an_sos_named_by_its_counter_and_a_double_press_cancels_it() {
     let plain = bthome::plain(true, 1, Some(90), &[ButtonEvent::Press]);
     let wall = w.wall();
     assert_eq!(
-        w.engine.handle_bthome(w.now, wall, &MAC, &plain, None),
+        w.engine
+            .handle_bthome(Now { mono: w.now, wall }, &MAC, &plain, None),
         Heard::Rejected(Reject::Downgrade)
     );
     assert_eq!(w.engine.intake().rejected(Reject::Downgrade), 1);
@@ -219,7 +236,10 @@ fn an_older_counter_stays_stale_across_a_restart_until_the_device_is_enrolled_ag
         w.press(5, &[ButtonEvent::Press], Some(80)),
         Heard::Accepted { .. }
     ));
-    let snap = w.engine.snapshot(w.now, w.wall());
+    let snap = w.engine.snapshot(Now {
+        mono: w.now,
+        wall: w.wall(),
+    });
     let stored = snap.devices.iter().find(|d| d.device_id == 9001).unwrap();
     assert_eq!(stored.window_top, Some(5));
     assert!(stored

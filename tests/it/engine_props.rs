@@ -111,20 +111,34 @@ fn run(start_hour: i8, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Advance { ms } => s.advance(ms as f64 / 1000.0),
             Op::Restart { down_ms } => {
                 // The snapshot survives a restore unchanged.
-                let snap = s.engine.snapshot(s.now, s.wall());
+                let snap = s.engine.snapshot(Now {
+                    mono: s.now,
+                    wall: s.wall(),
+                });
                 let again = Engine::restore(
                     s.setup.clone(),
                     Intake::new(COMPANY, keyring()),
-                    s.now,
-                    s.wall(),
+                    Now {
+                        mono: s.now,
+                        wall: s.wall(),
+                    },
                     snap.clone(),
                 )
-                .snapshot(s.now, s.wall());
+                .snapshot(Now {
+                    mono: s.now,
+                    wall: s.wall(),
+                });
                 prop_assert_eq!(&again, &snap);
                 s.restart(down_ms as f64 / 1000.0);
             }
             Op::Test { staff } => {
-                let _ = s.engine.raise_test(s.now, s.wall(), Some(STAFF[staff]));
+                let _ = s.engine.raise_test(
+                    Now {
+                        mono: s.now,
+                        wall: s.wall(),
+                    },
+                    Some(STAFF[staff]),
+                );
                 s.drain();
             }
         }

@@ -23,8 +23,14 @@ fn someone_never_paged_cannot_close_or_claim_another_residents_sos() {
     let mut s = Sim::at(local(10, 0));
     let id = s.sos(17);
     // What the SOS itself changed is stored (as the daemon does after every input).
-    let _ = s.engine.take_changes(s.now, s.wall());
-    let before = s.engine.snapshot(s.now, s.wall());
+    let _ = s.engine.take_changes(Now {
+        mono: s.now,
+        wall: s.wall(),
+    });
+    let before = s.engine.snapshot(Now {
+        mono: s.now,
+        wall: s.wall(),
+    });
     let outputs = s.outputs.len();
     // zhao is staff, but nobody paged zhao about this alert; li is in the team, but the
     // alert is still at tier 1 (only zhang paged).
@@ -45,11 +51,17 @@ fn someone_never_paged_cannot_close_or_claim_another_residents_sos() {
     }
     assert_eq!(s.outputs.len(), outputs, "a refusal sent something");
     assert_eq!(
-        s.engine.snapshot(s.now, s.wall()),
+        s.engine.snapshot(Now {
+            mono: s.now,
+            wall: s.wall()
+        }),
         before,
         "a refusal changed state"
     );
-    let changes = s.engine.take_changes(s.now, s.wall());
+    let changes = s.engine.take_changes(Now {
+        mono: s.now,
+        wall: s.wall(),
+    });
     assert!(
         changes.alerts.is_empty(),
         "a refusal left something to store: {changes:?}"
@@ -110,12 +122,11 @@ fn the_operator_acts_as_anyone() {
     let id = s.sos(17);
     let wall = s.wall();
     s.engine
-        .handle_operator_action(s.now, wall, "zhao", &id, Action::Ack)
+        .handle_operator_action(Now { mono: s.now, wall }, "zhao", &id, Action::Ack)
         .unwrap();
     s.engine
         .handle_operator_action(
-            s.now,
-            wall,
+            Now { mono: s.now, wall },
             "li",
             &id,
             Action::Resolve(Resolution::Duplicate),
@@ -127,7 +138,7 @@ fn the_operator_acts_as_anyone() {
     // Everything else is still checked.
     assert_eq!(
         s.engine
-            .handle_operator_action(s.now, wall, "ghost", &id, Action::Ack),
+            .handle_operator_action(Now { mono: s.now, wall }, "ghost", &id, Action::Ack),
         Err(Refusal::UnknownStaff)
     );
 }
@@ -255,7 +266,7 @@ proptest! {
                         Action::OnScene => claimer,
                         Action::Resolve(_) => claimer || (paged && a.acked_by.is_none()),
                     };
-                    let before = s.engine.snapshot(s.now, s.wall());
+                    let before = s.engine.snapshot(Now { mono: s.now, wall: s.wall() });
                     let outputs = s.outputs.len();
                     let r = s.act(who, &id, action);
                     if a.is_resolved() {
@@ -267,7 +278,7 @@ proptest! {
                     }
                     if r.is_err() {
                         prop_assert_eq!(s.outputs.len(), outputs);
-                        prop_assert_eq!(s.engine.snapshot(s.now, s.wall()), before);
+                        prop_assert_eq!(s.engine.snapshot(Now { mono: s.now, wall: s.wall() }), before);
                     }
                 }
             }
