@@ -354,10 +354,10 @@ fn summary(engine: &Engine, a: &Alert, wall: Timestamp) -> AlertSummary {
         cancel_requested: a.cancel_requested,
         notified: a.notified.clone(),
         delivered_to: a.delivered_to.clone(),
-        acked_by: a.acked_by.clone(),
-        acked_at: a.acked_at,
-        resolved_by: a.resolved_by.clone(),
-        resolution: a.resolution.map(|r| r.as_str().to_string()),
+        acked_by: a.acked_by().map(str::to_string),
+        acked_at: a.acked_at(),
+        resolved_by: a.resolved_by().map(str::to_string),
+        resolution: a.resolution().map(|r| r.as_str().to_string()),
         detail: a.detail.clone(),
         contacts: a
             .contacts

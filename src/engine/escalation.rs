@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 
 use super::alert::{
-    Action, Alert, Grouping, Kind, NotifyReason, Output, Presses, Refusal, Resolution, SilentBands,
-    State, SEQS_KEPT,
+    Action, Alert, Claim, Closure, Grouping, Kind, Next, NotifyReason, Output, Presses, Refusal,
+    Resolution, State, SEQS_KEPT,
 };
 use super::frame::Frame;
 use super::setup::{Setup, WearerCancel};
-use super::snapshot::{AlertRecord, SilentBandsRecord};
 use super::time::Now;
 use super::time::{later, wall_plus, LOW_BATTERY_REMINDER};
 use super::{Counters, Engine};
@@ -38,8 +37,9 @@ fn open_deadline(s: &State) -> Option<Instant> {
     match s {
         State::Open {
             remind_at,
-            escalate_at,
-        } => Some(escalate_at.map_or(*remind_at, |e| e.min(*remind_at))),
+            next: Next::Escalate(e),
+        } => Some((*e).min(*remind_at)),
+        State::Open { remind_at, .. } => Some(*remind_at),
         _ => None,
     }
 }
@@ -91,7 +91,7 @@ impl Ctx<'_> {
     }
 
     fn ack_timeout(&self, a: &Alert, tier: u8) -> Option<Duration> {
-        if tier >= self.last_tier(a) || a.verify_until.is_some() {
+        if tier >= self.last_tier(a) || a.state.verify_until().is_some() {
             return None;
         }
         self.setup
@@ -196,7 +196,7 @@ impl Ctx<'_> {
             // Held or grouped: its clock runs, nobody is paged (the group's notice is).
             a.state = State::Open {
                 remind_at: self.after(self.remind_every(a, tier)),
-                escalate_at: None,
+                next: a.state.verify_until().map_or(Next::Remind, Next::Verify),
             };
             self.touch(a);
             return;
@@ -225,17 +225,20 @@ impl Ctx<'_> {
             }
         }
         a.paged = people.clone();
-        // A reminder within the tier keeps the tier's clock; anything else starts it.
-        let running = match a.state {
-            State::Open { escalate_at, .. } if reason == NotifyReason::Reminder => escalate_at,
+        // A reminder within the tier keeps the tier's clock (and a cancel's verification);
+        // anything else starts it.
+        let running = match reason {
+            NotifyReason::Reminder => a.state.escalate_at(),
             _ => None,
         };
-        let escalate_at = self
-            .ack_timeout(a, tier)
-            .map(|t| running.unwrap_or_else(|| self.after(t)));
+        let next = match (a.state.verify_until(), self.ack_timeout(a, tier)) {
+            (Some(v), _) => Next::Verify(v),
+            (None, Some(t)) => Next::Escalate(running.unwrap_or_else(|| self.after(t))),
+            (None, None) => Next::Remind,
+        };
         a.state = State::Open {
             remind_at: self.after(self.remind_every(a, tier)),
-            escalate_at,
+            next,
         };
         // A page tells of every press so far.
         a.presses.paged_at = Some(self.now.mono);
@@ -254,6 +257,8 @@ impl Ctx<'_> {
 
     /// Pages the next tier (or the last one again).
     fn escalate(&mut self, a: &mut Alert, reason: NotifyReason) {
+        // Escalation is what a wearer's cancel held back: it ends the verification.
+        end_verification(a);
         let last = self.last_tier(a);
         if a.tier >= last {
             let reason = if reason == NotifyReason::Escalated {
@@ -271,17 +276,24 @@ impl Ctx<'_> {
     /// Closes the alert. A person who resolves without acking claims it too; the gateway or
     /// the wearer (`by_person == false`) does not.
     fn resolve(&mut self, a: &mut Alert, by: &str, resolution: Resolution, by_person: bool) {
-        if by_person && a.acked_by.is_none() {
-            a.acked_by = Some(by.to_string());
-            a.acked_at = Some(self.now.wall);
-        }
-        a.resolved_by = Some(by.to_string());
-        a.resolved_at = Some(self.now.wall);
-        a.resolution = Some(resolution);
-        a.verify_until = None;
+        let wall = self.now.wall;
+        let claim = match a.state.claim() {
+            Some(c) => Some(c.clone()),
+            None => by_person.then(|| Claim {
+                by: by.to_string(),
+                at: wall,
+            }),
+        };
         a.presses.due = None;
         a.state = State::Resolved {
             clear_at: later(self.now.mono, self.setup.resolved_retention),
+            closure: Closure {
+                by: by.to_string(),
+                at: wall,
+                resolution,
+            },
+            claim,
+            on_scene_at: a.state.on_scene_at(),
         };
         self.touch(a);
         tracing::info!(
@@ -360,20 +372,20 @@ impl Ctx<'_> {
                 }
                 return false;
             }
-            State::Acknowledged { .. } => {
+            State::Acknowledged { claim, .. } => {
                 tracing::info!(
                     alert_id = a.id,
-                    claimed_by = a.acked_by.as_deref().unwrap_or(""),
+                    claimed_by = claim.by,
                     "claim lapsed: neither on scene nor resolved within claim_timeout"
                 );
-                a.acked_by = None;
-                a.acked_at = None;
                 self.escalate(a, NotifyReason::ClaimLapsed);
             }
-            State::OnScene { .. } => {
-                let claimer: Vec<String> = a.acked_by.iter().cloned().collect();
+            State::OnScene { claim, since, .. } => {
+                let claimer = vec![claim.by.clone()];
                 a.state = State::OnScene {
                     remind_at: self.after(self.setup.escalation.claim_timeout),
+                    claim,
+                    since,
                 };
                 self.touch(a);
                 tracing::info!(
@@ -382,18 +394,15 @@ impl Ctx<'_> {
                 );
                 self.notify(a, &claimer, NotifyReason::Reminder);
             }
-            State::Open {
-                remind_at,
-                escalate_at,
-            } => {
-                if a.verify_until.is_some_and(|v| v <= self.now.mono) {
-                    a.verify_until = None;
+            State::Open { remind_at, next } => {
+                let now = self.now.mono;
+                if matches!(next, Next::Verify(v) if v <= now) {
                     tracing::warn!(
                         alert_id = a.id,
                         "wearer's cancel not verified in time: escalation resumes"
                     );
                     self.escalate(a, NotifyReason::Escalated);
-                } else if escalate_at.is_some_and(|e| e <= self.now.mono) {
+                } else if matches!(next, Next::Escalate(e) if e <= now) {
                     self.escalate(a, NotifyReason::Escalated);
                 } else if remind_at <= self.now.mono {
                     let tier = a.tier;
@@ -522,7 +531,7 @@ impl Engine {
                 );
             }
             a.cancel_requested = false;
-            a.verify_until = None;
+            end_verification(a);
             let p = &mut a.presses;
             p.count = p.count.saturating_add(1);
             p.last_at = Some(now.wall);
@@ -611,10 +620,9 @@ impl Engine {
                 }
                 a.cancel_requested = true;
                 if let State::Open { remind_at, .. } = a.state {
-                    a.verify_until = Some(later(now.mono, verify));
                     a.state = State::Open {
                         remind_at,
-                        escalate_at: None,
+                        next: Next::Verify(later(now.mono, verify)),
                     };
                 }
                 ctx.touch(a);
@@ -675,11 +683,11 @@ impl Engine {
             return true;
         }
         let paged = a.notified.iter().any(|p| p == staff_id);
-        let claimer = a.acked_by.as_deref() == Some(staff_id);
+        let claimer = a.acked_by() == Some(staff_id);
         match action {
             Action::Delivered | Action::Ack | Action::Decline => paged,
             Action::OnScene => claimer,
-            Action::Resolve(_) => claimer || (paged && a.acked_by.is_none()),
+            Action::Resolve(_) => claimer || (paged && a.acked_by().is_none()),
         }
     }
 
@@ -724,9 +732,9 @@ impl Engine {
         let told_late = self
             .late_told
             .contains(&(alert_id.to_string(), staff.clone()));
-        let claimer_before = self.alerts.get(alert_id).and_then(|a| a.acked_by.clone());
+        let claimer_before = self.claimer(alert_id);
         let flap = self.with_alert(now, alert_id, |ctx, a| {
-            let mine = a.acked_by.as_deref() == Some(staff_id);
+            let mine = a.acked_by() == Some(staff_id);
             let keep = if flapping.is_some() {
                 Flap::Keep
             } else {
@@ -740,15 +748,12 @@ impl Engine {
                     }
                     keep
                 }
-                Action::Ack => match (&a.state, &a.acked_by) {
-                    (State::Open { .. }, _) => {
+                Action::Ack => match &a.state {
+                    State::Open { .. } => {
                         if a.kind == Kind::Test {
                             ctx.resolve(a, &staff, Resolution::Test, true);
                             return Flap::Clear;
                         }
-                        a.acked_by = Some(staff.clone());
-                        a.acked_at = Some(now.wall);
-                        a.verify_until = None;
                         a.declined.retain(|p| p != &staff);
                         let lapse_at = later(now.mono, claim_timeout);
                         a.state = State::Acknowledged {
@@ -756,6 +761,10 @@ impl Engine {
                                 // The claim lapses when the alert would next have paged.
                                 Some(open) => lapse_at.min(open_deadline(open).unwrap_or(lapse_at)),
                                 None => lapse_at,
+                            },
+                            claim: Claim {
+                                by: staff.clone(),
+                                at: now.wall,
                             },
                         };
                         ctx.touch(a);
@@ -779,7 +788,7 @@ impl Engine {
                         tracing::info!(
                             alert_id = a.id,
                             staff,
-                            acked_by = a.acked_by.as_deref().unwrap_or(""),
+                            acked_by = a.acked_by().unwrap_or(""),
                             "late ack: already claimed; telling the late acker who has it"
                         );
                         ctx.notify(a, std::slice::from_ref(&staff), NotifyReason::Acknowledged);
@@ -795,8 +804,6 @@ impl Engine {
                     tracing::info!(alert_id = a.id, staff, "declined");
                     match (&flapping, mine) {
                         (Some(open), true) => {
-                            a.acked_by = None;
-                            a.acked_at = None;
                             // debug: a looping phone would otherwise fill the log.
                             tracing::debug!(
                                 alert_id = a.id,
@@ -809,8 +816,6 @@ impl Engine {
                             keep
                         }
                         (None, true) => {
-                            a.acked_by = None;
-                            a.acked_at = None;
                             tracing::info!(alert_id = a.id, "claimer declined: claim released");
                             ctx.escalate(a, NotifyReason::ClaimLapsed);
                             Flap::Start(a.state.clone())
@@ -820,7 +825,6 @@ impl Engine {
                                 alert_id = a.id,
                                 "everyone paged declined: escalating now"
                             );
-                            a.verify_until = None;
                             ctx.escalate(a, NotifyReason::Escalated);
                             Flap::Clear
                         }
@@ -834,14 +838,15 @@ impl Engine {
                     if matches!(a.state, State::OnScene { .. }) {
                         return Flap::Clear;
                     }
-                    if a.acked_by.is_none() {
-                        a.acked_by = Some(staff.clone());
-                        a.acked_at = Some(now.wall);
-                    }
-                    a.on_scene_at = Some(now.wall);
-                    a.verify_until = None;
+                    // Whoever is on scene without a claim claims it.
+                    let claim = a.state.claim().cloned().unwrap_or_else(|| Claim {
+                        by: staff.clone(),
+                        at: now.wall,
+                    });
                     a.state = State::OnScene {
                         remind_at: later(now.mono, claim_timeout),
+                        claim,
+                        since: now.wall,
                     };
                     ctx.touch(a);
                     tracing::info!(alert_id = a.id, staff, "on scene");
@@ -853,7 +858,7 @@ impl Engine {
                 }
             }
         });
-        let claimer_after = self.alerts.get(alert_id).and_then(|a| a.acked_by.clone());
+        let claimer_after = self.claimer(alert_id);
         if claimer_after != claimer_before {
             self.forget_late_acks(alert_id);
         } else if action == Action::Ack && claimer_after.as_deref() != Some(staff_id) {
@@ -869,6 +874,13 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Who holds the claim of `alert_id`.
+    fn claimer(&self, alert_id: &str) -> Option<String> {
+        self.alerts
+            .get(alert_id)
+            .and_then(|a| a.acked_by().map(str::to_string))
     }
 
     /// The claim of `alert_id` changed hands (or the alert is gone): late ackers may be
@@ -953,6 +965,16 @@ impl Engine {
     }
 }
 
+/// Ends the verification of a wearer's cancel (an open alert's `Next::Verify`): escalation is
+/// planned again at the alert's next page.
+fn end_verification(a: &mut Alert) {
+    if let State::Open { next, .. } = &mut a.state {
+        if matches!(next, Next::Verify(_)) {
+            *next = Next::Remind;
+        }
+    }
+}
+
 /// Keeps the first seq and the latest `SEQS_KEPT - 1`.
 fn remember_seq(seqs: &mut Vec<u32>, seq: u32) {
     if seqs.contains(&seq) {
@@ -986,10 +1008,9 @@ pub(super) fn new_alert(
         kind,
         state: State::Open {
             remind_at: now.mono,
-            escalate_at: None,
+            next: Next::Remind,
         },
         cancel_requested: false,
-        verify_until: None,
         tier: 0,
         device_id,
         raised_at: now.wall,
@@ -998,12 +1019,6 @@ pub(super) fn new_alert(
         paged: Vec::new(),
         delivered_to: Vec::new(),
         declined: Vec::new(),
-        acked_by: None,
-        acked_at: None,
-        on_scene_at: None,
-        resolved_by: None,
-        resolved_at: None,
-        resolution: None,
         battery_pct,
         rssi,
         seqs: Vec::new(),
@@ -1013,167 +1028,4 @@ pub(super) fn new_alert(
         ladders: Vec::new(),
         contacts: Vec::new(),
     }
-}
-
-fn to_wall(t: Instant, now: Now) -> Timestamp {
-    let d = if t >= now.mono {
-        SignedDuration::try_from(t - now.mono).unwrap_or(SignedDuration::MAX)
-    } else {
-        -SignedDuration::try_from(now.mono - t).unwrap_or(SignedDuration::MAX)
-    };
-    wall_plus(now.wall, d)
-}
-
-/// A stored wall-clock deadline as an `Instant`: one in the past is due now; one too far
-/// ahead to be an `Instant` is held to the engine's longest wait (and then to what its state
-/// allows, by `time::Limits::clamp` in `Engine::restore`).
-fn to_instant(t: Timestamp, now: Now) -> Instant {
-    let d = t.duration_since(now.wall);
-    if d.is_negative() {
-        now.mono
-    } else {
-        later(now.mono, Duration::try_from(d).unwrap_or(Duration::MAX))
-    }
-}
-
-pub(super) fn alert_record(a: &Alert, now: Now) -> AlertRecord {
-    let w = |t: Instant| to_wall(t, now);
-    let (due, escalate_at) = match &a.state {
-        State::Open {
-            remind_at,
-            escalate_at,
-        } => (w(*remind_at), escalate_at.map(w)),
-        State::Acknowledged { lapse_at } => (w(*lapse_at), None),
-        State::OnScene { remind_at } => (w(*remind_at), None),
-        State::Resolved { clear_at } => (w(*clear_at), None),
-    };
-    let (ladders, contacts) = super::fallback::records(a, w);
-    AlertRecord {
-        ladders,
-        contacts,
-        id: a.id.clone(),
-        kind: a.kind.as_str().to_string(),
-        state: a.state.name().to_string(),
-        due,
-        escalate_at,
-        verify_until: a.verify_until.map(w),
-        cancel_requested: a.cancel_requested,
-        tier: a.tier,
-        device_id: a.device_id,
-        raised_at: a.raised_at,
-        updated_at: a.updated_at,
-        notified: a.notified.clone(),
-        paged: a.paged.clone(),
-        delivered_to: a.delivered_to.clone(),
-        declined: a.declined.clone(),
-        acked_by: a.acked_by.clone(),
-        acked_at: a.acked_at,
-        on_scene_at: a.on_scene_at,
-        resolved_by: a.resolved_by.clone(),
-        resolved_at: a.resolved_at,
-        resolution: a.resolution.map(|r| r.as_str().to_string()),
-        battery_pct: a.battery_pct,
-        rssi: a.rssi,
-        seqs: a.seqs.clone(),
-        detail: a.detail.clone(),
-        presses: a.presses.count,
-        last_press_at: a.presses.last_at,
-        press_due: a.presses.due.map(w),
-        device_fault_suspected: a.presses.fault_suspected,
-        held: a.grouping == Grouping::Held,
-        grouped_in: match &a.grouping {
-            Grouping::In(g) => Some(g.clone()),
-            _ => None,
-        },
-        silent_bands: match &a.grouping {
-            Grouping::Notice(b) => Some(SilentBandsRecord {
-                count: b.count,
-                still_silent: b.still_silent,
-                named: b.named.clone(),
-            }),
-            _ => None,
-        },
-    }
-}
-
-/// Rebuilds an alert; `None` (and a logged error) for a record this version cannot read.
-pub(super) fn alert_from_record(r: &AlertRecord, now: Now) -> Option<Alert> {
-    let i = |t: Timestamp| to_instant(t, now);
-    let Some(kind) = Kind::parse(&r.kind) else {
-        tracing::error!(
-            alert_id = r.id,
-            kind = r.kind,
-            "stored alert of unknown kind skipped"
-        );
-        return None;
-    };
-    let due = i(r.due);
-    let state = match r.state.as_str() {
-        "open" => State::Open {
-            remind_at: due,
-            escalate_at: r.escalate_at.map(i),
-        },
-        "acknowledged" => State::Acknowledged { lapse_at: due },
-        "on_scene" => State::OnScene { remind_at: due },
-        "resolved" => State::Resolved { clear_at: due },
-        other => {
-            tracing::error!(
-                alert_id = r.id,
-                state = other,
-                "stored alert in unknown state skipped"
-            );
-            return None;
-        }
-    };
-    let (ladders, contacts) = super::fallback::from_records(&r.id, &r.ladders, &r.contacts, i);
-    Some(Alert {
-        ladders,
-        contacts,
-        id: r.id.clone(),
-        kind,
-        state,
-        cancel_requested: r.cancel_requested,
-        verify_until: r.verify_until.map(i),
-        tier: r.tier,
-        device_id: r.device_id,
-        raised_at: r.raised_at,
-        updated_at: r.updated_at,
-        notified: r.notified.clone(),
-        paged: r.paged.clone(),
-        delivered_to: r.delivered_to.clone(),
-        declined: r.declined.clone(),
-        acked_by: r.acked_by.clone(),
-        acked_at: r.acked_at,
-        on_scene_at: r.on_scene_at,
-        resolved_by: r.resolved_by.clone(),
-        resolved_at: r.resolved_at,
-        resolution: r.resolution.as_deref().and_then(Resolution::parse),
-        battery_pct: r.battery_pct,
-        rssi: r.rssi,
-        seqs: r.seqs.clone(),
-        detail: r.detail.clone(),
-        presses: Presses {
-            // A record older than press counting: each seq it kept was one press.
-            count: if r.presses == 0 {
-                u32::try_from(r.seqs.len()).unwrap_or(u32::MAX)
-            } else {
-                r.presses
-            },
-            last_at: r.last_press_at,
-            paged_at: None,
-            due: r.press_due.map(i),
-            burst: None,
-            fault_suspected: r.device_fault_suspected,
-        },
-        grouping: match (&r.silent_bands, &r.grouped_in, r.held) {
-            (Some(b), _, _) => Grouping::Notice(SilentBands {
-                count: b.count,
-                still_silent: b.still_silent,
-                named: b.named.clone(),
-            }),
-            (None, Some(g), _) => Grouping::In(g.clone()),
-            (None, None, true) => Grouping::Held,
-            (None, None, false) => Grouping::Alone,
-        },
-    })
 }

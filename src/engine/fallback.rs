@@ -25,7 +25,7 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 use super::alert::{
-    Alert, Contact, ContactReport, ContactRequest, Kind, Ladder, Outcome, Output, State,
+    Alert, Claim, Contact, ContactReport, ContactRequest, Kind, Ladder, Outcome, Output, State,
 };
 use super::setup::{Channel, Fallback, Setup};
 use super::snapshot::{ContactRecord, LadderRecord};
@@ -103,8 +103,8 @@ pub(super) fn sync(
                 l.due = None;
                 // Claimed: held, and taken up again if the claim lapses (not for the claimer
                 // or anyone who answered: they acted). Resolved: over for good.
-                l.held =
-                    !resolved && !answered(&a.delivered_to, &a.declined, &a.acked_by, &l.staff_id);
+                l.held = !resolved
+                    && !answered(&a.delivered_to, &a.declined, a.state.claim(), &l.staff_id);
                 changed = true;
                 tracing::info!(
                     alert_id = a.id,
@@ -124,7 +124,7 @@ pub(super) fn sync(
     for l in a.ladders.iter_mut().filter(|l| l.held) {
         l.held = false;
         changed = true;
-        if answered(&a.delivered_to, &a.declined, &a.acked_by, &l.staff_id)
+        if answered(&a.delivered_to, &a.declined, a.state.claim(), &l.staff_id)
             || l.next >= f.steps.len()
         {
             continue;
@@ -142,7 +142,7 @@ pub(super) fn sync(
         );
     }
     for l in a.ladders.iter_mut() {
-        if l.due.is_some() && answered(&a.delivered_to, &a.declined, &a.acked_by, &l.staff_id) {
+        if l.due.is_some() && answered(&a.delivered_to, &a.declined, a.state.claim(), &l.staff_id) {
             l.due = None;
             changed = true;
             tracing::info!(
@@ -161,7 +161,7 @@ pub(super) fn sync(
     for p in new {
         let channels = f.channels_of(&p);
         let reachable = f.steps.iter().any(|s| channels.has(*s));
-        let due = if answered(&a.delivered_to, &a.declined, &a.acked_by, &p) || !reachable {
+        let due = if answered(&a.delivered_to, &a.declined, a.state.claim(), &p) || !reachable {
             None
         } else if !channels.mqtt || presence.gone(&p) {
             Some(now)
@@ -188,10 +188,10 @@ pub(super) fn sync(
 }
 
 /// The person's phone confirmed the page, or they acted on the alert.
-fn answered(delivered: &[String], declined: &[String], acked_by: &Option<String>, p: &str) -> bool {
+fn answered(delivered: &[String], declined: &[String], claim: Option<&Claim>, p: &str) -> bool {
     delivered.iter().any(|d| d == p)
         || declined.iter().any(|d| d == p)
-        || acked_by.as_deref() == Some(p)
+        || claim.is_some_and(|c| c.by == p)
 }
 
 /// The number a person is called and texted on (empty: none).

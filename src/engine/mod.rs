@@ -12,6 +12,7 @@ pub mod fallback;
 mod fault;
 pub mod frame;
 mod index;
+mod record;
 pub mod replay;
 pub mod setup;
 pub mod snapshot;
@@ -25,9 +26,9 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 pub use alert::{
-    Action, Alert, Contact, ContactReport, ContactRequest, DeviceState, Grouping, Kind, Ladder,
-    NotifyReason, Outcome, Output, Presses, Refusal, Resolution, SilentBands, SilentDevice, State,
-    SEQS_KEPT,
+    Action, Alert, Claim, Closure, Contact, ContactReport, ContactRequest, DeviceState, Grouping,
+    Kind, Ladder, Next, NotifyReason, Outcome, Output, Presses, Refusal, Resolution, SilentBands,
+    SilentDevice, State, SEQS_KEPT,
 };
 pub use buttons::BtHomeFrame;
 pub use fallback::{OnDuty, PresenceRefusal};
@@ -133,6 +134,9 @@ pub struct Counters {
     pub rota_gaps: u64,
     /// Modem reports naming no recorded fallback step.
     pub unmatched_contact_reports: u64,
+    /// Stored alerts restored although they described an impossible combination (a claim on
+    /// an open alert, a resolved one without its resolution): repaired, logged, kept.
+    pub repaired_records: u64,
 }
 
 /// The sans-IO engine: intake, escalation and supervision behind one API.
@@ -217,10 +221,11 @@ impl Engine {
             devices.insert(d.device_id, supervision::Band::from_record(d));
         }
         let limits = time::Limits::new(&setup);
+        let mut repaired = 0;
         let alerts: BTreeMap<String, Alert> = snapshot
             .alerts
             .iter()
-            .filter_map(|r| escalation::alert_from_record(r, now))
+            .filter_map(|r| record::alert_from_record(r, now, &mut repaired))
             .map(|mut a| {
                 for c in limits.clamp(&mut a, now.mono) {
                     tracing::warn!(
@@ -258,7 +263,10 @@ impl Engine {
             telemetry_cursor: 0,
             meta: snapshot.meta,
             meta_dirty: false,
-            counters: Counters::default(),
+            counters: Counters {
+                repaired_records: repaired,
+                ..Counters::default()
+            },
             last_timeout: None,
             flapping: BTreeMap::new(),
             late_told: BTreeSet::new(),
@@ -361,7 +369,7 @@ impl Engine {
                 self.background_alerts.insert(id);
             } else {
                 self.background_alerts.remove(&id);
-                alerts.push(escalation::alert_record(a, now));
+                alerts.push(record::alert_record(a, now));
             }
         }
         let urgent = std::mem::take(&mut self.urgent_devices);
@@ -423,7 +431,7 @@ impl Engine {
         for id in ids {
             self.background_alerts.remove(&id);
             if let Some(a) = self.alerts.get(&id) {
-                alerts.push(escalation::alert_record(a, now));
+                alerts.push(record::alert_record(a, now));
             }
         }
         let n = self.background_removed.len().min(max);
@@ -469,7 +477,7 @@ impl Engine {
             alerts: self
                 .alerts
                 .values()
-                .map(|a| escalation::alert_record(a, now))
+                .map(|a| record::alert_record(a, now))
                 .collect(),
             devices: ids.into_iter().map(|id| self.device_record(id)).collect(),
             meta: self.meta,

@@ -147,9 +147,9 @@ fn run(start_hour: i8, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if !ids.contains(&a.id) {
                     ids.push(a.id.clone());
                 }
-                if a.is_resolved() && a.resolved_at == Some(a.updated_at) {
+                if a.is_resolved() && a.resolved_at() == Some(a.updated_at) {
                     let silent_cleared = a.kind == Kind::DeviceSilent
-                        && a.resolution == Some(Resolution::DeviceFault)
+                        && a.resolution() == Some(Resolution::DeviceFault)
                         && silent_band == a.device_id;
                     prop_assert!(
                         may_end.contains(&a.id) || silent_cleared,

@@ -269,8 +269,8 @@ fn wearer_cancel_with_close_resolves_at_once() {
     let seq = s.seqs[&17];
     s.frame(17, BandEvent::Cancel { of_seq: seq });
     let a = s.engine.alert(&id).unwrap();
-    assert_eq!(a.resolution, Some(Resolution::WearerCancelVerified));
-    assert_eq!(a.resolved_by.as_deref(), Some("wearer"));
+    assert_eq!(a.resolution(), Some(Resolution::WearerCancelVerified));
+    assert_eq!(a.resolved_by(), Some("wearer"));
     // A cancel that names no alert of this band changes nothing.
     s.frame(17, BandEvent::Cancel { of_seq: 5 });
     assert_eq!(s.engine.counters().unmatched_cancels, 1);
@@ -296,7 +296,7 @@ fn two_acks_racing_first_wins_and_the_second_is_told() {
         t+61.0s li: ack 17-101 -> ok
     "#]]
     .assert_eq(&s.take_log());
-    assert_eq!(s.engine.alert(&id).unwrap().acked_by.as_deref(), Some("li"));
+    assert_eq!(s.engine.alert(&id).unwrap().acked_by(), Some("li"));
 }
 
 #[test]
@@ -453,9 +453,9 @@ fn resolve_without_ack_claims_and_resolves() {
     s.act("zhang", &id, Action::Resolve(Resolution::FalseAlarm))
         .unwrap();
     let a = s.engine.alert(&id).unwrap();
-    assert_eq!(a.acked_by.as_deref(), Some("zhang"));
-    assert_eq!(a.resolved_by.as_deref(), Some("zhang"));
-    assert!(a.acked_at.is_some());
+    assert_eq!(a.acked_by(), Some("zhang"));
+    assert_eq!(a.resolved_by(), Some("zhang"));
+    assert!(a.acked_at().is_some());
 }
 
 #[test]

@@ -89,8 +89,8 @@ fn someone_never_paged_cannot_close_or_claim_another_residents_sos() {
     s.act("chen", &id, Action::Resolve(Resolution::RealEmergency))
         .unwrap();
     let a = s.engine.alert(&id).unwrap();
-    assert_eq!(a.resolved_by.as_deref(), Some("chen"));
-    assert_eq!(a.acked_by.as_deref(), Some("li"));
+    assert_eq!(a.resolved_by(), Some("chen"));
+    assert_eq!(a.acked_by(), Some("li"));
     assert_eq!(s.engine.counters().refused_actions["not_permitted"], 10);
 }
 
@@ -103,7 +103,7 @@ fn a_paged_person_may_resolve_an_unclaimed_alert_and_a_supervisor_anything() {
     s.act("zhang", &id, Action::Resolve(Resolution::FalseAlarm))
         .unwrap();
     let a = s.engine.alert(&id).unwrap();
-    assert_eq!(a.resolved_by.as_deref(), Some("zhang"));
+    assert_eq!(a.resolved_by(), Some("zhang"));
     assert_eq!(a.delivered_to, ["chen"]);
 
     let id = s.sos(18);
@@ -133,8 +133,8 @@ fn the_operator_acts_as_anyone() {
         )
         .unwrap();
     let a = s.engine.alert(&id).unwrap();
-    assert_eq!(a.acked_by.as_deref(), Some("zhao"));
-    assert_eq!(a.resolved_by.as_deref(), Some("li"));
+    assert_eq!(a.acked_by(), Some("zhao"));
+    assert_eq!(a.resolved_by(), Some("li"));
     // Everything else is still checked.
     assert_eq!(
         s.engine
@@ -260,11 +260,11 @@ proptest! {
                     let Some(a) = s.engine.alert(&id).cloned() else { continue };
                     let supervisor = who == "chen";
                     let paged = a.notified.iter().any(|p| p == who);
-                    let claimer = a.acked_by.as_deref() == Some(who);
+                    let claimer = a.acked_by() == Some(who);
                     let permitted = supervisor || match action {
                         Action::Delivered | Action::Ack | Action::Decline => paged,
                         Action::OnScene => claimer,
-                        Action::Resolve(_) => claimer || (paged && a.acked_by.is_none()),
+                        Action::Resolve(_) => claimer || (paged && a.acked_by().is_none()),
                     };
                     let before = s.engine.snapshot(Now { mono: s.now, wall: s.wall() });
                     let outputs = s.outputs.len();
@@ -307,4 +307,36 @@ proptest! {
         let n = pages(&s) - before;
         prop_assert!(n < 20, "{} pages from {}:\n{}", n, who, s.take_log());
     }
+}
+
+/// The claim belongs to the acknowledged and on-scene states: a claimer on scene who declines
+/// leaves an open alert with no claimer and no `on_scene_at` (before issue 12 the reopened
+/// document still showed the `on_scene_at` of the claim that had been released).
+#[test]
+fn a_claimer_on_scene_who_declines_leaves_no_claim_behind() {
+    let mut s = Sim::at(local(10, 0));
+    let id = s.sos(17);
+    s.advance(5.0);
+    s.act("zhang", &id, Action::Ack).unwrap();
+    s.act("zhang", &id, Action::OnScene).unwrap();
+    let a = s.engine.alert(&id).unwrap();
+    assert_eq!(a.on_scene_at(), Some(s.wall()));
+    assert_eq!(a.acked_by(), Some("zhang"));
+    s.act("zhang", &id, Action::Decline).unwrap();
+    let a = s.engine.alert(&id).unwrap();
+    assert_eq!(a.state.name(), "open");
+    assert_eq!(
+        (a.acked_by(), a.acked_at(), a.on_scene_at()),
+        (None, None, None)
+    );
+    let doc = s
+        .outputs
+        .iter()
+        .rev()
+        .find_map(|(_, o)| match o {
+            Output::AlertChanged(a) => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((doc.state.name(), doc.on_scene_at()), ("open", None));
 }

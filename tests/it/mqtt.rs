@@ -8,7 +8,7 @@ use bandgate::adapters::mqtt::{
     self, connect, parse_ack, render, LinkEvent, MqttLink, MqttSettings, Publish, Topics,
 };
 use bandgate::engine::{
-    Action, Alert, Grouping, Kind, NotifyReason, Output, Presses, Setup, State,
+    Action, Alert, Grouping, Kind, Next, NotifyReason, Output, Presses, Setup, State,
 };
 use tokio::sync::mpsc;
 
@@ -34,10 +34,9 @@ fn alert() -> Alert {
         kind: Kind::Sos,
         state: State::Open {
             remind_at: std::time::Instant::now(),
-            escalate_at: None,
+            next: Next::Remind,
         },
         cancel_requested: false,
-        verify_until: None,
         tier: 1,
         device_id: Some(17),
         raised_at: "2026-11-23T03:44:14.120Z".parse().unwrap(),
@@ -46,12 +45,6 @@ fn alert() -> Alert {
         paged: vec!["zhang".into()],
         delivered_to: vec![],
         declined: vec![],
-        acked_by: None,
-        acked_at: None,
-        on_scene_at: None,
-        resolved_by: None,
-        resolved_at: None,
-        resolution: None,
         battery_pct: Some(80),
         rssi: Some(-67),
         seqs: vec![42],

@@ -346,11 +346,10 @@ impl Sim {
                     },
                     a.tier,
                     a.notified,
-                    a.acked_by
-                        .as_ref()
+                    a.acked_by()
                         .map(|s| format!(" acked_by {s}"))
                         .unwrap_or_default(),
-                    a.resolution
+                    a.resolution()
                         .map(|r| format!(" resolution {}", r.as_str()))
                         .unwrap_or_default(),
                     if a.delivered_to.is_empty() {
