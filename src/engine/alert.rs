@@ -3,9 +3,10 @@
 
 use std::time::Instant;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::setup::Channel;
+use super::time::{wall_plus, Now};
 
 /// What the alert is about. Declaration order is seriousness, least first, so `max` picks
 /// the most serious kind when a band presses again.
@@ -376,6 +377,65 @@ pub struct SilentBands {
 }
 
 impl Alert {
+    /// A new alert of `kind`, open but not paged yet (`Engine::open_alert` pages it): the one
+    /// way an `Alert` is built, by the engine's raises and by tests and benches (which add
+    /// what they need with the methods below or struct update syntax).
+    pub fn new(id: impl Into<String>, kind: Kind, now: Now) -> Alert {
+        Alert {
+            id: id.into(),
+            kind,
+            state: State::Open {
+                remind_at: now.mono,
+                next: Next::Remind,
+            },
+            cancel_requested: false,
+            tier: 0,
+            device_id: None,
+            raised_at: now.wall,
+            // The first page moves it to `raised_at`.
+            updated_at: wall_plus(now.wall, SignedDuration::from_millis(-1)),
+            notified: Vec::new(),
+            paged: Vec::new(),
+            delivered_to: Vec::new(),
+            declined: Vec::new(),
+            battery_pct: None,
+            rssi: None,
+            seqs: Vec::new(),
+            detail: None,
+            presses: Presses::default(),
+            grouping: Grouping::Alone,
+            ladders: Vec::new(),
+            contacts: Vec::new(),
+        }
+    }
+
+    /// About band `device_id`, with what was last heard of it.
+    pub fn of_band(self, device_id: u32, battery_pct: Option<u8>, rssi: Option<i16>) -> Alert {
+        Alert {
+            device_id: Some(device_id),
+            battery_pct,
+            rssi,
+            ..self
+        }
+    }
+
+    /// Raised by the band's press `seq` (kept for a wearer's cancel), its first press.
+    pub fn first_press(mut self, seq: u32, now: Now) -> Alert {
+        self.seqs.push(seq);
+        self.presses.count = 1;
+        self.presses.last_at = Some(now.wall);
+        self.presses.burst = Some((now.mono, 1));
+        self
+    }
+
+    /// Paged at `tier` to `people` (as a document shows it; the engine pages by itself).
+    pub fn paged_to(mut self, tier: u8, people: &[&str]) -> Alert {
+        self.tier = tier;
+        self.notified = people.iter().map(|p| p.to_string()).collect();
+        self.paged = self.notified.clone();
+        self
+    }
+
     pub fn is_resolved(&self) -> bool {
         matches!(self.state, State::Resolved { .. })
     }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 
 use super::alert::{
-    Action, Alert, Claim, Closure, Grouping, Kind, Next, NotifyReason, Output, Presses, Refusal,
-    Resolution, State, SEQS_KEPT,
+    Action, Alert, Claim, Closure, Grouping, Kind, Next, NotifyReason, Output, Refusal, Resolution,
+    State, SEQS_KEPT,
 };
 use super::frame::Frame;
 use super::setup::{Setup, WearerCancel};
@@ -500,15 +500,9 @@ impl Engine {
             });
         let Some(id) = existing else {
             let id = format!("{}-{}", frame.device_id, frame.seq);
-            let mut alert = new_alert(
-                now,
-                id.clone(),
-                kind,
-                Some(frame.device_id),
-                Some(frame.battery_pct),
-                rssi,
-            );
-            first_press(&mut alert, now, frame.seq);
+            let alert = Alert::new(id.clone(), kind, now)
+                .of_band(frame.device_id, Some(frame.battery_pct), rssi)
+                .first_press(frame.seq, now);
             self.open_alert(now, alert);
             return id;
         };
@@ -909,7 +903,7 @@ impl Engine {
         self.meta.test_count += 1;
         self.meta_dirty = true;
         let id = format!("test-{}", self.meta.test_count);
-        let mut alert = new_alert(now, id.clone(), Kind::Test, None, None, None);
+        let mut alert = Alert::new(id.clone(), Kind::Test, now);
         // A test for one person pages only them.
         alert.notified = staff_id.map(str::to_string).into_iter().collect();
         self.open_alert(now, alert);
@@ -984,48 +978,4 @@ fn remember_seq(seqs: &mut Vec<u32>, seq: u32) {
         seqs.remove(1);
     }
     seqs.push(seq);
-}
-
-/// A new alert, open but not paged yet (`Engine::open_alert` pages it).
-/// The press that raised a band's alert: its seq (for a wearer's cancel) and the press count.
-pub(super) fn first_press(alert: &mut Alert, now: Now, seq: u32) {
-    alert.seqs.push(seq);
-    alert.presses.count = 1;
-    alert.presses.last_at = Some(now.wall);
-    alert.presses.burst = Some((now.mono, 1));
-}
-
-pub(super) fn new_alert(
-    now: Now,
-    id: String,
-    kind: Kind,
-    device_id: Option<u32>,
-    battery_pct: Option<u8>,
-    rssi: Option<i16>,
-) -> Alert {
-    Alert {
-        id,
-        kind,
-        state: State::Open {
-            remind_at: now.mono,
-            next: Next::Remind,
-        },
-        cancel_requested: false,
-        tier: 0,
-        device_id,
-        raised_at: now.wall,
-        updated_at: wall_plus(now.wall, SignedDuration::from_millis(-1)),
-        notified: Vec::new(),
-        paged: Vec::new(),
-        delivered_to: Vec::new(),
-        declined: Vec::new(),
-        battery_pct,
-        rssi,
-        seqs: Vec::new(),
-        detail: None,
-        presses: Presses::default(),
-        grouping: Grouping::Alone,
-        ladders: Vec::new(),
-        contacts: Vec::new(),
-    }
 }

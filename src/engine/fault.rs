@@ -3,8 +3,7 @@
 //! supervisors (whoever is on duty when there are none) and repeats every `repeat_every`
 //! like any alert at its last tier, until a person acknowledges or resolves it.
 
-use super::alert::Kind;
-use super::escalation::new_alert;
+use super::alert::{Alert, Kind};
 use super::time::Now;
 use super::Engine;
 
@@ -25,8 +24,10 @@ impl Engine {
             detail,
             "gateway fault: paging the supervisors"
         );
-        let mut alert = new_alert(now, id.clone(), Kind::GatewayFault, None, None, None);
-        alert.detail = Some(detail.to_string());
+        let alert = Alert {
+            detail: Some(detail.to_string()),
+            ..Alert::new(id.clone(), Kind::GatewayFault, now)
+        };
         self.open_alert(now, alert);
         id
     }

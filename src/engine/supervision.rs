@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use super::alert::{DeviceState, Grouping, Kind, Output, Resolution, SilentBands, SilentDevice};
-use super::escalation::new_alert;
+use super::alert::{
+    Alert, DeviceState, Grouping, Kind, Output, Resolution, SilentBands, SilentDevice,
+};
 use super::frame::{BandEvent, Frame};
 use super::replay::ReplayWindow;
 use super::snapshot::DeviceRecord;
@@ -245,14 +246,7 @@ impl Engine {
             battery_pct = battery,
             "battery low"
         );
-        let alert = new_alert(
-            now,
-            alert_id,
-            Kind::LowBattery,
-            Some(id),
-            Some(battery),
-            rssi,
-        );
+        let alert = Alert::new(alert_id, Kind::LowBattery, now).of_band(id, Some(battery), rssi);
         self.open_alert(now, alert);
     }
 
@@ -284,14 +278,8 @@ impl Engine {
                 device_id = id,
                 "band not heard for silent_after; held to see whether others fall silent with it"
             );
-            let mut alert = new_alert(
-                now,
-                alert_id.clone(),
-                Kind::DeviceSilent,
-                Some(id),
-                battery,
-                None,
-            );
+            let mut alert =
+                Alert::new(alert_id.clone(), Kind::DeviceSilent, now).of_band(id, battery, None);
             match &notice {
                 Some(n) => {
                     alert.grouping = Grouping::In(n.clone());
@@ -415,7 +403,7 @@ impl Engine {
             named = ?&devices[..devices.len().min(NAMED)],
             "many bands fell silent together: one notice for all of them (radio or adapter?)"
         );
-        let mut alert = new_alert(now, notice.clone(), Kind::DeviceSilent, None, None, None);
+        let mut alert = Alert::new(notice.clone(), Kind::DeviceSilent, now);
         alert.grouping = Grouping::Notice(SilentBands {
             count,
             still_silent: count,

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::*;
 use crate::engine::{
-    Claim, Closure, Escalation, Kind, Locale, Next, NotifyReason, Resident, Rota, Staff, State,
+    Claim, Closure, Escalation, Kind, Locale, NotifyReason, Now, Resident, Rota, Staff, State,
     Supervision, WearerCancel,
 };
 
@@ -71,13 +71,6 @@ fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
-fn open() -> State {
-    State::Open {
-        remind_at: Instant::now(),
-        next: Next::Remind,
-    }
-}
-
 /// zhang's claim.
 fn claim() -> Claim {
     Claim {
@@ -88,30 +81,17 @@ fn claim() -> Claim {
 
 /// The contract's example alert.
 fn sos() -> Alert {
+    let now = Now {
+        mono: Instant::now(),
+        wall: ts("2026-11-23T03:44:14.120Z"),
+    };
     Alert {
-        id: "17-42".into(),
-        kind: Kind::Sos,
-        state: open(),
-        cancel_requested: false,
-        tier: 1,
-        device_id: Some(17),
-        raised_at: ts("2026-11-23T03:44:14.120Z"),
         updated_at: ts("2026-11-23T03:45:14.121Z"),
-        notified: vec!["zhang".into(), "li".into()],
-        paged: vec!["zhang".into(), "li".into()],
         delivered_to: vec!["zhang".into()],
-        declined: vec![],
-        battery_pct: Some(80),
-        rssi: Some(-67),
-        seqs: vec![42],
-        detail: None,
-        presses: crate::engine::Presses {
-            count: 1,
-            ..Default::default()
-        },
-        grouping: crate::engine::Grouping::Alone,
-        ladders: Vec::new(),
-        contacts: Vec::new(),
+        ..Alert::new("17-42", Kind::Sos, now)
+            .of_band(17, Some(80), Some(-67))
+            .first_press(42, now)
+            .paged_to(1, &["zhang", "li"])
     }
 }
 
