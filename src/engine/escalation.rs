@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 
 use super::alert::{
-    Alert, Claim, Closure, Grouping, Kind, Next, NotifyReason, Output, Refusal, Resolution, State,
-    SEQS_KEPT,
+    Alert, Claim, Closure, Grouping, Kind, Next, NotifyReason, Output, Presses, Refusal,
+    Resolution, State, SEQS_KEPT,
 };
 use super::frame::Frame;
 use super::setup::{Setup, WearerCancel};
@@ -308,6 +308,57 @@ impl Ctx<'_> {
         }
     }
 
+    /// Another press of a band whose emergency `a` is open: merged into it, the kind raised
+    /// to the most serious, a cancel withdrawn; paged again at once when that is news, else
+    /// at most once per `renotify_every` after the last page.
+    fn press_again(&mut self, a: &mut Alert, frame: &Frame, rssi: Option<i16>, kind: Kind) {
+        if a.is_resolved() {
+            return;
+        }
+        let upgraded = kind > a.kind;
+        a.kind = a.kind.max(kind);
+        remember_seq(&mut a.seqs, frame.seq);
+        a.battery_pct = Some(frame.battery_pct);
+        a.rssi = rssi.or(a.rssi);
+        let withdrawn = a.cancel_requested;
+        if withdrawn {
+            tracing::warn!(
+                alert_id = a.id,
+                "band pressed again after cancelling: cancel withdrawn"
+            );
+        }
+        a.cancel_requested = false;
+        end_verification(a);
+        let newly_faulty = count_press(&mut a.presses, self.now);
+        // Presses page again at most once per renotify_every after the last page; a more
+        // serious kind or a withdrawn cancel is news and pages at once.
+        let renotify = self.setup.escalation.renotify_every;
+        let quiet_until = a.presses.paged_at.map(|t| later(t, renotify));
+        if upgraded || withdrawn || quiet_until.is_none_or(|q| q <= self.now.mono) {
+            tracing::info!(
+                alert_id = a.id,
+                kind = a.kind.as_str(),
+                seq = frame.seq,
+                presses = a.presses.count,
+                "band pressed again: same alert, paged again"
+            );
+            self.page_presses(a);
+        } else {
+            tracing::debug!(
+                alert_id = a.id,
+                seq = frame.seq,
+                presses = a.presses.count,
+                "band pressed again within renotify_every: coalesced"
+            );
+            if a.presses.due.is_none() {
+                a.presses.due = quiet_until;
+            }
+        }
+        if newly_faulty {
+            self.suspect_device_fault(a);
+        }
+    }
+
     /// A band pressing far faster than a person can: the supervisors hear of it once, as a
     /// probable device fault. The alert goes on paging as before (a person may be in trouble
     /// and the band broken at once).
@@ -489,68 +540,7 @@ impl Engine {
             return id;
         };
         self.flapping.remove(&id);
-        let renotify = self.setup.escalation.renotify_every;
-        self.with_alert(now, &id, |ctx, a| {
-            if a.is_resolved() {
-                return;
-            }
-            let upgraded = kind > a.kind;
-            a.kind = a.kind.max(kind);
-            remember_seq(&mut a.seqs, frame.seq);
-            a.battery_pct = Some(frame.battery_pct);
-            a.rssi = rssi.or(a.rssi);
-            let withdrawn = a.cancel_requested;
-            if withdrawn {
-                tracing::warn!(
-                    alert_id = a.id,
-                    "band pressed again after cancelling: cancel withdrawn"
-                );
-            }
-            a.cancel_requested = false;
-            end_verification(a);
-            let p = &mut a.presses;
-            p.count = p.count.saturating_add(1);
-            p.last_at = Some(now.wall);
-            let in_burst = match p.burst {
-                Some((from, n)) if now.mono.saturating_duration_since(from) < FAULT_WINDOW => {
-                    n.saturating_add(1)
-                }
-                _ => {
-                    p.burst = Some((now.mono, 0));
-                    1
-                }
-            };
-            if let Some((_, n)) = &mut p.burst {
-                *n = in_burst;
-            }
-            let newly_faulty = !p.fault_suspected && in_burst > FAULT_PRESSES;
-            // Presses page again at most once per renotify_every after the last page; a more
-            // serious kind or a withdrawn cancel is news and pages at once.
-            let quiet_until = p.paged_at.map(|t| later(t, renotify));
-            if upgraded || withdrawn || quiet_until.is_none_or(|q| q <= now.mono) {
-                tracing::info!(
-                    alert_id = a.id,
-                    kind = a.kind.as_str(),
-                    seq = frame.seq,
-                    presses = a.presses.count,
-                    "band pressed again: same alert, paged again"
-                );
-                ctx.page_presses(a);
-            } else {
-                tracing::debug!(
-                    alert_id = a.id,
-                    seq = frame.seq,
-                    presses = a.presses.count,
-                    "band pressed again within renotify_every: coalesced"
-                );
-                if a.presses.due.is_none() {
-                    a.presses.due = quiet_until;
-                }
-            }
-            if newly_faulty {
-                ctx.suspect_device_fault(a);
-            }
-        });
+        self.with_alert(now, &id, |ctx, a| ctx.press_again(a, frame, rssi, kind));
         id
     }
 
@@ -708,6 +698,26 @@ fn end_verification(a: &mut Alert) {
             *next = Next::Remind;
         }
     }
+}
+
+/// Counts a press and its burst; `true` when the burst just became far faster than a person
+/// can press (`FAULT_PRESSES` within `FAULT_WINDOW`) and the band was not suspected yet.
+fn count_press(p: &mut Presses, now: Now) -> bool {
+    p.count = p.count.saturating_add(1);
+    p.last_at = Some(now.wall);
+    let in_burst = match p.burst {
+        Some((from, n)) if now.mono.saturating_duration_since(from) < FAULT_WINDOW => {
+            n.saturating_add(1)
+        }
+        _ => {
+            p.burst = Some((now.mono, 0));
+            1
+        }
+    };
+    if let Some((_, n)) = &mut p.burst {
+        *n = in_burst;
+    }
+    !p.fault_suspected && in_burst > FAULT_PRESSES
 }
 
 /// Keeps the first seq and the latest `SEQS_KEPT - 1`.
