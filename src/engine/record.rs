@@ -286,3 +286,162 @@ fn grouping_of(r: &AlertRecord) -> Grouping {
         (None, None, false) => Grouping::Alone,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Now {
+        Now {
+            mono: Instant::now(),
+            wall: Timestamp::from_second(1_800_000_000).unwrap(),
+        }
+    }
+
+    fn restore(r: &AlertRecord, now: Now) -> (Alert, u64) {
+        let mut repaired = 0;
+        let a = alert_from_record(r, now, &mut repaired).expect("restored");
+        (a, repaired)
+    }
+
+    fn claim(now: Now) -> Claim {
+        Claim {
+            by: "zhang".into(),
+            at: now.wall,
+        }
+    }
+
+    /// Every state, with its own data, comes back from its record as it was.
+    #[test]
+    fn each_state_round_trips_through_its_record() {
+        let now = now();
+        let t = |s: u64| now.mono + Duration::from_secs(s);
+        let states = [
+            State::Open {
+                remind_at: t(20),
+                next: Next::Remind,
+            },
+            State::Open {
+                remind_at: t(20),
+                next: Next::Escalate(t(60)),
+            },
+            State::Open {
+                remind_at: t(20),
+                next: Next::Verify(t(300)),
+            },
+            State::Acknowledged {
+                lapse_at: t(900),
+                claim: claim(now),
+            },
+            State::OnScene {
+                remind_at: t(900),
+                claim: claim(now),
+                since: now.wall,
+            },
+            State::Resolved {
+                clear_at: t(600),
+                closure: Closure {
+                    by: "wearer".into(),
+                    at: now.wall,
+                    resolution: Resolution::WearerCancelVerified,
+                },
+                claim: None,
+                on_scene_at: None,
+            },
+            State::Resolved {
+                clear_at: t(600),
+                closure: Closure {
+                    by: "li".into(),
+                    at: now.wall,
+                    resolution: Resolution::RealEmergency,
+                },
+                claim: Some(claim(now)),
+                on_scene_at: Some(now.wall),
+            },
+        ];
+        for state in states {
+            let a = Alert {
+                state,
+                cancel_requested: true,
+                ..Alert::new("17-42", Kind::Sos, now)
+                    .of_band(17, Some(80), None)
+                    .paged_to(1, &["zhang"])
+            };
+            let (back, repaired) = restore(&alert_record(&a, now), now);
+            assert_eq!((back, repaired), (a, 0));
+        }
+    }
+
+    #[test]
+    fn a_claim_on_an_open_alert_is_dropped_and_counted() {
+        let now = now();
+        let r = AlertRecord {
+            acked_by: Some("zhang".into()),
+            acked_at: Some(now.wall),
+            on_scene_at: Some(now.wall),
+            resolution: Some("false_alarm".into()),
+            ..AlertRecord::sos("17-42", 17, 42, now.wall)
+        };
+        let (a, repaired) = restore(&r, now);
+        assert_eq!(repaired, 1);
+        assert_eq!(a.state.name(), "open");
+        assert_eq!(
+            a.state.escalate_at(),
+            Some(to_instant(r.escalate_at.unwrap(), now))
+        );
+        assert_eq!(
+            (a.acked_by(), a.on_scene_at(), a.resolution()),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_alert_without_a_claimer_is_open_again_and_due_now() {
+        let now = now();
+        let r = AlertRecord {
+            state: "acknowledged".into(),
+            ..AlertRecord::sos("17-42", 17, 42, now.wall)
+        };
+        let (a, repaired) = restore(&r, now);
+        assert_eq!(repaired, 1);
+        assert_eq!(
+            a.state,
+            State::Open {
+                remind_at: now.mono,
+                next: Next::Remind
+            }
+        );
+    }
+
+    #[test]
+    fn a_resolved_alert_without_its_resolution_is_kept_as_resolved_other() {
+        let now = now();
+        let r = AlertRecord {
+            state: "resolved".into(),
+            resolution: Some("a code of a later version".into()),
+            ..AlertRecord::sos("17-42", 17, 42, now.wall)
+        };
+        let (a, repaired) = restore(&r, now);
+        assert_eq!(repaired, 1);
+        assert_eq!(a.resolution(), Some(Resolution::Other));
+        assert_eq!(a.resolved_by(), Some("unknown"));
+        assert_eq!(a.resolved_at(), Some(r.updated_at));
+    }
+
+    #[test]
+    fn escalating_while_verifying_a_cancel_verifies_until_the_earlier() {
+        let now = now();
+        let r = AlertRecord {
+            cancel_requested: true,
+            verify_until: Some(wall_plus(now.wall, SignedDuration::from_secs(300))),
+            ..AlertRecord::sos("17-42", 17, 42, now.wall)
+        };
+        let (a, repaired) = restore(&r, now);
+        assert_eq!(repaired, 1);
+        assert_eq!(
+            a.state.verify_until(),
+            Some(to_instant(r.escalate_at.unwrap(), now))
+        );
+        assert_eq!(a.state.escalate_at(), None);
+    }
+}

@@ -826,3 +826,32 @@ fn gateway_fault_without_supervisors_pages_whoever_is_on_duty() {
     "#]]
     .assert_eq(&s.take_log());
 }
+
+/// A stored alert describing an impossible combination (acknowledged, without a claimer) is
+/// restored, counted and paged at once: never lost.
+#[test]
+fn an_impossible_stored_alert_is_restored_counted_and_paged() {
+    let wall = local(10, 0);
+    let now = Now {
+        mono: std::time::Instant::now(),
+        wall,
+    };
+    let stored = AlertRecord {
+        state: "acknowledged".into(),
+        ..AlertRecord::sos("17-101", 17, 101, wall).paged_to(&["zhang"])
+    };
+    let snapshot = Snapshot {
+        alerts: vec![stored],
+        ..Snapshot::default()
+    };
+    let mut e = Engine::restore(setup(), Intake::new(COMPANY, keyring()), now, snapshot);
+    assert_eq!(e.counters().repaired_records, 1);
+    assert_eq!(e.alert("17-101").unwrap().state.name(), "open");
+    assert!(e.poll_timeout().is_some_and(|t| t <= now.mono));
+    e.handle_timeout(now);
+    let paged = std::iter::from_fn(|| e.poll_output()).any(|o| {
+        matches!(o, Output::Notify { ref staff_id, ref alert, .. }
+            if staff_id == "zhang" && alert.id == "17-101")
+    });
+    assert!(paged, "the restored alert was not paged");
+}
