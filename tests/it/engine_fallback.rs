@@ -575,16 +575,7 @@ fn the_sms_fits_one_message_who_where_what_and_where_to_look() {
     assert!(text.encode_utf16().count() <= SMS_UNITS, "{text}");
     assert!(text.ends_with("SOS. Open the duty page"), "{text}");
     // A test alert names nobody.
-    let t = s
-        .engine
-        .raise_test(
-            Now {
-                mono: s.now,
-                wall: s.wall(),
-            },
-            Some("zhang"),
-        )
-        .unwrap();
+    let t = s.engine.raise_test(s.clock(), Some("zhang")).unwrap();
     let test = s.engine.alert(&t).unwrap().clone();
     assert_eq!(
         sms_text(&test, &s.setup),

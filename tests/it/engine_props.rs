@@ -111,34 +111,19 @@ fn run(start_hour: i8, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Advance { ms } => s.advance(ms as f64 / 1000.0),
             Op::Restart { down_ms } => {
                 // The snapshot survives a restore unchanged.
-                let snap = s.engine.snapshot(Now {
-                    mono: s.now,
-                    wall: s.wall(),
-                });
+                let snap = s.engine.snapshot(s.clock());
                 let again = Engine::restore(
                     s.setup.clone(),
                     Intake::new(COMPANY, keyring()),
-                    Now {
-                        mono: s.now,
-                        wall: s.wall(),
-                    },
+                    s.clock(),
                     snap.clone(),
                 )
-                .snapshot(Now {
-                    mono: s.now,
-                    wall: s.wall(),
-                });
+                .snapshot(s.clock());
                 prop_assert_eq!(&again, &snap);
                 s.restart(down_ms as f64 / 1000.0);
             }
             Op::Test { staff } => {
-                let _ = s.engine.raise_test(
-                    Now {
-                        mono: s.now,
-                        wall: s.wall(),
-                    },
-                    Some(STAFF[staff]),
-                );
+                let _ = s.engine.raise_test(s.clock(), Some(STAFF[staff]));
                 s.drain();
             }
         }

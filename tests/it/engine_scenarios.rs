@@ -528,16 +528,7 @@ fn low_battery_is_one_notice_per_band_per_day() {
 #[test]
 fn test_alert_goes_to_the_named_person_and_closes_on_ack() {
     let mut s = Sim::at(local(22, 0));
-    let id = s
-        .engine
-        .raise_test(
-            Now {
-                mono: s.now,
-                wall: s.wall(),
-            },
-            Some("wang"),
-        )
-        .unwrap();
+    let id = s.engine.raise_test(s.clock(), Some("wang")).unwrap();
     s.drain();
     assert_eq!(id, "test-1");
     s.act("wang", &id, Action::Ack).unwrap();
@@ -550,13 +541,7 @@ fn test_alert_goes_to_the_named_person_and_closes_on_ack() {
     "#]]
     .assert_eq(&s.take_log());
     assert_eq!(
-        s.engine.raise_test(
-            Now {
-                mono: s.now,
-                wall: s.wall()
-            },
-            Some("ghost")
-        ),
+        s.engine.raise_test(s.clock(), Some("ghost")),
         Err(Refusal::UnknownStaff)
     );
 }
@@ -699,10 +684,7 @@ fn an_alert_commit_carries_only_its_own_band_heartbeats_go_in_batches() {
     };
     s.frame(18, hb);
     s.sos(17);
-    let changes = s.engine.take_changes(Now {
-        mono: s.now,
-        wall: s.wall(),
-    });
+    let changes = s.engine.take_changes(s.clock());
     let bands: Vec<u32> = changes.devices.iter().map(|d| d.device_id).collect();
     assert_eq!(
         bands,
@@ -825,33 +807,4 @@ fn gateway_fault_without_supervisors_pages_whoever_is_on_duty() {
         t+0.0s   page zhang new gateway-gw-test-fault-1
     "#]]
     .assert_eq(&s.take_log());
-}
-
-/// A stored alert describing an impossible combination (acknowledged, without a claimer) is
-/// restored, counted and paged at once: never lost.
-#[test]
-fn an_impossible_stored_alert_is_restored_counted_and_paged() {
-    let wall = local(10, 0);
-    let now = Now {
-        mono: std::time::Instant::now(),
-        wall,
-    };
-    let stored = AlertRecord {
-        state: "acknowledged".into(),
-        ..AlertRecord::sos("17-101", 17, 101, wall).paged_to(&["zhang"])
-    };
-    let snapshot = Snapshot {
-        alerts: vec![stored],
-        ..Snapshot::default()
-    };
-    let mut e = Engine::restore(setup(), Intake::new(COMPANY, keyring()), now, snapshot);
-    assert_eq!(e.counters().repaired_records, 1);
-    assert_eq!(e.alert("17-101").unwrap().state.name(), "open");
-    assert!(e.poll_timeout().is_some_and(|t| t <= now.mono));
-    e.handle_timeout(now);
-    let paged = std::iter::from_fn(|| e.poll_output()).any(|o| {
-        matches!(o, Output::Notify { ref staff_id, ref alert, .. }
-            if staff_id == "zhang" && alert.id == "17-101")
-    });
-    assert!(paged, "the restored alert was not paged");
 }

@@ -23,14 +23,8 @@ fn someone_never_paged_cannot_close_or_claim_another_residents_sos() {
     let mut s = Sim::at(local(10, 0));
     let id = s.sos(17);
     // What the SOS itself changed is stored (as the daemon does after every input).
-    let _ = s.engine.take_changes(Now {
-        mono: s.now,
-        wall: s.wall(),
-    });
-    let before = s.engine.snapshot(Now {
-        mono: s.now,
-        wall: s.wall(),
-    });
+    let _ = s.engine.take_changes(s.clock());
+    let before = s.engine.snapshot(s.clock());
     let outputs = s.outputs.len();
     // zhao is staff, but nobody paged zhao about this alert; li is in the team, but the
     // alert is still at tier 1 (only zhang paged).
@@ -51,17 +45,11 @@ fn someone_never_paged_cannot_close_or_claim_another_residents_sos() {
     }
     assert_eq!(s.outputs.len(), outputs, "a refusal sent something");
     assert_eq!(
-        s.engine.snapshot(Now {
-            mono: s.now,
-            wall: s.wall()
-        }),
+        s.engine.snapshot(s.clock()),
         before,
         "a refusal changed state"
     );
-    let changes = s.engine.take_changes(Now {
-        mono: s.now,
-        wall: s.wall(),
-    });
+    let changes = s.engine.take_changes(s.clock());
     assert!(
         changes.alerts.is_empty(),
         "a refusal left something to store: {changes:?}"
@@ -266,7 +254,7 @@ proptest! {
                         Action::OnScene => claimer,
                         Action::Resolve(_) => claimer || (paged && a.acked_by().is_none()),
                     };
-                    let before = s.engine.snapshot(Now { mono: s.now, wall: s.wall() });
+                    let before = s.engine.snapshot(s.clock());
                     let outputs = s.outputs.len();
                     let r = s.act(who, &id, action);
                     if a.is_resolved() {
@@ -278,7 +266,7 @@ proptest! {
                     }
                     if r.is_err() {
                         prop_assert_eq!(s.outputs.len(), outputs);
-                        prop_assert_eq!(s.engine.snapshot(Now { mono: s.now, wall: s.wall() }), before);
+                        prop_assert_eq!(s.engine.snapshot(s.clock()), before);
                     }
                 }
             }
