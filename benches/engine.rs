@@ -151,10 +151,14 @@ fn engine_with(open: u32, now: Instant, wall: Timestamp) -> Engine {
             worn: true,
             event: BandEvent::Sos,
         };
-        e.handle_frame(now, wall, &frame::seal(&f, 0xFFFF, &key(d)), Some(-60));
+        e.handle_frame(
+            Now { mono: now, wall },
+            &frame::seal(&f, 0xFFFF, &key(d)),
+            Some(-60),
+        );
     }
     while e.poll_output().is_some() {}
-    e.take_changes(now, wall);
+    e.take_changes(Now { mono: now, wall });
     e.take_telemetry(usize::MAX);
     e
 }
@@ -165,10 +169,10 @@ fn bench(c: &mut Criterion) {
     let before = LIVE.load(Ordering::Relaxed);
     let mut e = engine_with_open_alerts(t0, wall);
     for f in heartbeats(1) {
-        e.handle_frame(t0, wall, &f, Some(-60));
+        e.handle_frame(Now { mono: t0, wall }, &f, Some(-60));
     }
     while e.poll_output().is_some() {}
-    e.take_changes(t0, wall);
+    e.take_changes(Now { mono: t0, wall });
     e.take_telemetry(usize::MAX);
     let after = LIVE.load(Ordering::Relaxed);
     println!(
@@ -205,13 +209,13 @@ fn run(mut e: Engine, frames: &[Vec<u8>], t0: Instant, wall: Timestamp) -> Engin
         if i % 1000 == 0 {
             now += Duration::from_millis(100);
             if e.poll_timeout().is_some_and(|d| d <= now) {
-                e.handle_timeout(now, wall);
+                e.handle_timeout(Now { mono: now, wall });
             }
         }
-        e.handle_frame(now, wall, f, Some(-60));
+        e.handle_frame(Now { mono: now, wall }, f, Some(-60));
         while e.poll_output().is_some() {}
     }
-    e.take_changes(now, wall);
+    e.take_changes(Now { mono: now, wall });
     e.take_telemetry(usize::MAX);
     e
 }

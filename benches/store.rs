@@ -27,40 +27,12 @@ fn bench_dir() -> tempfile::TempDir {
 fn alert(tier: u8) -> AlertRecord {
     let t = Timestamp::from_second(1_700_000_000).unwrap();
     AlertRecord {
-        id: "sos-17-000042".into(),
-        kind: "sos".into(),
-        state: "open".into(),
-        due: t,
-        escalate_at: Some(t),
-        verify_until: None,
-        cancel_requested: false,
         tier,
-        device_id: Some(17),
-        raised_at: t,
-        updated_at: t,
         notified: vec!["anna".into(), "ben".into()],
         paged: vec!["anna".into(), "ben".into(), "carla".into()],
         delivered_to: vec!["anna".into()],
-        declined: vec![],
-        acked_by: None,
-        acked_at: None,
-        on_scene_at: None,
-        resolved_by: None,
-        resolved_at: None,
-        resolution: None,
-        battery_pct: Some(80),
-        rssi: Some(-61),
         seqs: vec![42, 43],
-        detail: None,
-        presses: 1,
-        last_press_at: None,
-        press_due: None,
-        device_fault_suspected: false,
-        held: false,
-        grouped_in: None,
-        silent_bands: None,
-        ladders: Vec::new(),
-        contacts: Vec::new(),
+        ..AlertRecord::sos("sos-17-000042", 17, 42, t)
     }
 }
 

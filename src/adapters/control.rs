@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{Action, Alert, Engine, Refusal, Reject, Resolution};
+use crate::engine::{Action, Alert, Engine, Now, Refusal, Reject, Resolution};
 
 /// Where the daemon listens when the configuration does not say (systemd's RuntimeDirectory).
 pub const DEFAULT_SOCKET: &str = crate::config::sections::site::CONTROL_SOCKET;
@@ -229,7 +229,7 @@ pub fn answer(
             },
         },
         Request::TestAlarm { staff_id } => {
-            match engine.raise_test(now, wall, staff_id.as_deref()) {
+            match engine.raise_test(Now { mono: now, wall }, staff_id.as_deref()) {
                 Ok(id) => {
                     tracing::info!(
                         alert_id = id,
@@ -257,7 +257,7 @@ fn act(
     alert_id: &str,
     action: Action,
 ) -> Response {
-    match engine.handle_operator_action(now, wall, staff_id, alert_id, action) {
+    match engine.handle_operator_action(Now { mono: now, wall }, staff_id, alert_id, action) {
         Ok(()) => {
             tracing::info!(
                 staff_id,
@@ -360,10 +360,10 @@ fn summary(engine: &Engine, a: &Alert, wall: Timestamp) -> AlertSummary {
         cancel_requested: a.cancel_requested,
         notified: a.notified.clone(),
         delivered_to: a.delivered_to.clone(),
-        acked_by: a.acked_by.clone(),
-        acked_at: a.acked_at,
-        resolved_by: a.resolved_by.clone(),
-        resolution: a.resolution.map(|r| r.as_str().to_string()),
+        acked_by: a.acked_by().map(str::to_string),
+        acked_at: a.acked_at(),
+        resolved_by: a.resolved_by().map(str::to_string),
+        resolution: a.resolution().map(|r| r.as_str().to_string()),
         detail: a.detail.clone(),
         contacts: a
             .contacts

@@ -10,7 +10,7 @@ use super::{clock, Daemon, Publisher, StateStore};
 use crate::adapters::modem::{self, ContactJob, ModemHealth};
 use crate::adapters::mqtt::presence::parse_presence;
 use crate::adapters::webhook::WebhookJob;
-use crate::engine::{Channel, ContactReport, ContactRequest, OnDuty, Outcome};
+use crate::engine::{Channel, ContactReport, ContactRequest, Now, OnDuty, Outcome};
 
 impl<S: StateStore, P: Publisher> Daemon<S, P> {
     /// Hands the steps the engine asked for (already committed as `requested`, or held in
@@ -61,8 +61,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         detail: String,
     ) {
         self.engine.handle_contact_report(
-            now,
-            wall,
+            Now { mono: now, wall },
             ContactReport {
                 alert_id: r.alert.id.clone(),
                 staff_id: r.staff_id.clone(),
@@ -102,7 +101,8 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
     /// An outcome from the modem: recorded in the alert and published.
     pub(super) fn contact_report(&mut self, report: ContactReport) {
         let (now, wall) = clock();
-        self.engine.handle_contact_report(now, wall, report);
+        self.engine
+            .handle_contact_report(Now { mono: now, wall }, report);
         self.flush();
     }
 
@@ -122,10 +122,13 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         match parse_presence(staff_id, client_id, payload) {
             Ok(None) => self.engine.forget_presence(staff_id, client_id),
             Ok(Some(p)) => {
-                match self
-                    .engine
-                    .handle_presence(now, wall, staff_id, client_id, p.online, p.armed)
-                {
+                match self.engine.handle_presence(
+                    Now { mono: now, wall },
+                    staff_id,
+                    client_id,
+                    p.online,
+                    p.armed,
+                ) {
                     Ok(()) => {
                         tracing::debug!(
                             staff_id,

@@ -31,7 +31,9 @@ use crate::adapters::mqtt::guard::{RateLimit, RefusalLog, DEFAULT_RATE};
 use crate::adapters::mqtt::{self, GatewayStatus, LinkEvent, MqttLink, Topics};
 use crate::adapters::store::{OutboxMessage, Store};
 use crate::daemon::health::StoreHealth;
-use crate::engine::{Changes, ContactReport, DeviceRecord, Engine, Heard, NotifyReason, Output};
+use crate::engine::{
+    Changes, ContactReport, DeviceRecord, Engine, Heard, NotifyReason, Now, Output,
+};
 
 pub use delivery::{Class, Delivery, Io, Message};
 pub use wiring::{run, RunOptions};
@@ -249,7 +251,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         let (now, wall) = clock();
         if self.engine.poll_timeout().is_some_and(|d| d <= now) {
             tracing::warn!("deadlines passed while the gateway was down: firing them now");
-            self.engine.handle_timeout(now, wall);
+            self.engine.handle_timeout(Now { mono: now, wall });
         }
         // The supervisors are paged about what was lost at start (committed and sent with
         // this flush, so within seconds of the broker connecting).
@@ -357,7 +359,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             Event::Deadline => {
                 let (now, wall) = clock();
                 if self.engine.poll_timeout().is_some_and(|t| t <= now) {
-                    self.engine.handle_timeout(now, wall);
+                    self.engine.handle_timeout(Now { mono: now, wall });
                 }
                 if self.delivery.poll_timeout().is_some_and(|t| t <= now) {
                     self.delivery.handle_timeout(now);
@@ -401,13 +403,19 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
 
     fn frame(&mut self, now: std::time::Instant, advert: Advert) {
         let heard = match advert.format {
-            Format::Band => {
-                self.engine
-                    .handle_frame(now, advert.received_at, &advert.data, advert.rssi)
-            }
+            Format::Band => self.engine.handle_frame(
+                Now {
+                    mono: now,
+                    wall: advert.received_at,
+                },
+                &advert.data,
+                advert.rssi,
+            ),
             Format::BtHome => self.engine.handle_bthome(
-                now,
-                advert.received_at,
+                Now {
+                    mono: now,
+                    wall: advert.received_at,
+                },
                 &mac_of(&advert.addr),
                 &advert.data,
                 advert.rssi,
@@ -570,10 +578,12 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
                 return;
             }
         };
-        match self
-            .engine
-            .handle_action(now, wall, &ack.staff_id, &ack.alert_id, ack.action)
-        {
+        match self.engine.handle_action(
+            Now { mono: now, wall },
+            &ack.staff_id,
+            &ack.alert_id,
+            ack.action,
+        ) {
             Ok(()) => {
                 tracing::info!(
                     staff_id = ack.staff_id,
@@ -662,7 +672,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             Changes::default()
         } else {
             let (now, wall) = clock();
-            self.engine.take_changes(now, wall)
+            self.engine.take_changes(Now { mono: now, wall })
         };
         self.delivery.send(changes, durable, volatile);
         self.drive();
@@ -757,7 +767,9 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             .health
             .due_fault(now, |id| engine.alert(id).is_some_and(|a| !a.is_resolved()));
         if let Some(fault) = due {
-            let id = self.engine.raise_gateway_fault(now, wall, &fault.detail);
+            let id = self
+                .engine
+                .raise_gateway_fault(Now { mono: now, wall }, &fault.detail);
             self.health.raised(&fault, &id);
             self.flush();
         }
@@ -773,7 +785,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         let (now, wall) = clock();
         let background = self
             .engine
-            .take_background(now, wall, crate::engine::BACKGROUND_BATCH);
+            .take_background(Now { mono: now, wall }, crate::engine::BACKGROUND_BATCH);
         if let Err(e) = self.store.commit(&background, &[]) {
             self.telemetry_failing = true;
             tracing::error!(
@@ -857,12 +869,14 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
         }
         let (now, wall) = clock();
         let (held, messages) = self.delivery.take_held();
-        let changes = held.then(self.engine.take_changes(now, wall));
+        let changes = held.then(self.engine.take_changes(Now { mono: now, wall }));
         if let Err(e) = self.store.commit(&changes, &messages) {
             tracing::error!(error = format!("{e:#}"), "cannot save state at shutdown");
         }
         // The quiet alerts' records not written yet.
-        let background = self.engine.take_background(now, wall, usize::MAX);
+        let background = self
+            .engine
+            .take_background(Now { mono: now, wall }, usize::MAX);
         if let Err(e) = self.store.commit(&background, &[]) {
             tracing::error!(
                 error = format!("{e:#}"),

@@ -257,7 +257,12 @@ impl Rig {
         let (now, wall) = clock();
         let devices_enrolled = keyring.len();
         let lanes_keys = Arc::new(keyring.clone());
-        let engine = Engine::restore(setup, Intake::new(COMPANY, keyring), now, wall, snapshot);
+        let engine = Engine::restore(
+            setup,
+            Intake::new(COMPANY, keyring),
+            Now { mono: now, wall },
+            snapshot,
+        );
         let full = Arc::new(AtomicBool::new(false));
         let (link_tx, link_rx) = mpsc::channel(link_queue);
         let broker = Broker {

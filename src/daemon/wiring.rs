@@ -16,7 +16,7 @@ use crate::adapters::store::{Recovered, Store};
 use crate::adapters::{ble, modem, replay, simulate, webhook};
 use crate::config::{Config, Source};
 use crate::daemon::health::StoreHealth;
-use crate::engine::{Engine, Intake, Setup};
+use crate::engine::{Engine, Intake, Now, Setup};
 
 /// How `run` was asked to start, beyond the config file.
 #[derive(Debug, Clone, Default)]
@@ -195,7 +195,7 @@ fn restore(cfg: &mut Config) -> anyhow::Result<(Store, Engine, StoreHealth)> {
         ..cfg.setup.clone()
     };
     test_call_gap(&mut setup);
-    let engine = Engine::restore(setup, intake, now, wall, snapshot);
+    let engine = Engine::restore(setup, intake, Now { mono: now, wall }, snapshot);
     tracing::info!(
         state_dir = %cfg.state_dir.display(),
         alerts = restored,

@@ -3,9 +3,10 @@
 
 use std::time::Instant;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::setup::Channel;
+use super::time::{wall_plus, Now};
 
 /// What the alert is about. Declaration order is seriousness, least first, so `max` picks
 /// the most serious kind when a band presses again.
@@ -94,23 +95,58 @@ impl Resolution {
     }
 }
 
-/// Where the alert is, with the deadline that belongs to that state (so an unresolved alert
-/// without a deadline cannot be written down).
+/// Where the alert is, with what belongs to that state: its deadline, the claim, the
+/// verification of a wearer's cancel, the resolution. So an unresolved alert without a
+/// deadline, a claim on an open alert or a resolution on an unresolved one cannot be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
-    /// Paging at `tier`; nobody has claimed it. `escalate_at` is `None` at the last tier
-    /// (and while a wearer's cancel is being verified: `verify_until` then holds the
-    /// resumption time).
-    Open {
-        remind_at: Instant,
-        escalate_at: Option<Instant>,
-    },
+    /// Paging at `tier`; nobody has claimed it.
+    Open { remind_at: Instant, next: Next },
     /// Someone said "I'm going"; the claim lapses at `lapse_at`.
-    Acknowledged { lapse_at: Instant },
-    /// Someone is with the resident; the claimer is reminded to resolve at `remind_at`.
-    OnScene { remind_at: Instant },
-    /// Final; the retained copy is cleared at `clear_at`.
-    Resolved { clear_at: Instant },
+    Acknowledged { lapse_at: Instant, claim: Claim },
+    /// Someone is with the resident (since `since`); the claimer is reminded to resolve at
+    /// `remind_at`.
+    OnScene {
+        remind_at: Instant,
+        claim: Claim,
+        since: Timestamp,
+    },
+    /// Final; the retained copy is cleared at `clear_at`. `claim` and `on_scene_at`: how far
+    /// a claim had got when it was resolved (a person who resolves unclaimed claims it too; the
+    /// wearer or the gateway does not).
+    Resolved {
+        clear_at: Instant,
+        closure: Closure,
+        claim: Option<Claim>,
+        on_scene_at: Option<Timestamp>,
+    },
+}
+
+/// What an open alert does besides reminding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Reminders only: the last tier (or an alert not paged yet, or a quiet one).
+    Remind,
+    /// The next tier is paged at this time unless somebody claims it.
+    Escalate(Instant),
+    /// A wearer's cancel is being verified by phone: no further tier until this time, when
+    /// escalation resumes unless somebody resolved it.
+    Verify(Instant),
+}
+
+/// Who claimed the alert ("I'm going") and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub by: String,
+    pub at: Timestamp,
+}
+
+/// Who closed the alert, when, and as what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closure {
+    pub by: String,
+    pub at: Timestamp,
+    pub resolution: Resolution,
 }
 
 impl State {
@@ -122,6 +158,53 @@ impl State {
             State::Resolved { .. } => "resolved",
         }
     }
+
+    /// The claim, if the alert is claimed (or was, when it was resolved).
+    pub fn claim(&self) -> Option<&Claim> {
+        match self {
+            State::Open { .. } => None,
+            State::Acknowledged { claim, .. } | State::OnScene { claim, .. } => Some(claim),
+            State::Resolved { claim, .. } => claim.as_ref(),
+        }
+    }
+
+    /// When somebody reached the resident (kept when the alert is resolved).
+    pub fn on_scene_at(&self) -> Option<Timestamp> {
+        match self {
+            State::OnScene { since, .. } => Some(*since),
+            State::Resolved { on_scene_at, .. } => *on_scene_at,
+            _ => None,
+        }
+    }
+
+    pub fn closure(&self) -> Option<&Closure> {
+        match self {
+            State::Resolved { closure, .. } => Some(closure),
+            _ => None,
+        }
+    }
+
+    /// When the next tier is paged, if one is planned.
+    pub fn escalate_at(&self) -> Option<Instant> {
+        match self {
+            State::Open {
+                next: Next::Escalate(t),
+                ..
+            } => Some(*t),
+            _ => None,
+        }
+    }
+
+    /// While a wearer's cancel is verified: when escalation resumes if nobody resolved.
+    pub fn verify_until(&self) -> Option<Instant> {
+        match self {
+            State::Open {
+                next: Next::Verify(t),
+                ..
+            } => Some(*t),
+            _ => None,
+        }
+    }
 }
 
 /// One alert, as the engine keeps it and the document shows it.
@@ -130,9 +213,9 @@ pub struct Alert {
     pub id: String,
     pub kind: Kind,
     pub state: State,
+    /// The wearer pressed Cancel (until the band presses again); while the alert is open
+    /// the cancel is verified (`Next::Verify`).
     pub cancel_requested: bool,
-    /// While a wearer's cancel is verified: when escalation resumes if nobody resolved.
-    pub verify_until: Option<Instant>,
     /// Highest tier paged so far (1-based).
     pub tier: u8,
     /// `None` for test alerts.
@@ -145,12 +228,6 @@ pub struct Alert {
     pub paged: Vec<String>,
     pub delivered_to: Vec<String>,
     pub declined: Vec<String>,
-    pub acked_by: Option<String>,
-    pub acked_at: Option<Timestamp>,
-    pub on_scene_at: Option<Timestamp>,
-    pub resolved_by: Option<String>,
-    pub resolved_at: Option<Timestamp>,
-    pub resolution: Option<Resolution>,
     pub battery_pct: Option<u8>,
     pub rssi: Option<i16>,
     /// Seqs of the band frames merged into this alert (a Cancel names one of them): the
@@ -300,6 +377,65 @@ pub struct SilentBands {
 }
 
 impl Alert {
+    /// A new alert of `kind`, open but not paged yet (`Engine::open_alert` pages it): the one
+    /// way an `Alert` is built, by the engine's raises and by tests and benches (which add
+    /// what they need with the methods below or struct update syntax).
+    pub fn new(id: impl Into<String>, kind: Kind, now: Now) -> Alert {
+        Alert {
+            id: id.into(),
+            kind,
+            state: State::Open {
+                remind_at: now.mono,
+                next: Next::Remind,
+            },
+            cancel_requested: false,
+            tier: 0,
+            device_id: None,
+            raised_at: now.wall,
+            // The first page moves it to `raised_at`.
+            updated_at: wall_plus(now.wall, SignedDuration::from_millis(-1)),
+            notified: Vec::new(),
+            paged: Vec::new(),
+            delivered_to: Vec::new(),
+            declined: Vec::new(),
+            battery_pct: None,
+            rssi: None,
+            seqs: Vec::new(),
+            detail: None,
+            presses: Presses::default(),
+            grouping: Grouping::Alone,
+            ladders: Vec::new(),
+            contacts: Vec::new(),
+        }
+    }
+
+    /// About band `device_id`, with what was last heard of it.
+    pub fn of_band(self, device_id: u32, battery_pct: Option<u8>, rssi: Option<i16>) -> Alert {
+        Alert {
+            device_id: Some(device_id),
+            battery_pct,
+            rssi,
+            ..self
+        }
+    }
+
+    /// Raised by the band's press `seq` (kept for a wearer's cancel), its first press.
+    pub fn first_press(mut self, seq: u32, now: Now) -> Alert {
+        self.seqs.push(seq);
+        self.presses.count = 1;
+        self.presses.last_at = Some(now.wall);
+        self.presses.burst = Some((now.mono, 1));
+        self
+    }
+
+    /// Paged at `tier` to `people` (as a document shows it; the engine pages by itself).
+    pub fn paged_to(mut self, tier: u8, people: &[&str]) -> Alert {
+        self.tier = tier;
+        self.notified = people.iter().map(|p| p.to_string()).collect();
+        self.paged = self.notified.clone();
+        self
+    }
+
     pub fn is_resolved(&self) -> bool {
         matches!(self.state, State::Resolved { .. })
     }
@@ -326,22 +462,16 @@ impl Alert {
     /// The alert's own deadline, without its ladders'.
     pub fn own_deadline(&self) -> Instant {
         match &self.state {
-            State::Open {
-                remind_at,
-                escalate_at,
-            } => {
-                let mut d = *remind_at;
-                for t in [*escalate_at, self.verify_until, self.presses.due]
-                    .into_iter()
-                    .flatten()
-                {
-                    d = d.min(t);
-                }
-                d
+            State::Open { remind_at, next } => {
+                let planned = match next {
+                    Next::Remind => *remind_at,
+                    Next::Escalate(t) | Next::Verify(t) => (*remind_at).min(*t),
+                };
+                self.press_due_or(planned)
             }
-            State::Acknowledged { lapse_at } => self.press_due_or(*lapse_at),
-            State::OnScene { remind_at } => self.press_due_or(*remind_at),
-            State::Resolved { clear_at } => *clear_at,
+            State::Acknowledged { lapse_at, .. } => self.press_due_or(*lapse_at),
+            State::OnScene { remind_at, .. } => self.press_due_or(*remind_at),
+            State::Resolved { clear_at, .. } => *clear_at,
         }
     }
 }
@@ -349,6 +479,31 @@ impl Alert {
 impl Alert {
     fn press_due_or(&self, t: Instant) -> Instant {
         self.presses.due.map_or(t, |d| d.min(t))
+    }
+
+    /// Who holds the claim (the document's `acked_by`).
+    pub fn acked_by(&self) -> Option<&str> {
+        self.state.claim().map(|c| c.by.as_str())
+    }
+
+    pub fn acked_at(&self) -> Option<Timestamp> {
+        self.state.claim().map(|c| c.at)
+    }
+
+    pub fn on_scene_at(&self) -> Option<Timestamp> {
+        self.state.on_scene_at()
+    }
+
+    pub fn resolved_by(&self) -> Option<&str> {
+        self.state.closure().map(|c| c.by.as_str())
+    }
+
+    pub fn resolved_at(&self) -> Option<Timestamp> {
+        self.state.closure().map(|c| c.at)
+    }
+
+    pub fn resolution(&self) -> Option<Resolution> {
+        self.state.closure().map(|c| c.resolution)
     }
 }
 

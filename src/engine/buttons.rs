@@ -16,14 +16,13 @@
 //!   (or changing its key) forgets it at the next start, the one way out of `stale` after a
 //!   device's counter went back.
 
-use std::time::{Duration, Instant};
-
-use jiff::Timestamp;
+use std::time::Duration;
 
 use super::bthome::{self, EventSet, Mac, Reading};
 use super::frame::{BandEvent, Frame, Reject};
 use super::snapshot::DeviceRecord;
 use super::supervision::HeardDevice;
+use super::time::Now;
 use super::{Engine, Heard, Intake, Kind};
 
 /// An accepted BTHome frame and what its device's events mean.
@@ -122,14 +121,7 @@ impl Engine {
     /// A BTHome device's advertisement (service data under `bthome::UUID`, from the
     /// device-information byte on) heard from `mac`: intake, telemetry, then the alert it
     /// raises or cancels.
-    pub fn handle_bthome(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        mac: &Mac,
-        data: &[u8],
-        rssi: Option<i16>,
-    ) -> Heard {
+    pub fn handle_bthome(&mut self, now: Now, mac: &Mac, data: &[u8], rssi: Option<i16>) -> Heard {
         let f = match self.intake.accept_bthome(mac, data) {
             Ok(f) => f,
             Err(r) => return Heard::Rejected(r),
@@ -162,7 +154,6 @@ impl Engine {
         let alarm = !matches!(event, BandEvent::Heartbeat { .. });
         self.heard_device(
             now,
-            wall,
             &HeardDevice {
                 device_id: id,
                 battery_pct,
@@ -173,8 +164,8 @@ impl Engine {
             alarm,
         );
         let alert_id = match event {
-            BandEvent::Sos => Some(self.raise_or_update(now, wall, &frame, rssi, Kind::Sos)),
-            BandEvent::Cancel { .. } => self.cancel_latest(now, wall, id, f.counter),
+            BandEvent::Sos => Some(self.raise_or_update(now, &frame, rssi, Kind::Sos)),
+            BandEvent::Cancel { .. } => self.cancel_latest(now, id, f.counter),
             _ => None,
         };
         Heard::Accepted { frame, alert_id }
@@ -182,13 +173,7 @@ impl Engine {
 
     /// A button's cancel: the device's most recent unresolved emergency, cancelled as a band's
     /// Cancel of it would be. With none open it is ignored, counted and logged.
-    fn cancel_latest(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        device_id: u32,
-        counter: u32,
-    ) -> Option<String> {
+    fn cancel_latest(&mut self, now: Now, device_id: u32, counter: u32) -> Option<String> {
         let latest = self
             .index
             .of_device(device_id)
@@ -197,7 +182,7 @@ impl Engine {
             .max_by_key(|a| a.raised_at)
             .and_then(|a| a.seqs.last().copied());
         // With nothing open, `wearer_cancel` finds no alert for this counter: counted, logged.
-        self.wearer_cancel(now, wall, device_id, latest.unwrap_or(counter))
+        self.wearer_cancel(now, device_id, latest.unwrap_or(counter))
     }
 
     /// How long `device_id` may go unheard before `device_silent`: a BTHome device's own

@@ -15,33 +15,16 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 
 use super::alert::{
-    Action, Alert, Grouping, Kind, NotifyReason, Output, Presses, Refusal, Resolution, SilentBands,
-    State, SEQS_KEPT,
+    Alert, Claim, Closure, Grouping, Kind, Next, NotifyReason, Output, Presses, Refusal,
+    Resolution, State, SEQS_KEPT,
 };
 use super::frame::Frame;
 use super::setup::{Setup, WearerCancel};
-use super::snapshot::{AlertRecord, SilentBandsRecord};
+use super::time::Now;
 use super::time::{later, wall_plus, LOW_BATTERY_REMINDER};
 use super::{Counters, Engine};
 
-/// What a phone action does to the engine's memory of a claimer flapping (see `flapping`).
-enum Flap {
-    /// The claimer declined and that escalated: remember them with the open state it set.
-    Start(State),
-    Keep,
-    Clear,
-}
-
-/// The next deadline of an `Open` state.
-fn open_deadline(s: &State) -> Option<Instant> {
-    match s {
-        State::Open {
-            remind_at,
-            escalate_at,
-        } => Some(escalate_at.map_or(*remind_at, |e| e.min(*remind_at))),
-        _ => None,
-    }
-}
+mod actions;
 
 /// More presses than this within `FAULT_WINDOW` is far faster than a person can press (five a
 /// second for ten seconds): the alert is flagged as a probable device fault.
@@ -51,11 +34,10 @@ pub const FAULT_WINDOW: Duration = Duration::from_secs(10);
 /// Everything a rule needs besides the alert it works on.
 pub(super) struct Ctx<'a> {
     setup: &'a Setup,
-    now: Instant,
+    now: Now,
     /// When the work being done was due: `now` for inputs, the deadline for timers, so a
     /// timer that fires late does not push every later deadline back by its lateness.
     due: Instant,
-    wall: Timestamp,
     pub(super) out: &'a mut VecDeque<Output>,
     counters: &'a mut Counters,
 }
@@ -64,10 +46,10 @@ impl Ctx<'_> {
     /// The deadline `d` after what is being done was due, or after now if that is already past.
     fn after(&self, d: Duration) -> Instant {
         let planned = later(self.due, d);
-        if planned > self.now {
+        if planned > self.now.mono {
             planned
         } else {
-            later(self.now, d)
+            later(self.now.mono, d)
         }
     }
 
@@ -91,7 +73,7 @@ impl Ctx<'_> {
     }
 
     fn ack_timeout(&self, a: &Alert, tier: u8) -> Option<Duration> {
-        if tier >= self.last_tier(a) || a.verify_until.is_some() {
+        if tier >= self.last_tier(a) || a.state.verify_until().is_some() {
             return None;
         }
         self.setup
@@ -118,7 +100,7 @@ impl Ctx<'_> {
             Kind::GatewayFault if !s.escalation.supervisors.is_empty() => {
                 add(&mut people, &s.escalation.supervisors)
             }
-            _ => add(&mut people, &s.rota.on_duty(self.wall)),
+            _ => add(&mut people, &s.rota.on_duty(self.now.wall)),
         }
         if a.kind.is_emergency() {
             if tier >= 2 {
@@ -167,7 +149,8 @@ impl Ctx<'_> {
     /// millisecond must still print as two different times.
     pub(super) fn touch(&mut self, a: &mut Alert) {
         let next = wall_plus(a.updated_at, SignedDuration::from_millis(1));
-        let wall = Timestamp::from_millisecond(self.wall.as_millisecond()).unwrap_or(self.wall);
+        let wall =
+            Timestamp::from_millisecond(self.now.wall.as_millisecond()).unwrap_or(self.now.wall);
         a.updated_at = if wall > a.updated_at { wall } else { next };
         if a.is_quiet() {
             return;
@@ -195,7 +178,7 @@ impl Ctx<'_> {
             // Held or grouped: its clock runs, nobody is paged (the group's notice is).
             a.state = State::Open {
                 remind_at: self.after(self.remind_every(a, tier)),
-                escalate_at: None,
+                next: a.state.verify_until().map_or(Next::Remind, Next::Verify),
             };
             self.touch(a);
             return;
@@ -224,20 +207,23 @@ impl Ctx<'_> {
             }
         }
         a.paged = people.clone();
-        // A reminder within the tier keeps the tier's clock; anything else starts it.
-        let running = match a.state {
-            State::Open { escalate_at, .. } if reason == NotifyReason::Reminder => escalate_at,
+        // A reminder within the tier keeps the tier's clock (and a cancel's verification);
+        // anything else starts it.
+        let running = match reason {
+            NotifyReason::Reminder => a.state.escalate_at(),
             _ => None,
         };
-        let escalate_at = self
-            .ack_timeout(a, tier)
-            .map(|t| running.unwrap_or_else(|| self.after(t)));
+        let next = match (a.state.verify_until(), self.ack_timeout(a, tier)) {
+            (Some(v), _) => Next::Verify(v),
+            (None, Some(t)) => Next::Escalate(running.unwrap_or_else(|| self.after(t))),
+            (None, None) => Next::Remind,
+        };
         a.state = State::Open {
             remind_at: self.after(self.remind_every(a, tier)),
-            escalate_at,
+            next,
         };
         // A page tells of every press so far.
-        a.presses.paged_at = Some(self.now);
+        a.presses.paged_at = Some(self.now.mono);
         a.presses.due = None;
         self.touch(a);
         tracing::info!(
@@ -253,6 +239,8 @@ impl Ctx<'_> {
 
     /// Pages the next tier (or the last one again).
     fn escalate(&mut self, a: &mut Alert, reason: NotifyReason) {
+        // Escalation is what a wearer's cancel held back: it ends the verification.
+        end_verification(a);
         let last = self.last_tier(a);
         if a.tier >= last {
             let reason = if reason == NotifyReason::Escalated {
@@ -270,17 +258,24 @@ impl Ctx<'_> {
     /// Closes the alert. A person who resolves without acking claims it too; the gateway or
     /// the wearer (`by_person == false`) does not.
     fn resolve(&mut self, a: &mut Alert, by: &str, resolution: Resolution, by_person: bool) {
-        if by_person && a.acked_by.is_none() {
-            a.acked_by = Some(by.to_string());
-            a.acked_at = Some(self.wall);
-        }
-        a.resolved_by = Some(by.to_string());
-        a.resolved_at = Some(self.wall);
-        a.resolution = Some(resolution);
-        a.verify_until = None;
+        let wall = self.now.wall;
+        let claim = match a.state.claim() {
+            Some(c) => Some(c.clone()),
+            None => by_person.then(|| Claim {
+                by: by.to_string(),
+                at: wall,
+            }),
+        };
         a.presses.due = None;
         a.state = State::Resolved {
-            clear_at: later(self.now, self.setup.resolved_retention),
+            clear_at: later(self.now.mono, self.setup.resolved_retention),
+            closure: Closure {
+                by: by.to_string(),
+                at: wall,
+                resolution,
+            },
+            claim,
+            on_scene_at: a.state.on_scene_at(),
         };
         self.touch(a);
         tracing::info!(
@@ -305,11 +300,62 @@ impl Ctx<'_> {
             }
             State::Resolved { .. } => {}
             _ => {
-                a.presses.paged_at = Some(self.now);
+                a.presses.paged_at = Some(self.now.mono);
                 self.touch(a);
                 let paged = a.paged.clone();
                 self.notify(a, &paged, NotifyReason::Reminder);
             }
+        }
+    }
+
+    /// Another press of a band whose emergency `a` is open: merged into it, the kind raised
+    /// to the most serious, a cancel withdrawn; paged again at once when that is news, else
+    /// at most once per `renotify_every` after the last page.
+    fn press_again(&mut self, a: &mut Alert, frame: &Frame, rssi: Option<i16>, kind: Kind) {
+        if a.is_resolved() {
+            return;
+        }
+        let upgraded = kind > a.kind;
+        a.kind = a.kind.max(kind);
+        remember_seq(&mut a.seqs, frame.seq);
+        a.battery_pct = Some(frame.battery_pct);
+        a.rssi = rssi.or(a.rssi);
+        let withdrawn = a.cancel_requested;
+        if withdrawn {
+            tracing::warn!(
+                alert_id = a.id,
+                "band pressed again after cancelling: cancel withdrawn"
+            );
+        }
+        a.cancel_requested = false;
+        end_verification(a);
+        let newly_faulty = count_press(&mut a.presses, self.now);
+        // Presses page again at most once per renotify_every after the last page; a more
+        // serious kind or a withdrawn cancel is news and pages at once.
+        let renotify = self.setup.escalation.renotify_every;
+        let quiet_until = a.presses.paged_at.map(|t| later(t, renotify));
+        if upgraded || withdrawn || quiet_until.is_none_or(|q| q <= self.now.mono) {
+            tracing::info!(
+                alert_id = a.id,
+                kind = a.kind.as_str(),
+                seq = frame.seq,
+                presses = a.presses.count,
+                "band pressed again: same alert, paged again"
+            );
+            self.page_presses(a);
+        } else {
+            tracing::debug!(
+                alert_id = a.id,
+                seq = frame.seq,
+                presses = a.presses.count,
+                "band pressed again within renotify_every: coalesced"
+            );
+            if a.presses.due.is_none() {
+                a.presses.due = quiet_until;
+            }
+        }
+        if newly_faulty {
+            self.suspect_device_fault(a);
         }
     }
 
@@ -344,7 +390,7 @@ impl Ctx<'_> {
     /// One overdue deadline of `a`. Returns `false` when the alert's retention ended.
     fn fire(&mut self, a: &mut Alert) -> bool {
         self.due = a.own_deadline();
-        if !a.is_resolved() && a.presses.due.is_some_and(|d| d <= self.now) {
+        if !a.is_resolved() && a.presses.due.is_some_and(|d| d <= self.now.mono) {
             self.page_presses(a);
             return true;
         }
@@ -359,20 +405,20 @@ impl Ctx<'_> {
                 }
                 return false;
             }
-            State::Acknowledged { .. } => {
+            State::Acknowledged { claim, .. } => {
                 tracing::info!(
                     alert_id = a.id,
-                    claimed_by = a.acked_by.as_deref().unwrap_or(""),
+                    claimed_by = claim.by,
                     "claim lapsed: neither on scene nor resolved within claim_timeout"
                 );
-                a.acked_by = None;
-                a.acked_at = None;
                 self.escalate(a, NotifyReason::ClaimLapsed);
             }
-            State::OnScene { .. } => {
-                let claimer: Vec<String> = a.acked_by.iter().cloned().collect();
+            State::OnScene { claim, since, .. } => {
+                let claimer = vec![claim.by.clone()];
                 a.state = State::OnScene {
                     remind_at: self.after(self.setup.escalation.claim_timeout),
+                    claim,
+                    since,
                 };
                 self.touch(a);
                 tracing::info!(
@@ -381,20 +427,17 @@ impl Ctx<'_> {
                 );
                 self.notify(a, &claimer, NotifyReason::Reminder);
             }
-            State::Open {
-                remind_at,
-                escalate_at,
-            } => {
-                if a.verify_until.is_some_and(|v| v <= self.now) {
-                    a.verify_until = None;
+            State::Open { remind_at, next } => {
+                let now = self.now.mono;
+                if matches!(next, Next::Verify(v) if v <= now) {
                     tracing::warn!(
                         alert_id = a.id,
                         "wearer's cancel not verified in time: escalation resumes"
                     );
                     self.escalate(a, NotifyReason::Escalated);
-                } else if escalate_at.is_some_and(|e| e <= self.now) {
+                } else if matches!(next, Next::Escalate(e) if e <= now) {
                     self.escalate(a, NotifyReason::Escalated);
-                } else if remind_at <= self.now {
+                } else if remind_at <= self.now.mono {
                     let tier = a.tier;
                     self.page(a, tier, NotifyReason::Reminder);
                 }
@@ -408,8 +451,7 @@ impl Engine {
     /// Runs `f` on the alert `id` with a rule context, and records the change.
     pub(super) fn with_alert<R>(
         &mut self,
-        now: Instant,
-        wall: Timestamp,
+        now: Now,
         id: &str,
         f: impl FnOnce(&mut Ctx<'_>, &mut Alert) -> R,
     ) -> Option<R> {
@@ -417,15 +459,14 @@ impl Engine {
         let mut ctx = Ctx {
             setup: &self.setup,
             now,
-            due: now,
-            wall,
+            due: now.mono,
             out: &mut self.outputs,
             counters: &mut self.counters,
         };
         let r = f(&mut ctx, a);
         // Ladders start for people newly paged and stop for those who answered (their record
         // is written with the alert's; the document shows only `contacts`).
-        super::fallback::sync(self.setup.fallback.as_ref(), &self.presence, a, now);
+        super::fallback::sync(self.setup.fallback.as_ref(), &self.presence, a, now.mono);
         let deadline = a.deadline();
         self.index.set_deadline(id, deadline);
         self.dirty_alerts.insert(id.to_string());
@@ -433,7 +474,7 @@ impl Engine {
     }
 
     /// Takes `alert` in and, unless it is quiet (a held silence), pages its first tier.
-    pub(super) fn open_alert(&mut self, now: Instant, wall: Timestamp, alert: Alert) {
+    pub(super) fn open_alert(&mut self, now: Now, alert: Alert) {
         let id = alert.id.clone();
         if !alert.is_quiet() {
             tracing::info!(
@@ -445,25 +486,25 @@ impl Engine {
         }
         self.index.insert(&alert);
         self.alerts.insert(id.clone(), alert);
-        self.with_alert(now, wall, &id, |ctx, a| {
+        self.with_alert(now, &id, |ctx, a| {
             let tier = ctx.first_tier_with_people(a, 1);
             ctx.page(a, tier, NotifyReason::New);
         });
     }
 
     /// Publishes the alert's document again (it changed without a page).
-    pub(super) fn republish(&mut self, now: Instant, wall: Timestamp, id: &str) {
-        self.with_alert(now, wall, id, |ctx, a| ctx.touch(a));
+    pub(super) fn republish(&mut self, now: Now, id: &str) {
+        self.with_alert(now, id, |ctx, a| ctx.touch(a));
     }
 
     /// A held silence that turned out to be alone: paged as any alert is.
-    pub(super) fn page_alone(&mut self, now: Instant, wall: Timestamp, id: &str) {
+    pub(super) fn page_alone(&mut self, now: Now, id: &str) {
         // Its band's record goes with it now, no longer in the background batches.
         if let Some(d) = self.alerts.get(id).and_then(|a| a.device_id) {
             self.background_devices.remove(&d);
             self.urgent_devices.insert(d);
         }
-        self.with_alert(now, wall, id, |ctx, a| {
+        self.with_alert(now, id, |ctx, a| {
             a.grouping = Grouping::Alone;
             tracing::warn!(
                 alert_id = a.id,
@@ -479,8 +520,7 @@ impl Engine {
     /// An SOS, fall or no-motion frame: a new alert, or an update of the band's open one.
     pub(super) fn raise_or_update(
         &mut self,
-        now: Instant,
-        wall: Timestamp,
+        now: Now,
         frame: &Frame,
         rssi: Option<i16>,
         kind: Kind,
@@ -493,90 +533,21 @@ impl Engine {
             });
         let Some(id) = existing else {
             let id = format!("{}-{}", frame.device_id, frame.seq);
-            let mut alert = new_alert(
-                now,
-                wall,
-                id.clone(),
-                kind,
-                Some(frame.device_id),
-                Some(frame.battery_pct),
-                rssi,
-            );
-            first_press(&mut alert, now, wall, frame.seq);
-            self.open_alert(now, wall, alert);
+            let alert = Alert::new(id.clone(), kind, now)
+                .of_band(frame.device_id, Some(frame.battery_pct), rssi)
+                .first_press(frame.seq, now);
+            self.open_alert(now, alert);
             return id;
         };
         self.flapping.remove(&id);
-        let renotify = self.setup.escalation.renotify_every;
-        self.with_alert(now, wall, &id, |ctx, a| {
-            if a.is_resolved() {
-                return;
-            }
-            let upgraded = kind > a.kind;
-            a.kind = a.kind.max(kind);
-            remember_seq(&mut a.seqs, frame.seq);
-            a.battery_pct = Some(frame.battery_pct);
-            a.rssi = rssi.or(a.rssi);
-            let withdrawn = a.cancel_requested;
-            if withdrawn {
-                tracing::warn!(
-                    alert_id = a.id,
-                    "band pressed again after cancelling: cancel withdrawn"
-                );
-            }
-            a.cancel_requested = false;
-            a.verify_until = None;
-            let p = &mut a.presses;
-            p.count = p.count.saturating_add(1);
-            p.last_at = Some(wall);
-            let in_burst = match p.burst {
-                Some((from, n)) if now.saturating_duration_since(from) < FAULT_WINDOW => {
-                    n.saturating_add(1)
-                }
-                _ => {
-                    p.burst = Some((now, 0));
-                    1
-                }
-            };
-            if let Some((_, n)) = &mut p.burst {
-                *n = in_burst;
-            }
-            let newly_faulty = !p.fault_suspected && in_burst > FAULT_PRESSES;
-            // Presses page again at most once per renotify_every after the last page; a more
-            // serious kind or a withdrawn cancel is news and pages at once.
-            let quiet_until = p.paged_at.map(|t| later(t, renotify));
-            if upgraded || withdrawn || quiet_until.is_none_or(|q| q <= now) {
-                tracing::info!(
-                    alert_id = a.id,
-                    kind = a.kind.as_str(),
-                    seq = frame.seq,
-                    presses = a.presses.count,
-                    "band pressed again: same alert, paged again"
-                );
-                ctx.page_presses(a);
-            } else {
-                tracing::debug!(
-                    alert_id = a.id,
-                    seq = frame.seq,
-                    presses = a.presses.count,
-                    "band pressed again within renotify_every: coalesced"
-                );
-                if a.presses.due.is_none() {
-                    a.presses.due = quiet_until;
-                }
-            }
-            if newly_faulty {
-                ctx.suspect_device_fault(a);
-            }
-        });
+        self.with_alert(now, &id, |ctx, a| ctx.press_again(a, frame, rssi, kind));
         id
     }
 
     /// The wearer's Cancel of the alert raised by frame `of_seq`.
     pub(super) fn wearer_cancel(
         &mut self,
-        now: Instant,
-        wall: Timestamp,
+        now: Now,
         device_id: u32,
         of_seq: u32,
     ) -> Option<String> {
@@ -605,7 +576,7 @@ impl Engine {
         };
         let mode = self.setup.escalation.wearer_cancel;
         let verify = self.setup.escalation.cancel_verify_timeout;
-        self.with_alert(now, wall, &id, |ctx, a| match mode {
+        self.with_alert(now, &id, |ctx, a| match mode {
             WearerCancel::Close => {
                 ctx.resolve(a, "wearer", Resolution::WearerCancelVerified, false)
             }
@@ -615,10 +586,9 @@ impl Engine {
                 }
                 a.cancel_requested = true;
                 if let State::Open { remind_at, .. } = a.state {
-                    a.verify_until = Some(later(now, verify));
                     a.state = State::Open {
                         remind_at,
-                        escalate_at: None,
+                        next: Next::Verify(later(now.mono, verify)),
                     };
                 }
                 ctx.touch(a);
@@ -638,246 +608,6 @@ impl Engine {
         Some(id)
     }
 
-    /// A duty phone's action on an alert, checked against the contract's "who may act".
-    /// Refusals change nothing (no state, no output, nothing to store); they are counted by
-    /// reason and the caller logs them.
-    pub fn handle_action(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        staff_id: &str,
-        alert_id: &str,
-        action: Action,
-    ) -> Result<(), Refusal> {
-        let done = self.act(now, wall, staff_id, alert_id, action, true);
-        self.release_notice(now, wall, alert_id);
-        done
-    }
-
-    /// An operator's action from the control socket, taken `--as` a person: the operator is
-    /// trusted to act for anyone, so "who may act" is not checked (everything else is).
-    pub fn handle_operator_action(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        staff_id: &str,
-        alert_id: &str,
-        action: Action,
-    ) -> Result<(), Refusal> {
-        let done = self.act(now, wall, staff_id, alert_id, action, false);
-        self.release_notice(now, wall, alert_id);
-        done
-    }
-
-    /// Whether `staff_id` may take `action` on `a` (the contract's "who may act").
-    fn permitted(&self, a: &Alert, staff_id: &str, action: Action) -> bool {
-        if self
-            .setup
-            .escalation
-            .supervisors
-            .iter()
-            .any(|s| s == staff_id)
-        {
-            return true;
-        }
-        let paged = a.notified.iter().any(|p| p == staff_id);
-        let claimer = a.acked_by.as_deref() == Some(staff_id);
-        match action {
-            Action::Delivered | Action::Ack | Action::Decline => paged,
-            Action::OnScene => claimer,
-            Action::Resolve(_) => claimer || (paged && a.acked_by.is_none()),
-        }
-    }
-
-    fn act(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        staff_id: &str,
-        alert_id: &str,
-        action: Action,
-        check: bool,
-    ) -> Result<(), Refusal> {
-        let refused = |engine: &mut Engine, r: Refusal| {
-            *engine
-                .counters
-                .refused_actions
-                .entry(r.as_str())
-                .or_default() += 1;
-            Err(r)
-        };
-        if !self.setup.staff.contains_key(staff_id) {
-            return refused(self, Refusal::UnknownStaff);
-        }
-        match self.alerts.get(alert_id) {
-            None => return refused(self, Refusal::UnknownAlert),
-            Some(a) if a.is_resolved() => return refused(self, Refusal::AlreadyResolved),
-            Some(a) if check && !self.permitted(a, staff_id, action) => {
-                return refused(self, Refusal::NotPermitted)
-            }
-            Some(_) => {}
-        }
-        let claim_timeout = self.setup.escalation.claim_timeout;
-        let staff = staff_id.to_string();
-        // A claimer who declined (after acking) has escalated once already; until something
-        // else happens to the alert, their further acks and declines change the claim and
-        // the document but page nobody (a looping phone must not page everyone each time),
-        // and move no deadline: the alert stays on the clocks that escalation set.
-        let flapping = self
-            .flapping
-            .get(alert_id)
-            .filter(|(p, _)| p == staff_id)
-            .map(|(_, open)| open.clone());
-        let told_late = self
-            .late_told
-            .contains(&(alert_id.to_string(), staff.clone()));
-        let claimer_before = self.alerts.get(alert_id).and_then(|a| a.acked_by.clone());
-        let flap = self.with_alert(now, wall, alert_id, |ctx, a| {
-            let mine = a.acked_by.as_deref() == Some(staff_id);
-            let keep = if flapping.is_some() {
-                Flap::Keep
-            } else {
-                Flap::Clear
-            };
-            match action {
-                Action::Delivered => {
-                    if !a.delivered_to.contains(&staff) {
-                        a.delivered_to.push(staff.clone());
-                        ctx.touch(a);
-                    }
-                    keep
-                }
-                Action::Ack => match (&a.state, &a.acked_by) {
-                    (State::Open { .. }, _) => {
-                        if a.kind == Kind::Test {
-                            ctx.resolve(a, &staff, Resolution::Test, true);
-                            return Flap::Clear;
-                        }
-                        a.acked_by = Some(staff.clone());
-                        a.acked_at = Some(wall);
-                        a.verify_until = None;
-                        a.declined.retain(|p| p != &staff);
-                        let lapse_at = later(now, claim_timeout);
-                        a.state = State::Acknowledged {
-                            lapse_at: match &flapping {
-                                // The claim lapses when the alert would next have paged.
-                                Some(open) => lapse_at.min(open_deadline(open).unwrap_or(lapse_at)),
-                                None => lapse_at,
-                            },
-                        };
-                        ctx.touch(a);
-                        if flapping.is_some() {
-                            tracing::debug!(
-                                alert_id = a.id,
-                                acked_by = staff,
-                                "alert acknowledged again by the claimer who just declined it; nobody paged, no deadline moved"
-                            );
-                        } else {
-                            tracing::info!(alert_id = a.id, acked_by = staff, "alert acknowledged");
-                            let everyone = a.notified.clone();
-                            ctx.notify(a, &everyone, NotifyReason::Acknowledged);
-                        }
-                        keep
-                    }
-                    _ if mine => keep,
-                    // Told once per claim: a phone repeating its late ack pages nobody again.
-                    _ if told_late => Flap::Clear,
-                    _ => {
-                        tracing::info!(
-                            alert_id = a.id,
-                            staff,
-                            acked_by = a.acked_by.as_deref().unwrap_or(""),
-                            "late ack: already claimed; telling the late acker who has it"
-                        );
-                        ctx.notify(a, std::slice::from_ref(&staff), NotifyReason::Acknowledged);
-                        Flap::Clear
-                    }
-                },
-                Action::Decline => {
-                    if a.declined.contains(&staff) {
-                        return keep;
-                    }
-                    a.declined.push(staff.clone());
-                    a.paged.retain(|p| p != &staff);
-                    tracing::info!(alert_id = a.id, staff, "declined");
-                    match (&flapping, mine) {
-                        (Some(open), true) => {
-                            a.acked_by = None;
-                            a.acked_at = None;
-                            // debug: a looping phone would otherwise fill the log.
-                            tracing::debug!(
-                                alert_id = a.id,
-                                staff,
-                                "claimer declined again: claim released; not escalated twice in a row, paging goes on as planned"
-                            );
-                            a.paged = ctx.people_at(a, a.tier);
-                            a.state = open.clone();
-                            ctx.touch(a);
-                            keep
-                        }
-                        (None, true) => {
-                            a.acked_by = None;
-                            a.acked_at = None;
-                            tracing::info!(alert_id = a.id, "claimer declined: claim released");
-                            ctx.escalate(a, NotifyReason::ClaimLapsed);
-                            Flap::Start(a.state.clone())
-                        }
-                        _ if matches!(a.state, State::Open { .. }) && a.paged.is_empty() => {
-                            tracing::info!(
-                                alert_id = a.id,
-                                "everyone paged declined: escalating now"
-                            );
-                            a.verify_until = None;
-                            ctx.escalate(a, NotifyReason::Escalated);
-                            Flap::Clear
-                        }
-                        _ => {
-                            ctx.touch(a);
-                            Flap::Clear
-                        }
-                    }
-                }
-                Action::OnScene => {
-                    if matches!(a.state, State::OnScene { .. }) {
-                        return Flap::Clear;
-                    }
-                    if a.acked_by.is_none() {
-                        a.acked_by = Some(staff.clone());
-                        a.acked_at = Some(wall);
-                    }
-                    a.on_scene_at = Some(wall);
-                    a.verify_until = None;
-                    a.state = State::OnScene {
-                        remind_at: later(now, claim_timeout),
-                    };
-                    ctx.touch(a);
-                    tracing::info!(alert_id = a.id, staff, "on scene");
-                    Flap::Clear
-                }
-                Action::Resolve(resolution) => {
-                    ctx.resolve(a, &staff, resolution, true);
-                    Flap::Clear
-                }
-            }
-        });
-        let claimer_after = self.alerts.get(alert_id).and_then(|a| a.acked_by.clone());
-        if claimer_after != claimer_before {
-            self.forget_late_acks(alert_id);
-        } else if action == Action::Ack && claimer_after.as_deref() != Some(staff_id) {
-            self.late_told.insert((alert_id.to_string(), staff.clone()));
-        }
-        match flap {
-            Some(Flap::Start(open)) => {
-                self.flapping.insert(alert_id.to_string(), (staff, open));
-            }
-            Some(Flap::Keep) => {}
-            Some(Flap::Clear) | None => {
-                self.flapping.remove(alert_id);
-            }
-        }
-        Ok(())
-    }
-
     /// The claim of `alert_id` changed hands (or the alert is gone): late ackers may be
     /// told again who has it.
     fn forget_late_acks(&mut self, alert_id: &str) {
@@ -895,12 +625,7 @@ impl Engine {
 
     /// A `test` alert through the real pipeline, to `staff_id` or whoever is on duty;
     /// resolved as `test` when acknowledged. Returns its id.
-    pub fn raise_test(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        staff_id: Option<&str>,
-    ) -> Result<String, Refusal> {
+    pub fn raise_test(&mut self, now: Now, staff_id: Option<&str>) -> Result<String, Refusal> {
         if let Some(s) = staff_id {
             if !self.setup.staff.contains_key(s) {
                 return Err(Refusal::UnknownStaff);
@@ -909,41 +634,36 @@ impl Engine {
         self.meta.test_count += 1;
         self.meta_dirty = true;
         let id = format!("test-{}", self.meta.test_count);
-        let mut alert = new_alert(now, wall, id.clone(), Kind::Test, None, None, None);
+        let mut alert = Alert::new(id.clone(), Kind::Test, now);
         // A test for one person pages only them.
         alert.notified = staff_id.map(str::to_string).into_iter().collect();
-        self.open_alert(now, wall, alert);
+        self.open_alert(now, alert);
         Ok(id)
     }
 
     /// Resolves on the gateway's behalf (a silent band heard again); nobody claims it.
-    pub(super) fn resolve(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        id: &str,
-        by: &str,
-        resolution: Resolution,
-    ) {
-        self.with_alert(now, wall, id, |ctx, a| {
-            ctx.resolve(a, by, resolution, false)
-        });
+    pub(super) fn resolve(&mut self, now: Now, id: &str, by: &str, resolution: Resolution) {
+        self.with_alert(now, id, |ctx, a| ctx.resolve(a, by, resolution, false));
     }
 
-    pub(super) fn fire_alert_deadlines(&mut self, now: Instant, wall: Timestamp) {
-        for id in self.index.due(now) {
+    pub(super) fn fire_alert_deadlines(&mut self, now: Now) {
+        for id in self.index.due(now.mono) {
             // A deadline is "something else happening": a claimer's decline may escalate again.
             self.flapping.remove(&id);
             self.forget_late_acks(&id);
             // Each step moves the deadline past `now` (durations are positive), so this ends.
-            while self.alerts.get(&id).is_some_and(|a| a.deadline() <= now) {
+            while self
+                .alerts
+                .get(&id)
+                .is_some_and(|a| a.deadline() <= now.mono)
+            {
                 // A ladder's step first: it moves past `now` or stops (`fire_ladders`).
                 let ladder_due = self.alerts.get(&id).and_then(Alert::ladder_due);
-                if ladder_due.is_some_and(|d| d <= now) {
-                    self.fire_ladders(now, wall, &id);
+                if ladder_due.is_some_and(|d| d <= now.mono) {
+                    self.fire_ladders(now, &id);
                     continue;
                 }
-                let keep = self.with_alert(now, wall, &id, |ctx, a| ctx.fire(a));
+                let keep = self.with_alert(now, &id, |ctx, a| ctx.fire(a));
                 if keep == Some(false) {
                     self.remove_alert(&id);
                 }
@@ -970,6 +690,36 @@ impl Engine {
     }
 }
 
+/// Ends the verification of a wearer's cancel (an open alert's `Next::Verify`): escalation is
+/// planned again at the alert's next page.
+fn end_verification(a: &mut Alert) {
+    if let State::Open { next, .. } = &mut a.state {
+        if matches!(next, Next::Verify(_)) {
+            *next = Next::Remind;
+        }
+    }
+}
+
+/// Counts a press and its burst; `true` when the burst just became far faster than a person
+/// can press (`FAULT_PRESSES` within `FAULT_WINDOW`) and the band was not suspected yet.
+fn count_press(p: &mut Presses, now: Now) -> bool {
+    p.count = p.count.saturating_add(1);
+    p.last_at = Some(now.wall);
+    let in_burst = match p.burst {
+        Some((from, n)) if now.mono.saturating_duration_since(from) < FAULT_WINDOW => {
+            n.saturating_add(1)
+        }
+        _ => {
+            p.burst = Some((now.mono, 0));
+            1
+        }
+    };
+    if let Some((_, n)) = &mut p.burst {
+        *n = in_burst;
+    }
+    !p.fault_suspected && in_burst > FAULT_PRESSES
+}
+
 /// Keeps the first seq and the latest `SEQS_KEPT - 1`.
 fn remember_seq(seqs: &mut Vec<u32>, seq: u32) {
     if seqs.contains(&seq) {
@@ -979,219 +729,4 @@ fn remember_seq(seqs: &mut Vec<u32>, seq: u32) {
         seqs.remove(1);
     }
     seqs.push(seq);
-}
-
-/// A new alert, open but not paged yet (`Engine::open_alert` pages it).
-/// The press that raised a band's alert: its seq (for a wearer's cancel) and the press count.
-pub(super) fn first_press(alert: &mut Alert, now: Instant, wall: Timestamp, seq: u32) {
-    alert.seqs.push(seq);
-    alert.presses.count = 1;
-    alert.presses.last_at = Some(wall);
-    alert.presses.burst = Some((now, 1));
-}
-
-pub(super) fn new_alert(
-    now: Instant,
-    wall: Timestamp,
-    id: String,
-    kind: Kind,
-    device_id: Option<u32>,
-    battery_pct: Option<u8>,
-    rssi: Option<i16>,
-) -> Alert {
-    Alert {
-        id,
-        kind,
-        state: State::Open {
-            remind_at: now,
-            escalate_at: None,
-        },
-        cancel_requested: false,
-        verify_until: None,
-        tier: 0,
-        device_id,
-        raised_at: wall,
-        updated_at: wall_plus(wall, SignedDuration::from_millis(-1)),
-        notified: Vec::new(),
-        paged: Vec::new(),
-        delivered_to: Vec::new(),
-        declined: Vec::new(),
-        acked_by: None,
-        acked_at: None,
-        on_scene_at: None,
-        resolved_by: None,
-        resolved_at: None,
-        resolution: None,
-        battery_pct,
-        rssi,
-        seqs: Vec::new(),
-        detail: None,
-        presses: Presses::default(),
-        grouping: Grouping::Alone,
-        ladders: Vec::new(),
-        contacts: Vec::new(),
-    }
-}
-
-fn to_wall(t: Instant, now: Instant, wall: Timestamp) -> Timestamp {
-    let d = if t >= now {
-        SignedDuration::try_from(t - now).unwrap_or(SignedDuration::MAX)
-    } else {
-        -SignedDuration::try_from(now - t).unwrap_or(SignedDuration::MAX)
-    };
-    wall_plus(wall, d)
-}
-
-/// A stored wall-clock deadline as an `Instant`: one in the past is due now; one too far
-/// ahead to be an `Instant` is held to the engine's longest wait (and then to what its state
-/// allows, by `time::Limits::clamp` in `Engine::restore`).
-fn to_instant(t: Timestamp, now: Instant, wall: Timestamp) -> Instant {
-    let d = t.duration_since(wall);
-    if d.is_negative() {
-        now
-    } else {
-        later(now, Duration::try_from(d).unwrap_or(Duration::MAX))
-    }
-}
-
-pub(super) fn alert_record(a: &Alert, now: Instant, wall: Timestamp) -> AlertRecord {
-    let w = |t: Instant| to_wall(t, now, wall);
-    let (due, escalate_at) = match &a.state {
-        State::Open {
-            remind_at,
-            escalate_at,
-        } => (w(*remind_at), escalate_at.map(w)),
-        State::Acknowledged { lapse_at } => (w(*lapse_at), None),
-        State::OnScene { remind_at } => (w(*remind_at), None),
-        State::Resolved { clear_at } => (w(*clear_at), None),
-    };
-    let (ladders, contacts) = super::fallback::records(a, w);
-    AlertRecord {
-        ladders,
-        contacts,
-        id: a.id.clone(),
-        kind: a.kind.as_str().to_string(),
-        state: a.state.name().to_string(),
-        due,
-        escalate_at,
-        verify_until: a.verify_until.map(w),
-        cancel_requested: a.cancel_requested,
-        tier: a.tier,
-        device_id: a.device_id,
-        raised_at: a.raised_at,
-        updated_at: a.updated_at,
-        notified: a.notified.clone(),
-        paged: a.paged.clone(),
-        delivered_to: a.delivered_to.clone(),
-        declined: a.declined.clone(),
-        acked_by: a.acked_by.clone(),
-        acked_at: a.acked_at,
-        on_scene_at: a.on_scene_at,
-        resolved_by: a.resolved_by.clone(),
-        resolved_at: a.resolved_at,
-        resolution: a.resolution.map(|r| r.as_str().to_string()),
-        battery_pct: a.battery_pct,
-        rssi: a.rssi,
-        seqs: a.seqs.clone(),
-        detail: a.detail.clone(),
-        presses: a.presses.count,
-        last_press_at: a.presses.last_at,
-        press_due: a.presses.due.map(w),
-        device_fault_suspected: a.presses.fault_suspected,
-        held: a.grouping == Grouping::Held,
-        grouped_in: match &a.grouping {
-            Grouping::In(g) => Some(g.clone()),
-            _ => None,
-        },
-        silent_bands: match &a.grouping {
-            Grouping::Notice(b) => Some(SilentBandsRecord {
-                count: b.count,
-                still_silent: b.still_silent,
-                named: b.named.clone(),
-            }),
-            _ => None,
-        },
-    }
-}
-
-/// Rebuilds an alert; `None` (and a logged error) for a record this version cannot read.
-pub(super) fn alert_from_record(r: &AlertRecord, now: Instant, wall: Timestamp) -> Option<Alert> {
-    let i = |t: Timestamp| to_instant(t, now, wall);
-    let Some(kind) = Kind::parse(&r.kind) else {
-        tracing::error!(
-            alert_id = r.id,
-            kind = r.kind,
-            "stored alert of unknown kind skipped"
-        );
-        return None;
-    };
-    let due = i(r.due);
-    let state = match r.state.as_str() {
-        "open" => State::Open {
-            remind_at: due,
-            escalate_at: r.escalate_at.map(i),
-        },
-        "acknowledged" => State::Acknowledged { lapse_at: due },
-        "on_scene" => State::OnScene { remind_at: due },
-        "resolved" => State::Resolved { clear_at: due },
-        other => {
-            tracing::error!(
-                alert_id = r.id,
-                state = other,
-                "stored alert in unknown state skipped"
-            );
-            return None;
-        }
-    };
-    let (ladders, contacts) = super::fallback::from_records(&r.id, &r.ladders, &r.contacts, i);
-    Some(Alert {
-        ladders,
-        contacts,
-        id: r.id.clone(),
-        kind,
-        state,
-        cancel_requested: r.cancel_requested,
-        verify_until: r.verify_until.map(i),
-        tier: r.tier,
-        device_id: r.device_id,
-        raised_at: r.raised_at,
-        updated_at: r.updated_at,
-        notified: r.notified.clone(),
-        paged: r.paged.clone(),
-        delivered_to: r.delivered_to.clone(),
-        declined: r.declined.clone(),
-        acked_by: r.acked_by.clone(),
-        acked_at: r.acked_at,
-        on_scene_at: r.on_scene_at,
-        resolved_by: r.resolved_by.clone(),
-        resolved_at: r.resolved_at,
-        resolution: r.resolution.as_deref().and_then(Resolution::parse),
-        battery_pct: r.battery_pct,
-        rssi: r.rssi,
-        seqs: r.seqs.clone(),
-        detail: r.detail.clone(),
-        presses: Presses {
-            // A record older than press counting: each seq it kept was one press.
-            count: if r.presses == 0 {
-                u32::try_from(r.seqs.len()).unwrap_or(u32::MAX)
-            } else {
-                r.presses
-            },
-            last_at: r.last_press_at,
-            paged_at: None,
-            due: r.press_due.map(i),
-            burst: None,
-            fault_suspected: r.device_fault_suspected,
-        },
-        grouping: match (&r.silent_bands, &r.grouped_in, r.held) {
-            (Some(b), _, _) => Grouping::Notice(SilentBands {
-                count: b.count,
-                still_silent: b.still_silent,
-                named: b.named.clone(),
-            }),
-            (None, Some(g), _) => Grouping::In(g.clone()),
-            (None, None, true) => Grouping::Held,
-            (None, None, false) => Grouping::Alone,
-        },
-    })
 }

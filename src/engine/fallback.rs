@@ -25,11 +25,12 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 use super::alert::{
-    Alert, Contact, ContactReport, ContactRequest, Kind, Ladder, Outcome, Output, State,
+    Alert, Claim, Contact, ContactReport, ContactRequest, Kind, Ladder, Outcome, Output, State,
 };
 use super::setup::{Channel, Fallback, Setup};
 use super::snapshot::{ContactRecord, LadderRecord};
 use super::time::later;
+use super::time::Now;
 use super::Engine;
 
 /// Devices of one person the presence map keeps; more are counted and ignored (a phone app
@@ -94,36 +95,49 @@ pub(super) fn sync(
     if !eligible(a) {
         return false;
     }
-    let mut changed = false;
     if !matches!(a.state, State::Open { .. }) {
-        let resolved = a.is_resolved();
-        for l in a.ladders.iter_mut() {
-            if l.due.is_some() {
-                l.due = None;
-                // Claimed: held, and taken up again if the claim lapses (not for the claimer
-                // or anyone who answered: they acted). Resolved: over for good.
-                l.held =
-                    !resolved && !answered(&a.delivered_to, &a.declined, &a.acked_by, &l.staff_id);
-                changed = true;
-                tracing::info!(
-                    alert_id = a.id,
-                    staff_id = l.staff_id,
-                    state = a.state.name(),
-                    "fallback ladder stopped: the alert is claimed or resolved"
-                );
-            } else if resolved && l.held {
-                l.held = false;
-                changed = true;
-            }
-        }
-        return changed;
+        return stop_all(a);
     }
-    // Open again (a claim lapsed, or its claimer declined): held ladders go on where they
-    // stopped, the person's deadline first (at once without the app or a live console).
+    let mut changed = take_up_held(f, presence, a, now);
+    changed |= stop_answered(a);
+    changed |= start_new(f, presence, a, now);
+    changed
+}
+
+/// Claimed or resolved: every running ladder stops.
+fn stop_all(a: &mut Alert) -> bool {
+    let mut changed = false;
+    let resolved = a.is_resolved();
+    for l in a.ladders.iter_mut() {
+        if l.due.is_some() {
+            l.due = None;
+            // Claimed: held, and taken up again if the claim lapses (not for the claimer
+            // or anyone who answered: they acted). Resolved: over for good.
+            l.held =
+                !resolved && !answered(&a.delivered_to, &a.declined, a.state.claim(), &l.staff_id);
+            changed = true;
+            tracing::info!(
+                alert_id = a.id,
+                staff_id = l.staff_id,
+                state = a.state.name(),
+                "fallback ladder stopped: the alert is claimed or resolved"
+            );
+        } else if resolved && l.held {
+            l.held = false;
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Open again (a claim lapsed, or its claimer declined): held ladders go on where they
+/// stopped, the person's deadline first (at once without the app or a live console).
+fn take_up_held(f: &Fallback, presence: &Presence, a: &mut Alert, now: Instant) -> bool {
+    let mut changed = false;
     for l in a.ladders.iter_mut().filter(|l| l.held) {
         l.held = false;
         changed = true;
-        if answered(&a.delivered_to, &a.declined, &a.acked_by, &l.staff_id)
+        if answered(&a.delivered_to, &a.declined, a.state.claim(), &l.staff_id)
             || l.next >= f.steps.len()
         {
             continue;
@@ -140,8 +154,14 @@ pub(super) fn sync(
             "fallback ladder taken up again: the alert is open again"
         );
     }
+    changed
+}
+
+/// The ladders of people who delivered or acted stop.
+fn stop_answered(a: &mut Alert) -> bool {
+    let mut changed = false;
     for l in a.ladders.iter_mut() {
-        if l.due.is_some() && answered(&a.delivered_to, &a.declined, &a.acked_by, &l.staff_id) {
+        if l.due.is_some() && answered(&a.delivered_to, &a.declined, a.state.claim(), &l.staff_id) {
             l.due = None;
             changed = true;
             tracing::info!(
@@ -151,16 +171,22 @@ pub(super) fn sync(
             );
         }
     }
+    changed
+}
+
+/// A ladder for each person paged who has none yet.
+fn start_new(f: &Fallback, presence: &Presence, a: &mut Alert, now: Instant) -> bool {
     let new: Vec<String> = a
         .notified
         .iter()
         .filter(|p| !a.ladders.iter().any(|l| &l.staff_id == *p))
         .cloned()
         .collect();
+    let changed = !new.is_empty();
     for p in new {
         let channels = f.channels_of(&p);
         let reachable = f.steps.iter().any(|s| channels.has(*s));
-        let due = if answered(&a.delivered_to, &a.declined, &a.acked_by, &p) || !reachable {
+        let due = if answered(&a.delivered_to, &a.declined, a.state.claim(), &p) || !reachable {
             None
         } else if !channels.mqtt || presence.gone(&p) {
             Some(now)
@@ -181,16 +207,15 @@ pub(super) fn sync(
             due,
             held: false,
         });
-        changed = true;
     }
     changed
 }
 
 /// The person's phone confirmed the page, or they acted on the alert.
-fn answered(delivered: &[String], declined: &[String], acked_by: &Option<String>, p: &str) -> bool {
+fn answered(delivered: &[String], declined: &[String], claim: Option<&Claim>, p: &str) -> bool {
     delivered.iter().any(|d| d == p)
         || declined.iter().any(|d| d == p)
-        || acked_by.as_deref() == Some(p)
+        || claim.is_some_and(|c| c.by == p)
 }
 
 /// The number a person is called and texted on (empty: none).
@@ -202,126 +227,134 @@ fn phone_of<'a>(setup: &'a Setup, staff_id: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// Takes ladder `l`'s step if it is due: the contact to record (`requested`, or `failed`
+/// without a number), the ladder moved on. `None`: not due, no step left, or a call that must
+/// wait for `call_gap` (the ladder is then due when the number is free).
+fn take_step(
+    f: &Fallback,
+    l: &mut Ladder,
+    phone: &str,
+    calls: &mut BTreeMap<String, Instant>,
+    now: Now,
+    alert_id: &str,
+) -> Option<Contact> {
+    if l.due.is_none_or(|d| d > now.mono) {
+        return None;
+    }
+    let channels = f.channels_of(&l.staff_id);
+    // Steps this person has no channel for are skipped (no attempt, no record).
+    while l.next < f.steps.len() && !channels.has(f.steps[l.next]) {
+        l.next += 1;
+    }
+    let Some(&channel) = f.steps.get(l.next) else {
+        l.due = None;
+        return None;
+    };
+    if channel == Channel::Call && !phone.is_empty() {
+        if let Some(free) = calls.get(phone).map(|last| later(*last, f.call_gap)) {
+            if free > now.mono {
+                tracing::info!(
+                    alert_id,
+                    staff_id = l.staff_id,
+                    wait_ms = (free - now.mono).as_millis() as u64,
+                    "fallback call waits: this number was called less than a minute ago"
+                );
+                l.due = Some(free);
+                return None;
+            }
+        }
+    }
+    let step = u8::try_from(l.next + 1).unwrap_or(u8::MAX);
+    let (outcome, detail) = if phone.is_empty() {
+        (Outcome::Failed, Some("no phone number".to_string()))
+    } else {
+        (Outcome::Requested, None)
+    };
+    tracing::info!(
+        alert_id,
+        staff_id = l.staff_id,
+        channel = channel.as_str(),
+        step,
+        outcome = outcome.as_str(),
+        "fallback step"
+    );
+    if outcome == Outcome::Requested && channel == Channel::Call {
+        calls.insert(phone.to_string(), now.mono);
+    }
+    l.next += 1;
+    l.due = (l.next < f.steps.len()).then(|| later(now.mono, f.gap_after(l.next - 1)));
+    Some(Contact {
+        staff_id: l.staff_id.clone(),
+        channel,
+        step,
+        at: now.wall,
+        outcome,
+        detail,
+    })
+}
+
 impl Engine {
     /// Takes every ladder step of alert `id` that is due: records it as `requested` and asks
     /// for it (`Output::Contact`), or waits when the number was called less than `call_gap`
     /// ago. Every due ladder moves past `now` or stops, so the caller's loop ends.
-    pub(super) fn fire_ladders(&mut self, now: Instant, wall: Timestamp, id: &str) {
+    pub(super) fn fire_ladders(&mut self, now: Now, id: &str) {
         let Some(f) = self.setup.fallback.clone() else {
             // No policy (a record from a configuration that had one): nothing can be sent.
-            self.with_alert(now, wall, id, |_, a| {
+            self.with_alert(now, id, |_, a| {
                 for l in &mut a.ladders {
                     l.due = None;
                 }
             });
             return;
         };
-        let phones: BTreeMap<String, String> = self
-            .alerts
-            .get(id)
-            .map(|a| {
-                a.ladders
-                    .iter()
-                    .map(|l| {
-                        (
-                            l.staff_id.clone(),
-                            phone_of(&self.setup, &l.staff_id).to_string(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let phones = self.ladder_phones(id);
         let mut calls = std::mem::take(&mut self.calls);
-        self.with_alert(now, wall, id, |ctx, a| {
-            let mut requests = Vec::new();
-            let mut contacts = Vec::new();
+        self.with_alert(now, id, |ctx, a| {
+            let mut taken = Vec::new();
             for l in a.ladders.iter_mut() {
-                if l.due.is_none_or(|d| d > now) {
-                    continue;
+                let phone = phones.get(&l.staff_id).map_or("", String::as_str);
+                if let Some(c) = take_step(&f, l, phone, &mut calls, now, &a.id) {
+                    taken.push((c, phone.to_string()));
                 }
-                let channels = f.channels_of(&l.staff_id);
-                // Steps this person has no channel for are skipped (no attempt, no record).
-                while l.next < f.steps.len() && !channels.has(f.steps[l.next]) {
-                    l.next += 1;
-                }
-                let Some(&channel) = f.steps.get(l.next) else {
-                    l.due = None;
-                    continue;
-                };
-                let phone = phones.get(&l.staff_id).cloned().unwrap_or_default();
-                if channel == Channel::Call && !phone.is_empty() {
-                    if let Some(last) = calls.get(&phone) {
-                        let free = later(*last, f.call_gap);
-                        if free > now {
-                            tracing::info!(
-                                alert_id = a.id,
-                                staff_id = l.staff_id,
-                                wait_ms = (free - now).as_millis() as u64,
-                                "fallback call waits: this number was called less than a minute ago"
-                            );
-                            l.due = Some(free);
-                            continue;
-                        }
-                    }
-                }
-                let step = u8::try_from(l.next + 1).unwrap_or(u8::MAX);
-                let (outcome, detail) = if phone.is_empty() {
-                    (Outcome::Failed, Some("no phone number".to_string()))
-                } else {
-                    (Outcome::Requested, None)
-                };
-                tracing::info!(
-                    alert_id = a.id,
-                    staff_id = l.staff_id,
-                    channel = channel.as_str(),
-                    step,
-                    outcome = outcome.as_str(),
-                    "fallback step"
-                );
-                contacts.push(Contact {
-                    staff_id: l.staff_id.clone(),
-                    channel,
-                    step,
-                    at: wall,
-                    outcome,
-                    detail,
-                });
-                if outcome == Outcome::Requested {
-                    if channel == Channel::Call {
-                        calls.insert(phone.clone(), now);
-                    }
-                    requests.push((l.staff_id.clone(), phone, channel, step));
-                }
-                l.next += 1;
-                l.due = (l.next < f.steps.len()).then(|| later(now, f.gap_after(l.next - 1)));
             }
-            if contacts.is_empty() {
+            if taken.is_empty() {
                 return;
             }
-            a.contacts.extend(contacts);
+            a.contacts.extend(taken.iter().map(|(c, _)| c.clone()));
             ctx.touch(a);
-            for (staff_id, phone, channel, step) in requests {
-                ctx.out.push_back(Output::Contact(ContactRequest {
-                    alert: Box::new(a.clone()),
-                    staff_id,
-                    phone,
-                    channel,
-                    step,
-                    resume: false,
-                }));
+            for (c, phone) in taken {
+                if c.outcome == Outcome::Requested {
+                    ctx.out.push_back(Output::Contact(ContactRequest {
+                        alert: Box::new(a.clone()),
+                        staff_id: c.staff_id,
+                        phone,
+                        channel: c.channel,
+                        step: c.step,
+                        resume: false,
+                    }));
+                }
             }
         });
         self.calls = calls;
     }
 
+    /// The number of each person with a ladder on alert `id`.
+    fn ladder_phones(&self, id: &str) -> BTreeMap<String, String> {
+        let Some(a) = self.alerts.get(id) else {
+            return BTreeMap::new();
+        };
+        a.ladders
+            .iter()
+            .map(|l| {
+                let phone = phone_of(&self.setup, &l.staff_id).to_string();
+                (l.staff_id.clone(), phone)
+            })
+            .collect()
+    }
+
     /// The modem's report about a step: the contact's outcome is updated (a final outcome is
     /// never replaced) and the document republished. `false`: no such step (counted).
-    pub fn handle_contact_report(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        r: ContactReport,
-    ) -> bool {
+    pub fn handle_contact_report(&mut self, now: Now, r: ContactReport) -> bool {
         let known = self.alerts.get(&r.alert_id).is_some_and(|a| {
             a.contacts
                 .iter()
@@ -338,7 +371,7 @@ impl Engine {
             );
             return false;
         }
-        self.with_alert(now, wall, &r.alert_id, |ctx, a| {
+        self.with_alert(now, &r.alert_id, |ctx, a| {
             let Some(c) = a
                 .contacts
                 .iter_mut()
@@ -379,8 +412,7 @@ impl Engine {
     /// ladder still waiting for its deadline started at once.
     pub fn handle_presence(
         &mut self,
-        now: Instant,
-        wall: Timestamp,
+        now: Now,
         staff_id: &str,
         client_id: &str,
         online: bool,
@@ -422,10 +454,10 @@ impl Engine {
             .map(|a| a.id.clone())
             .collect();
         for id in waiting {
-            self.with_alert(now, wall, &id, |_, a| {
+            self.with_alert(now, &id, |_, a| {
                 for l in a.ladders.iter_mut() {
                     if l.staff_id == staff_id && l.next == 0 {
-                        l.due = l.due.map(|d| d.min(now));
+                        l.due = l.due.map(|d| d.min(now.mono));
                     }
                 }
             });
@@ -467,35 +499,16 @@ impl Engine {
     /// not call a number twice within a minute), and every step still `requested` (its fate
     /// unknown) is settled: an SMS is asked for again with `resume` (the adapter sends it only
     /// if the modem does not hold it), a call is recorded as failed and not placed again.
-    pub(super) fn settle_after_restore(&mut self, now: Instant, wall: Timestamp) {
-        let mut calls: BTreeMap<String, Instant> = BTreeMap::new();
-        let mut unsettled = Vec::new();
-        for a in self.alerts.values() {
-            for c in &a.contacts {
-                if c.outcome == Outcome::Requested && !a.is_resolved() {
-                    unsettled.push(a.id.clone());
-                }
-                if c.channel != Channel::Call {
-                    continue;
-                }
-                let phone = phone_of(&self.setup, &c.staff_id);
-                if phone.is_empty() {
-                    continue;
-                }
-                let ago = wall.duration_since(c.at);
-                let at = if ago.is_negative() {
-                    now
-                } else {
-                    std::time::Duration::try_from(ago)
-                        .ok()
-                        .and_then(|d| now.checked_sub(d))
-                        .unwrap_or(now)
-                };
-                let e = calls.entry(phone.to_string()).or_insert(at);
-                *e = (*e).max(at);
-            }
-        }
-        self.calls = calls;
+    pub(super) fn settle_after_restore(&mut self, now: Now) {
+        self.calls = self.call_log(now);
+        let mut unsettled: Vec<String> = self
+            .alerts
+            .values()
+            .filter(|a| {
+                !a.is_resolved() && a.contacts.iter().any(|c| c.outcome == Outcome::Requested)
+            })
+            .map(|a| a.id.clone())
+            .collect();
         unsettled.dedup();
         for id in unsettled {
             let phones: BTreeMap<String, String> = self
@@ -504,32 +517,8 @@ impl Engine {
                 .iter()
                 .map(|(k, s)| (k.clone(), s.phone.trim().to_string()))
                 .collect();
-            self.with_alert(now, wall, &id, |ctx, a| {
-                let mut requests = Vec::new();
-                for c in a.contacts.iter_mut() {
-                    if c.outcome != Outcome::Requested {
-                        continue;
-                    }
-                    match c.channel {
-                        // The modem holds an SMS it was asked for (looked for before sending
-                        // again); the platform is told the request is a resume.
-                        Channel::Sms | Channel::Webhook => {
-                            requests.push((c.staff_id.clone(), c.channel, c.step))
-                        }
-                        Channel::Call => {
-                            c.outcome = Outcome::Failed;
-                            c.detail = Some(
-                                "interrupted by a restart; a call is never placed twice".into(),
-                            );
-                            tracing::warn!(
-                                alert_id = a.id,
-                                staff_id = c.staff_id,
-                                step = c.step,
-                                "a fallback call was interrupted by a restart: recorded as failed, not placed again"
-                            );
-                        }
-                    }
-                }
+            self.with_alert(now, &id, |ctx, a| {
+                let requests = settle_requested(a);
                 ctx.touch(a);
                 for (staff_id, channel, step) in requests {
                     tracing::info!(
@@ -550,6 +539,61 @@ impl Engine {
             });
         }
     }
+
+    /// When each number was last called, from the alerts' contacts (as `Instant`s of this run).
+    fn call_log(&self, now: Now) -> BTreeMap<String, Instant> {
+        let mut calls: BTreeMap<String, Instant> = BTreeMap::new();
+        for c in self.alerts.values().flat_map(|a| &a.contacts) {
+            if c.channel != Channel::Call {
+                continue;
+            }
+            let phone = phone_of(&self.setup, &c.staff_id);
+            if phone.is_empty() {
+                continue;
+            }
+            let ago = now.wall.duration_since(c.at);
+            let at = if ago.is_negative() {
+                now.mono
+            } else {
+                std::time::Duration::try_from(ago)
+                    .ok()
+                    .and_then(|d| now.mono.checked_sub(d))
+                    .unwrap_or(now.mono)
+            };
+            let e = calls.entry(phone.to_string()).or_insert(at);
+            *e = (*e).max(at);
+        }
+        calls
+    }
+}
+
+/// The steps of `a` still `requested` after a restart: a call is recorded as failed (never
+/// placed twice); an SMS or a webhook request is returned, to be asked for again with `resume`.
+fn settle_requested(a: &mut Alert) -> Vec<(String, Channel, u8)> {
+    let mut requests = Vec::new();
+    for c in a.contacts.iter_mut() {
+        if c.outcome != Outcome::Requested {
+            continue;
+        }
+        match c.channel {
+            // The modem holds an SMS it was asked for (looked for before sending
+            // again); the platform is told the request is a resume.
+            Channel::Sms | Channel::Webhook => {
+                requests.push((c.staff_id.clone(), c.channel, c.step))
+            }
+            Channel::Call => {
+                c.outcome = Outcome::Failed;
+                c.detail = Some("interrupted by a restart; a call is never placed twice".into());
+                tracing::warn!(
+                    alert_id = a.id,
+                    staff_id = c.staff_id,
+                    step = c.step,
+                    "a fallback call was interrupted by a restart: recorded as failed, not placed again"
+                );
+            }
+        }
+    }
+    requests
 }
 
 /// `ladders` and `contacts` as stored.

@@ -3,18 +3,14 @@
 //! supervisors (whoever is on duty when there are none) and repeats every `repeat_every`
 //! like any alert at its last tier, until a person acknowledges or resolves it.
 
-use std::time::Instant;
-
-use jiff::Timestamp;
-
-use super::alert::Kind;
-use super::escalation::new_alert;
+use super::alert::{Alert, Kind};
+use super::time::Now;
 use super::Engine;
 
 impl Engine {
     /// Raises a `gateway_fault` alert saying `detail` (what was lost, why); returns its id,
     /// `gateway-{gateway_id}-fault-{n}`. Its document has no resident and no band.
-    pub fn raise_gateway_fault(&mut self, now: Instant, wall: Timestamp, detail: &str) -> String {
+    pub fn raise_gateway_fault(&mut self, now: Now, detail: &str) -> String {
         self.meta.fault_count = self.meta.fault_count.saturating_add(1);
         self.meta_dirty = true;
         let mut id = self.fault_id();
@@ -28,9 +24,11 @@ impl Engine {
             detail,
             "gateway fault: paging the supervisors"
         );
-        let mut alert = new_alert(now, wall, id.clone(), Kind::GatewayFault, None, None, None);
-        alert.detail = Some(detail.to_string());
-        self.open_alert(now, wall, alert);
+        let alert = Alert {
+            detail: Some(detail.to_string()),
+            ..Alert::new(id.clone(), Kind::GatewayFault, now)
+        };
+        self.open_alert(now, alert);
         id
     }
 

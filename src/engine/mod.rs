@@ -12,6 +12,7 @@ pub mod fallback;
 mod fault;
 pub mod frame;
 mod index;
+mod record;
 pub mod replay;
 pub mod setup;
 pub mod snapshot;
@@ -25,9 +26,9 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 pub use alert::{
-    Action, Alert, Contact, ContactReport, ContactRequest, DeviceState, Grouping, Kind, Ladder,
-    NotifyReason, Outcome, Output, Presses, Refusal, Resolution, SilentBands, SilentDevice, State,
-    SEQS_KEPT,
+    Action, Alert, Claim, Closure, Contact, ContactReport, ContactRequest, DeviceState, Grouping,
+    Kind, Ladder, Next, NotifyReason, Outcome, Output, Presses, Refusal, Resolution, SilentBands,
+    SilentDevice, State, SEQS_KEPT,
 };
 pub use buttons::BtHomeFrame;
 pub use fallback::{OnDuty, PresenceRefusal};
@@ -38,6 +39,7 @@ pub use setup::{
     Supervision, WearerCancel, CALL_GAP,
 };
 pub use snapshot::{AlertRecord, Changes, DeviceRecord, MetaRecord, Snapshot};
+pub use time::Now;
 
 /// Quiet alerts' records per `take_background` batch the loop writes (once a second): small
 /// enough that the write never holds an alarm back for long.
@@ -132,12 +134,15 @@ pub struct Counters {
     pub rota_gaps: u64,
     /// Modem reports naming no recorded fallback step.
     pub unmatched_contact_reports: u64,
+    /// Stored alerts restored although they described an impossible combination (a claim on
+    /// an open alert, a resolved one without its resolution): repaired, logged, kept.
+    pub repaired_records: u64,
 }
 
 /// The sans-IO engine: intake, escalation and supervision behind one API.
 ///
-/// Inputs: `handle_frame`, `handle_action`, `raise_test`, `handle_timeout`, each with the
-/// monotonic `now` (for deadlines) and the wall-clock `wall` (for documents and the rota).
+/// Inputs: `handle_frame`, `handle_action`, `raise_test`, `handle_timeout`, each with `Now`:
+/// the monotonic `mono` (for deadlines) and the wall-clock `wall` (for documents and the rota).
 /// Outputs: `poll_output` until `None`; then `take_changes` for the store; then sleep until
 /// `poll_timeout`.
 #[derive(Debug)]
@@ -193,8 +198,10 @@ impl Engine {
         Engine::restore(
             setup,
             intake,
-            now,
-            Timestamp::UNIX_EPOCH,
+            Now {
+                mono: now,
+                wall: Timestamp::UNIX_EPOCH,
+            },
             Snapshot::default(),
         )
     }
@@ -202,13 +209,7 @@ impl Engine {
     /// An engine continuing from a stored snapshot (see `snapshot`): deadlines that passed
     /// while it was down are due at once, and so is one further ahead than its state allows
     /// (the wall clock went back while it was down: see `time::Limits`), with a warning.
-    pub fn restore(
-        setup: Setup,
-        mut intake: Intake,
-        now: Instant,
-        wall: Timestamp,
-        snapshot: Snapshot,
-    ) -> Engine {
+    pub fn restore(setup: Setup, mut intake: Intake, now: Now, snapshot: Snapshot) -> Engine {
         let mut devices = HashMap::new();
         for d in &snapshot.devices {
             if intake.window_holds(d) {
@@ -220,12 +221,13 @@ impl Engine {
             devices.insert(d.device_id, supervision::Band::from_record(d));
         }
         let limits = time::Limits::new(&setup);
+        let mut repaired = 0;
         let alerts: BTreeMap<String, Alert> = snapshot
             .alerts
             .iter()
-            .filter_map(|r| escalation::alert_from_record(r, now, wall))
+            .filter_map(|r| record::alert_from_record(r, now, &mut repaired))
             .map(|mut a| {
-                for c in limits.clamp(&mut a, now) {
+                for c in limits.clamp(&mut a, now.mono) {
                     tracing::warn!(
                         alert_id = a.id,
                         state = a.state.name(),
@@ -261,15 +263,18 @@ impl Engine {
             telemetry_cursor: 0,
             meta: snapshot.meta,
             meta_dirty: false,
-            counters: Counters::default(),
+            counters: Counters {
+                repaired_records: repaired,
+                ..Counters::default()
+            },
             last_timeout: None,
             flapping: BTreeMap::new(),
             late_told: BTreeSet::new(),
             presence: fallback::Presence::default(),
             calls: BTreeMap::new(),
         };
-        engine.start_supervision(now);
-        engine.settle_after_restore(now, wall);
+        engine.start_supervision(now.mono);
+        engine.settle_after_restore(now);
         engine
     }
 
@@ -324,36 +329,28 @@ impl Engine {
     }
 
     /// Fires every deadline at or before `now`.
-    pub fn handle_timeout(&mut self, now: Instant, wall: Timestamp) {
-        self.last_timeout = Some(now);
-        self.fire_silence(now, wall);
-        self.release_held_silences(now, wall);
-        self.fire_alert_deadlines(now, wall);
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.last_timeout = Some(now.mono);
+        self.fire_silence(now);
+        self.release_held_silences(now);
+        self.fire_alert_deadlines(now);
     }
 
     /// A band's advertisement: intake, telemetry, then the alert it raises or touches.
-    pub fn handle_frame(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        data: &[u8],
-        rssi: Option<i16>,
-    ) -> Heard {
+    pub fn handle_frame(&mut self, now: Now, data: &[u8], rssi: Option<i16>) -> Heard {
         let frame = match self.intake.accept(data) {
             Ok(f) => f,
             Err(r) => return Heard::Rejected(r),
         };
         let alarm = !matches!(frame.event, BandEvent::Heartbeat { .. });
-        self.heard_band(now, wall, &frame, rssi, alarm);
+        self.heard_band(now, &frame, rssi, alarm);
         let alert_id = match frame.event {
-            BandEvent::Sos => Some(self.raise_or_update(now, wall, &frame, rssi, Kind::Sos)),
-            BandEvent::Fall { .. } => {
-                Some(self.raise_or_update(now, wall, &frame, rssi, Kind::Fall))
-            }
+            BandEvent::Sos => Some(self.raise_or_update(now, &frame, rssi, Kind::Sos)),
+            BandEvent::Fall { .. } => Some(self.raise_or_update(now, &frame, rssi, Kind::Fall)),
             BandEvent::NoMotion { .. } => {
-                Some(self.raise_or_update(now, wall, &frame, rssi, Kind::NoMotion))
+                Some(self.raise_or_update(now, &frame, rssi, Kind::NoMotion))
             }
-            BandEvent::Cancel { of_seq } => self.wearer_cancel(now, wall, frame.device_id, of_seq),
+            BandEvent::Cancel { of_seq } => self.wearer_cancel(now, frame.device_id, of_seq),
             BandEvent::Heartbeat { .. } => None,
         };
         Heard::Accepted { frame, alert_id }
@@ -362,7 +359,7 @@ impl Engine {
     /// What must be committed with the outputs just polled, in durable form: changed
     /// alerts, and the bands that go with them. Heartbeat-only band changes are left for
     /// `take_telemetry`, so an alert's commit stays small however many bands are heard.
-    pub fn take_changes(&mut self, now: Instant, wall: Timestamp) -> Changes {
+    pub fn take_changes(&mut self, now: Now) -> Changes {
         let mut alerts = Vec::new();
         for id in std::mem::take(&mut self.dirty_alerts) {
             let Some(a) = self.alerts.get(&id) else {
@@ -372,7 +369,7 @@ impl Engine {
                 self.background_alerts.insert(id);
             } else {
                 self.background_alerts.remove(&id);
-                alerts.push(escalation::alert_record(a, now, wall));
+                alerts.push(record::alert_record(a, now));
             }
         }
         let urgent = std::mem::take(&mut self.urgent_devices);
@@ -416,7 +413,7 @@ impl Engine {
     /// batched write off the alarms' path, e.g. with the telemetry. Empty when nothing waits.
     /// These are silences that one gateway notice stands for: a power cut may lose the last
     /// batch, and a band still silent after a restart is found silent again.
-    pub fn take_background(&mut self, now: Instant, wall: Timestamp, max: usize) -> Changes {
+    pub fn take_background(&mut self, now: Now, max: usize) -> Changes {
         // Quiet alerts changed since the last commit wait here, not for the next alarm's.
         let alerts = &self.alerts;
         let quiet: Vec<String> = self
@@ -434,7 +431,7 @@ impl Engine {
         for id in ids {
             self.background_alerts.remove(&id);
             if let Some(a) = self.alerts.get(&id) {
-                alerts.push(escalation::alert_record(a, now, wall));
+                alerts.push(record::alert_record(a, now));
             }
         }
         let n = self.background_removed.len().min(max);
@@ -471,7 +468,7 @@ impl Engine {
     }
 
     /// The whole durable state (for tests and a full rewrite of the store).
-    pub fn snapshot(&self, now: Instant, wall: Timestamp) -> Snapshot {
+    pub fn snapshot(&self, now: Now) -> Snapshot {
         let mut ids: Vec<u32> = self.devices.keys().copied().collect();
         ids.extend(self.intake.windows().map(|(id, _)| id));
         ids.sort_unstable();
@@ -480,7 +477,7 @@ impl Engine {
             alerts: self
                 .alerts
                 .values()
-                .map(|a| escalation::alert_record(a, now, wall))
+                .map(|a| record::alert_record(a, now))
                 .collect(),
             devices: ids.into_iter().map(|id| self.device_record(id)).collect(),
             meta: self.meta,

@@ -6,9 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::alert::Kind;
+use super::time::wall_plus;
 
 /// One alert as stored. Field meanings follow `alert::Alert`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +94,60 @@ pub struct ContactRecord {
 }
 
 impl AlertRecord {
+    /// A stored open SOS of band `device_id`, raised by its press `seq` at `raised_at`, at
+    /// tier 1 and paged to nobody yet: due a minute later, escalating a minute after that.
+    /// The one record literal: tests, benches and tools add what they need with struct update
+    /// syntax (the engine's records come from its alerts, `Engine::take_changes`).
+    pub fn sos(id: &str, device_id: u32, seq: u32, raised_at: Timestamp) -> AlertRecord {
+        let at = |s: i64| wall_plus(raised_at, SignedDuration::from_secs(s));
+        AlertRecord {
+            id: id.to_string(),
+            kind: Kind::Sos.as_str().to_string(),
+            state: "open".into(),
+            due: at(60),
+            escalate_at: Some(at(120)),
+            verify_until: None,
+            cancel_requested: false,
+            tier: 1,
+            device_id: Some(device_id),
+            raised_at,
+            updated_at: at(1),
+            notified: Vec::new(),
+            paged: Vec::new(),
+            delivered_to: Vec::new(),
+            declined: Vec::new(),
+            acked_by: None,
+            acked_at: None,
+            on_scene_at: None,
+            resolved_by: None,
+            resolved_at: None,
+            resolution: None,
+            battery_pct: Some(80),
+            rssi: Some(-61),
+            seqs: vec![seq],
+            detail: None,
+            presses: 1,
+            last_press_at: None,
+            press_due: None,
+            device_fault_suspected: false,
+            held: false,
+            grouped_in: None,
+            silent_bands: None,
+            ladders: Vec::new(),
+            contacts: Vec::new(),
+        }
+    }
+
+    /// Paged to `people` (`notified` and `paged`).
+    pub fn paged_to(self, people: &[&str]) -> AlertRecord {
+        let people: Vec<String> = people.iter().map(|p| p.to_string()).collect();
+        AlertRecord {
+            notified: people.clone(),
+            paged: people,
+            ..self
+        }
+    }
+
     /// Whether this version can restore the record: its kind and state must be known ones.
     pub fn readable(&self) -> Result<(), String> {
         if Kind::parse(&self.kind).is_none() {

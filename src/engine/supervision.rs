@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use super::alert::{DeviceState, Grouping, Kind, Output, Resolution, SilentBands, SilentDevice};
-use super::escalation::new_alert;
+use super::alert::{
+    Alert, DeviceState, Grouping, Kind, Output, Resolution, SilentBands, SilentDevice,
+};
 use super::frame::{BandEvent, Frame};
 use super::replay::ReplayWindow;
 use super::snapshot::DeviceRecord;
 use super::time::later;
+use super::time::Now;
 use super::Engine;
 
 /// A band's battery must fall this many points before its state is re-published early.
@@ -145,14 +147,7 @@ impl Engine {
     }
 
     /// Telemetry of an accepted frame; clears a `device_silent` of this band.
-    pub(super) fn heard_band(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        frame: &Frame,
-        rssi: Option<i16>,
-        alarm: bool,
-    ) {
+    pub(super) fn heard_band(&mut self, now: Now, frame: &Frame, rssi: Option<i16>, alarm: bool) {
         let vitals = match frame.event {
             BandEvent::Heartbeat {
                 heart_rate,
@@ -167,14 +162,13 @@ impl Engine {
             worn: frame.worn,
             vitals,
         };
-        self.heard_device(now, wall, &heard, rssi, alarm);
+        self.heard_device(now, &heard, rssi, alarm);
     }
 
     /// Telemetry of an accepted frame of any format (a band's, a BTHome device's).
     pub(super) fn heard_device(
         &mut self,
-        now: Instant,
-        wall: Timestamp,
+        now: Now,
         frame: &HeardDevice,
         rssi: Option<i16>,
         alarm: bool,
@@ -186,8 +180,8 @@ impl Engine {
             .open_alert_of(id, |k| k == Kind::DeviceSilent)
             .is_some();
         let band = self.devices.entry(id).or_default();
-        band.last_seen = Some(now);
-        band.last_seen_wall = Some(wall);
+        band.last_seen = Some(now.mono);
+        band.last_seen_wall = Some(now.wall);
         band.battery_pct = Some(frame.battery_pct);
         band.worn = Some(frame.worn);
         let publish = match band.published {
@@ -196,11 +190,11 @@ impl Engine {
             Some((at, battery, worn)) => {
                 worn != frame.worn
                     || battery.saturating_sub(frame.battery_pct) >= BATTERY_STEP
-                    || now.saturating_duration_since(at) >= interval
+                    || now.mono.saturating_duration_since(at) >= interval
             }
         };
         if publish {
-            band.published = Some((now, frame.battery_pct, frame.worn));
+            band.published = Some((now.mono, frame.battery_pct, frame.worn));
         }
         // The replay window moves on every accepted frame, so the band is always dirty: an
         // alarm's band is written with its alert, a heartbeat's in the next telemetry batch.
@@ -213,7 +207,7 @@ impl Engine {
             let (heart_rate, spo2, steps) = frame.vitals;
             self.emit(Output::DeviceState(DeviceState {
                 device_id: id,
-                last_seen: wall,
+                last_seen: now.wall,
                 rssi,
                 battery_pct: frame.battery_pct,
                 worn: frame.worn,
@@ -223,25 +217,18 @@ impl Engine {
             }));
         }
         if self.setup.residents.contains_key(&id) {
-            self.arm_silence(id, now);
+            self.arm_silence(id, now.mono);
         }
         if let Some(alert_id) = self.open_alert_of(id, |k| k == Kind::DeviceSilent) {
-            self.silent_band_heard(now, wall, id, &alert_id);
+            self.silent_band_heard(now, id, &alert_id);
         }
         if frame.battery_pct < self.setup.supervision.low_battery_pct {
-            self.low_battery(now, wall, id, frame.battery_pct, rssi);
+            self.low_battery(now, id, frame.battery_pct, rssi);
         }
     }
 
-    fn low_battery(
-        &mut self,
-        now: Instant,
-        wall: Timestamp,
-        id: u32,
-        battery: u8,
-        rssi: Option<i16>,
-    ) {
-        let today = self.setup.rota.local_day(wall).to_string();
+    fn low_battery(&mut self, now: Now, id: u32, battery: u8, rssi: Option<i16>) {
+        let today = self.setup.rota.local_day(now.wall).to_string();
         if self.open_alert_of(id, |k| k == Kind::LowBattery).is_some() {
             return;
         }
@@ -259,25 +246,17 @@ impl Engine {
             battery_pct = battery,
             "battery low"
         );
-        let alert = new_alert(
-            now,
-            wall,
-            alert_id,
-            Kind::LowBattery,
-            Some(id),
-            Some(battery),
-            rssi,
-        );
-        self.open_alert(now, wall, alert);
+        let alert = Alert::new(alert_id, Kind::LowBattery, now).of_band(id, Some(battery), rssi);
+        self.open_alert(now, alert);
     }
 
     /// Opens a quiet `device_silent` for every band whose silence is due: held for
     /// `SILENCE_WINDOW`, or joined to the open gateway notice.
-    pub(super) fn fire_silence(&mut self, now: Instant, wall: Timestamp) {
+    pub(super) fn fire_silence(&mut self, now: Now) {
         let notice = self.open_notice();
         let mut joined: Vec<u32> = Vec::new();
         while let Some(&(due, id)) = self.silence.first() {
-            if due > now {
+            if due > now.mono {
                 break;
             }
             self.silence.remove(&(due, id));
@@ -299,15 +278,8 @@ impl Engine {
                 device_id = id,
                 "band not heard for silent_after; held to see whether others fall silent with it"
             );
-            let mut alert = new_alert(
-                now,
-                wall,
-                alert_id.clone(),
-                Kind::DeviceSilent,
-                Some(id),
-                battery,
-                None,
-            );
+            let mut alert =
+                Alert::new(alert_id.clone(), Kind::DeviceSilent, now).of_band(id, battery, None);
             match &notice {
                 Some(n) => {
                     alert.grouping = Grouping::In(n.clone());
@@ -318,23 +290,23 @@ impl Engine {
                     self.held_silences.ids.push(alert_id);
                     self.held_silences
                         .until
-                        .get_or_insert(later(now, SILENCE_WINDOW));
+                        .get_or_insert(later(now.mono, SILENCE_WINDOW));
                 }
             }
-            self.open_alert(now, wall, alert);
+            self.open_alert(now, alert);
             self.emit(Output::DeviceSilent(silent));
         }
         if let (Some(n), false) = (notice, joined.is_empty()) {
             let by = u32::try_from(joined.len()).unwrap_or(u32::MAX);
             self.grow_notice(&n, by, &joined);
-            self.republish(now, wall, &n);
+            self.republish(now, &n);
         }
     }
 
     /// A gateway notice that a person resolved while some of its bands are still silent
     /// (the radio was mended, but a band is really dead or its wearer gone): those bands no
     /// longer have anything standing for them, so each is paged on its own from now on.
-    pub(super) fn release_notice(&mut self, now: Instant, wall: Timestamp, notice: &str) {
+    pub(super) fn release_notice(&mut self, now: Now, notice: &str) {
         let resolved_notice = self
             .alerts
             .get(notice)
@@ -350,7 +322,7 @@ impl Engine {
             .map(|a| a.id.clone())
             .collect();
         for id in still_silent {
-            self.page_alone(now, wall, &id);
+            self.page_alone(now, &id);
         }
     }
 
@@ -378,8 +350,8 @@ impl Engine {
 
     /// At the end of the window: a handful of silences are paged one by one; more make one
     /// gateway notice that stands for them all.
-    pub(super) fn release_held_silences(&mut self, now: Instant, wall: Timestamp) {
-        if self.held_silences.until.is_none_or(|t| t > now) {
+    pub(super) fn release_held_silences(&mut self, now: Now) {
+        if self.held_silences.until.is_none_or(|t| t > now.mono) {
             return;
         }
         self.held_silences.until = None;
@@ -402,7 +374,7 @@ impl Engine {
         let existing = self.open_notice();
         if existing.is_none() && ids.len() <= HANDFUL {
             for id in &ids {
-                self.page_alone(now, wall, id);
+                self.page_alone(now, id);
             }
             return;
         }
@@ -422,7 +394,7 @@ impl Engine {
         }
         if existing.is_some() {
             self.grow_notice(&notice, count, &devices);
-            self.republish(now, wall, &notice);
+            self.republish(now, &notice);
             return;
         }
         tracing::warn!(
@@ -431,27 +403,19 @@ impl Engine {
             named = ?&devices[..devices.len().min(NAMED)],
             "many bands fell silent together: one notice for all of them (radio or adapter?)"
         );
-        let mut alert = new_alert(
-            now,
-            wall,
-            notice.clone(),
-            Kind::DeviceSilent,
-            None,
-            None,
-            None,
-        );
+        let mut alert = Alert::new(notice.clone(), Kind::DeviceSilent, now);
         alert.grouping = Grouping::Notice(SilentBands {
             count,
             still_silent: count,
             named: devices.iter().take(NAMED).copied().collect(),
         });
         self.held_silences.notice = Some(notice);
-        self.open_alert(now, wall, alert);
+        self.open_alert(now, alert);
     }
 
     /// A band whose `device_silent` is open was heard: the alert clears (quietly when the
     /// gateway notice stands for it; the notice resolves with its last band).
-    fn silent_band_heard(&mut self, now: Instant, wall: Timestamp, device_id: u32, alert_id: &str) {
+    fn silent_band_heard(&mut self, now: Now, device_id: u32, alert_id: &str) {
         let grouping = self.alerts.get(alert_id).map(|a| a.grouping.clone());
         match &grouping {
             Some(Grouping::In(_) | Grouping::Held) => tracing::debug!(
@@ -465,7 +429,7 @@ impl Engine {
                 "band heard again; device_silent clears"
             ),
         }
-        self.resolve(now, wall, alert_id, "gateway", Resolution::DeviceFault);
+        self.resolve(now, alert_id, "gateway", Resolution::DeviceFault);
         let Some(Grouping::In(notice)) = grouping else {
             return;
         };
@@ -482,7 +446,7 @@ impl Engine {
                 alert_id = notice,
                 "every band of the notice heard again; the notice clears"
             );
-            self.resolve(now, wall, &notice, "gateway", Resolution::DeviceFault);
+            self.resolve(now, &notice, "gateway", Resolution::DeviceFault);
         }
     }
 

@@ -14,8 +14,16 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::alert::{Alert, Kind, State};
+use super::alert::{Alert, Kind, Next, State};
 use super::setup::Setup;
+
+/// The two clocks, read once per input by the loop and passed to the engine together: `mono`
+/// (monotonic) for deadlines, `wall` for documents, the rota and what is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub mono: Instant,
+    pub wall: Timestamp,
+}
 
 /// The shortest wait bandgate accepts anywhere (`check-config` refuses less).
 pub const MIN_DELAY: Duration = Duration::from_secs(1);
@@ -139,21 +147,17 @@ impl Limits {
         };
         let wait = self.state_wait(a);
         match &mut a.state {
-            State::Open {
-                remind_at,
-                escalate_at,
-            } => {
+            State::Open { remind_at, next } => {
                 fix("due", remind_at, wait);
-                if let Some(e) = escalate_at {
-                    fix("escalate_at", e, self.ack);
+                match next {
+                    Next::Escalate(e) => fix("escalate_at", e, self.ack),
+                    Next::Verify(v) => fix("verify_until", v, self.verify),
+                    Next::Remind => {}
                 }
             }
-            State::Acknowledged { lapse_at: t }
-            | State::OnScene { remind_at: t }
-            | State::Resolved { clear_at: t } => fix("due", t, wait),
-        }
-        if let Some(v) = &mut a.verify_until {
-            fix("verify_until", v, self.verify);
+            State::Acknowledged { lapse_at: t, .. }
+            | State::OnScene { remind_at: t, .. }
+            | State::Resolved { clear_at: t, .. } => fix("due", t, wait),
         }
         // A coalesced press waits at most one `renotify_every` for its page.
         if let Some(p) = &mut a.presses.due {

@@ -265,7 +265,7 @@ fn drive(setup: Setup, ops: &[Op]) {
                 s.restart_with_clock(down_ms as f64 / 1000.0, clock_s as f64)
             }
             Op::Test => {
-                if let Ok(id) = s.engine.raise_test(s.now, s.wall(), None) {
+                if let Ok(id) = s.engine.raise_test(s.clock(), None) {
                     ids.push(id);
                 }
                 s.drain();

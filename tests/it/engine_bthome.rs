@@ -70,12 +70,19 @@ impl World {
         self.wall0 + (self.now - self.t0)
     }
 
+    /// Both clocks now, as the engine takes them.
+    fn clock(&self) -> Now {
+        Now {
+            mono: self.now,
+            wall: self.wall(),
+        }
+    }
+
     fn press(&mut self, counter: u32, events: &[ButtonEvent], battery: Option<u8>) -> Heard {
         let data = bthome::seal(&MAC, &KEY, counter, true, counter as u8, battery, events);
-        let wall = self.wall();
         let heard = self
             .engine
-            .handle_bthome(self.now, wall, &MAC, &data, Some(-55));
+            .handle_bthome(self.clock(), &MAC, &data, Some(-55));
         self.drain();
         heard
     }
@@ -87,8 +94,7 @@ impl World {
                 break;
             }
             self.now = due.max(self.now);
-            let wall = self.wall();
-            self.engine.handle_timeout(self.now, wall);
+            self.engine.handle_timeout(self.clock());
             self.drain();
         }
         self.now = target;
@@ -101,14 +107,12 @@ impl World {
     }
 
     fn restart(&mut self, keys: Keyring) {
-        let snap = self.engine.snapshot(self.now, self.wall());
+        let snap = self.engine.snapshot(self.clock());
         self.now += Duration::from_secs(5);
-        let wall = self.wall();
         self.engine = Engine::restore(
             self.setup.clone(),
             Intake::new(COMPANY, keys),
-            self.now,
-            wall,
+            self.clock(),
             snap,
         );
         self.drain();
@@ -173,8 +177,7 @@ fn a_press_raises_an_sos_named_by_its_counter_and_a_double_press_cancels_it() {
     // Resolved, a cancel has nothing to cancel: ignored and counted.
     w.engine
         .handle_action(
-            w.now,
-            w.wall(),
+            w.clock(),
             "zhang",
             &id,
             Action::Resolve(Resolution::FalseAlarm),
@@ -187,7 +190,8 @@ fn a_press_raises_an_sos_named_by_its_counter_and_a_double_press_cancels_it() {
     let plain = bthome::plain(true, 1, Some(90), &[ButtonEvent::Press]);
     let wall = w.wall();
     assert_eq!(
-        w.engine.handle_bthome(w.now, wall, &MAC, &plain, None),
+        w.engine
+            .handle_bthome(Now { mono: w.now, wall }, &MAC, &plain, None),
         Heard::Rejected(Reject::Downgrade)
     );
     assert_eq!(w.engine.intake().rejected(Reject::Downgrade), 1);
@@ -219,7 +223,7 @@ fn an_older_counter_stays_stale_across_a_restart_until_the_device_is_enrolled_ag
         w.press(5, &[ButtonEvent::Press], Some(80)),
         Heard::Accepted { .. }
     ));
-    let snap = w.engine.snapshot(w.now, w.wall());
+    let snap = w.engine.snapshot(w.clock());
     let stored = snap.devices.iter().find(|d| d.device_id == 9001).unwrap();
     assert_eq!(stored.window_top, Some(5));
     assert!(stored

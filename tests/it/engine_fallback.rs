@@ -76,7 +76,7 @@ fn presence(s: &mut Sim, staff: &str, client: &str, online: bool, armed: bool) {
     let wall = s.wall();
     let r = s
         .engine
-        .handle_presence(s.now, wall, staff, client, online, armed);
+        .handle_presence(Now { mono: s.now, wall }, staff, client, online, armed);
     let _ = writeln!(
         s.log,
         "t+{:.1}s presence {staff}/{client} online {online} armed {armed} -> {r:?}",
@@ -88,8 +88,7 @@ fn presence(s: &mut Sim, staff: &str, client: &str, online: bool, armed: bool) {
 fn report(s: &mut Sim, alert: &str, staff: &str, step: u8, outcome: Outcome) {
     let wall = s.wall();
     let ok = s.engine.handle_contact_report(
-        s.now,
-        wall,
+        Now { mono: s.now, wall },
         ContactReport {
             alert_id: alert.into(),
             staff_id: staff.into(),
@@ -576,7 +575,7 @@ fn the_sms_fits_one_message_who_where_what_and_where_to_look() {
     assert!(text.encode_utf16().count() <= SMS_UNITS, "{text}");
     assert!(text.ends_with("SOS. Open the duty page"), "{text}");
     // A test alert names nobody.
-    let t = s.engine.raise_test(s.now, s.wall(), Some("zhang")).unwrap();
+    let t = s.engine.raise_test(s.clock(), Some("zhang")).unwrap();
     let test = s.engine.alert(&t).unwrap().clone();
     assert_eq!(
         sms_text(&test, &s.setup),

@@ -111,20 +111,19 @@ fn run(start_hour: i8, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Advance { ms } => s.advance(ms as f64 / 1000.0),
             Op::Restart { down_ms } => {
                 // The snapshot survives a restore unchanged.
-                let snap = s.engine.snapshot(s.now, s.wall());
+                let snap = s.engine.snapshot(s.clock());
                 let again = Engine::restore(
                     s.setup.clone(),
                     Intake::new(COMPANY, keyring()),
-                    s.now,
-                    s.wall(),
+                    s.clock(),
                     snap.clone(),
                 )
-                .snapshot(s.now, s.wall());
+                .snapshot(s.clock());
                 prop_assert_eq!(&again, &snap);
                 s.restart(down_ms as f64 / 1000.0);
             }
             Op::Test { staff } => {
-                let _ = s.engine.raise_test(s.now, s.wall(), Some(STAFF[staff]));
+                let _ = s.engine.raise_test(s.clock(), Some(STAFF[staff]));
                 s.drain();
             }
         }
@@ -133,9 +132,9 @@ fn run(start_hour: i8, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if !ids.contains(&a.id) {
                     ids.push(a.id.clone());
                 }
-                if a.is_resolved() && a.resolved_at == Some(a.updated_at) {
+                if a.is_resolved() && a.resolved_at() == Some(a.updated_at) {
                     let silent_cleared = a.kind == Kind::DeviceSilent
-                        && a.resolution == Some(Resolution::DeviceFault)
+                        && a.resolution() == Some(Resolution::DeviceFault)
                         && silent_band == a.device_id;
                     prop_assert!(
                         may_end.contains(&a.id) || silent_cleared,

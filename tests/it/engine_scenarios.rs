@@ -269,8 +269,8 @@ fn wearer_cancel_with_close_resolves_at_once() {
     let seq = s.seqs[&17];
     s.frame(17, BandEvent::Cancel { of_seq: seq });
     let a = s.engine.alert(&id).unwrap();
-    assert_eq!(a.resolution, Some(Resolution::WearerCancelVerified));
-    assert_eq!(a.resolved_by.as_deref(), Some("wearer"));
+    assert_eq!(a.resolution(), Some(Resolution::WearerCancelVerified));
+    assert_eq!(a.resolved_by(), Some("wearer"));
     // A cancel that names no alert of this band changes nothing.
     s.frame(17, BandEvent::Cancel { of_seq: 5 });
     assert_eq!(s.engine.counters().unmatched_cancels, 1);
@@ -296,7 +296,7 @@ fn two_acks_racing_first_wins_and_the_second_is_told() {
         t+61.0s li: ack 17-101 -> ok
     "#]]
     .assert_eq(&s.take_log());
-    assert_eq!(s.engine.alert(&id).unwrap().acked_by.as_deref(), Some("li"));
+    assert_eq!(s.engine.alert(&id).unwrap().acked_by(), Some("li"));
 }
 
 #[test]
@@ -453,9 +453,9 @@ fn resolve_without_ack_claims_and_resolves() {
     s.act("zhang", &id, Action::Resolve(Resolution::FalseAlarm))
         .unwrap();
     let a = s.engine.alert(&id).unwrap();
-    assert_eq!(a.acked_by.as_deref(), Some("zhang"));
-    assert_eq!(a.resolved_by.as_deref(), Some("zhang"));
-    assert!(a.acked_at.is_some());
+    assert_eq!(a.acked_by(), Some("zhang"));
+    assert_eq!(a.resolved_by(), Some("zhang"));
+    assert!(a.acked_at().is_some());
 }
 
 #[test]
@@ -528,7 +528,7 @@ fn low_battery_is_one_notice_per_band_per_day() {
 #[test]
 fn test_alert_goes_to_the_named_person_and_closes_on_ack() {
     let mut s = Sim::at(local(22, 0));
-    let id = s.engine.raise_test(s.now, s.wall(), Some("wang")).unwrap();
+    let id = s.engine.raise_test(s.clock(), Some("wang")).unwrap();
     s.drain();
     assert_eq!(id, "test-1");
     s.act("wang", &id, Action::Ack).unwrap();
@@ -541,7 +541,7 @@ fn test_alert_goes_to_the_named_person_and_closes_on_ack() {
     "#]]
     .assert_eq(&s.take_log());
     assert_eq!(
-        s.engine.raise_test(s.now, s.wall(), Some("ghost")),
+        s.engine.raise_test(s.clock(), Some("ghost")),
         Err(Refusal::UnknownStaff)
     );
 }
@@ -663,7 +663,7 @@ fn a_timer_fired_late_does_not_push_later_deadlines_back() {
     let late = first + std::time::Duration::from_millis(300);
     s.now = late;
     let wall = s.wall();
-    s.engine.handle_timeout(late, wall);
+    s.engine.handle_timeout(Now { mono: late, wall });
     s.drain();
     let next = s.engine.poll_timeout().unwrap();
     assert_eq!(next - s.t0, std::time::Duration::from_secs(40));
@@ -684,7 +684,7 @@ fn an_alert_commit_carries_only_its_own_band_heartbeats_go_in_batches() {
     };
     s.frame(18, hb);
     s.sos(17);
-    let changes = s.engine.take_changes(s.now, s.wall());
+    let changes = s.engine.take_changes(s.clock());
     let bands: Vec<u32> = changes.devices.iter().map(|d| d.device_id).collect();
     assert_eq!(
         bands,
@@ -732,9 +732,10 @@ fn telemetry_batches_take_turns_so_a_busy_low_band_cannot_starve_a_high_one() {
 fn gateway_fault_pages_the_supervisors_and_repeats_until_one_resolves_it() {
     let mut s = Sim::at(local(10, 0));
     let wall = s.wall();
-    let id = s
-        .engine
-        .raise_gateway_fault(s.now, wall, "the state database came back empty");
+    let id = s.engine.raise_gateway_fault(
+        Now { mono: s.now, wall },
+        "the state database came back empty",
+    );
     s.drain();
     assert_eq!(id, "gateway-gw-test-fault-1");
     let a = s.engine.alert(&id).unwrap();
@@ -774,14 +775,18 @@ fn gateway_fault_pages_the_supervisors_and_repeats_until_one_resolves_it() {
 fn gateway_fault_ids_and_details_survive_a_restart_and_are_never_reused() {
     let mut s = Sim::at(local(10, 0));
     let wall = s.wall();
-    let first = s.engine.raise_gateway_fault(s.now, wall, "one");
+    let first = s
+        .engine
+        .raise_gateway_fault(Now { mono: s.now, wall }, "one");
     s.restart(5.0);
     assert_eq!(
         s.engine.alert(&first).unwrap().detail.as_deref(),
         Some("one")
     );
     let wall = s.wall();
-    let second = s.engine.raise_gateway_fault(s.now, wall, "two");
+    let second = s
+        .engine
+        .raise_gateway_fault(Now { mono: s.now, wall }, "two");
     assert_eq!(
         [first.as_str(), second.as_str()],
         ["gateway-gw-test-fault-1", "gateway-gw-test-fault-2"]
@@ -794,7 +799,8 @@ fn gateway_fault_without_supervisors_pages_whoever_is_on_duty() {
     setup.escalation.supervisors.clear();
     let mut s = Sim::new(setup, local(10, 0));
     let wall = s.wall();
-    s.engine.raise_gateway_fault(s.now, wall, "lost");
+    s.engine
+        .raise_gateway_fault(Now { mono: s.now, wall }, "lost");
     s.drain();
     expect![[r#"
         t+0.0s   doc gateway-gw-test-fault-1 gateway_fault open tier 1 notified ["zhang"]

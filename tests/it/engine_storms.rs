@@ -93,7 +93,7 @@ fn a_stuck_button_pages_once_per_renotify_every_and_band_18_is_paged_at_once() {
     assert!(fault.0 <= Duration::from_secs(1), "told at {:?}", fault.0);
     assert!(a.notified.contains(&"chen".to_string()));
     // Its stored record stays small however many presses there were.
-    let snap = s.engine.snapshot(s.now, s.wall());
+    let snap = s.engine.snapshot(s.clock());
     let record = snap.alerts.iter().find(|r| r.id == id).unwrap();
     let bytes = serde_json::to_vec(record).unwrap().len();
     assert!(bytes < 2048, "record of {bytes} bytes");
@@ -242,11 +242,18 @@ impl Community {
         self.wall0 + (self.now - self.t0)
     }
 
+    fn clock(&self) -> Now {
+        Now {
+            mono: self.now,
+            wall: self.wall(),
+        }
+    }
+
     fn advance(&mut self, secs: u64) {
         let target = self.now + Duration::from_secs(secs);
         while let Some(due) = self.engine.poll_timeout().filter(|d| *d <= target) {
             self.now = due.max(self.now);
-            self.engine.handle_timeout(self.now, self.wall());
+            self.engine.handle_timeout(self.clock());
             assert!(self.engine.poll_timeout().is_none_or(|n| n > self.now));
             self.drain();
         }
@@ -268,9 +275,7 @@ impl Community {
             event,
         };
         let data = frame::seal(&f, COMPANY, &k);
-        let heard = self
-            .engine
-            .handle_frame(self.now, self.wall(), &data, Some(-60));
+        let heard = self.engine.handle_frame(self.clock(), &data, Some(-60));
         self.drain();
         heard
     }
@@ -379,7 +384,7 @@ fn two_thousand_silent_bands_make_one_notice_and_an_sos_meanwhile_pages_at_once(
     // Every band back: each alert clears, quietly; the notice resolves with the last of them,
     // one page, and one commit holds every cleared record.
     c.outputs.clear();
-    let _ = c.engine.take_changes(c.now, c.wall());
+    let _ = c.engine.take_changes(c.clock());
     for d in [17, 18].into_iter().chain(1000..3000) {
         c.frame(d, HEARTBEAT);
     }
@@ -401,11 +406,11 @@ fn two_thousand_silent_bands_make_one_notice_and_an_sos_meanwhile_pages_at_once(
         .iter()
         .any(|p| p.2.id == notice.id && p.1 == NotifyReason::Resolved));
     // The alarms' commit stays small: the 2,000 cleared records go in background batches.
-    let changes = c.engine.take_changes(c.now, c.wall());
+    let changes = c.engine.take_changes(c.clock());
     assert!(changes.alerts.len() < 20, "{}", changes.alerts.len());
     let mut written = 0;
     for _ in 0..100 {
-        let batch = c.engine.take_background(c.now, c.wall(), BACKGROUND_BATCH);
+        let batch = c.engine.take_background(c.clock(), BACKGROUND_BATCH);
         if batch.is_empty() {
             break;
         }
@@ -452,10 +457,10 @@ fn silences_held_across_a_restart_are_still_grouped() {
     c.advance(1800);
     assert!(c.engine.poll_timeout().is_some());
     // Down for 5 s in the middle of the window.
-    let snap = c.engine.snapshot(c.now, c.wall());
+    let snap = c.engine.snapshot(c.clock());
     let (setup, keys) = big_setup(50);
     c.now += Duration::from_secs(5);
-    c.engine = Engine::restore(setup, Intake::new(COMPANY, keys), c.now, c.wall(), snap);
+    c.engine = Engine::restore(setup, Intake::new(COMPANY, keys), c.clock(), snap);
     c.advance(60);
     let pages = c.pages();
     assert_eq!(
@@ -474,14 +479,14 @@ fn silences_held_across_a_restart_are_still_grouped() {
 fn a_background_batch_that_could_not_be_written_is_taken_again() {
     let mut c = Community::new(300);
     c.advance(1800 + 60);
-    let first = c.engine.take_background(c.now, c.wall(), BACKGROUND_BATCH);
+    let first = c.engine.take_background(c.clock(), BACKGROUND_BATCH);
     assert_eq!(first.alerts.len(), BACKGROUND_BATCH);
     assert_eq!(first.devices.len(), BACKGROUND_BATCH);
     // The store failed: the same records come back in a later batch, none lost.
     c.engine.retake_background(&first);
     let mut ids = std::collections::BTreeSet::new();
     loop {
-        let b = c.engine.take_background(c.now, c.wall(), BACKGROUND_BATCH);
+        let b = c.engine.take_background(c.clock(), BACKGROUND_BATCH);
         if b.is_empty() {
             break;
         }
@@ -512,8 +517,7 @@ fn bands_still_silent_when_a_person_resolves_the_notice_are_paged_one_by_one() {
     let (now, wall) = (c.now, c.wall());
     c.engine
         .handle_action(
-            now,
-            wall,
+            Now { mono: now, wall },
             &supervisor,
             &notice,
             Action::Resolve(Resolution::DeviceFault),

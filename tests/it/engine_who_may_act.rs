@@ -23,8 +23,8 @@ fn someone_never_paged_cannot_close_or_claim_another_residents_sos() {
     let mut s = Sim::at(local(10, 0));
     let id = s.sos(17);
     // What the SOS itself changed is stored (as the daemon does after every input).
-    let _ = s.engine.take_changes(s.now, s.wall());
-    let before = s.engine.snapshot(s.now, s.wall());
+    let _ = s.engine.take_changes(s.clock());
+    let before = s.engine.snapshot(s.clock());
     let outputs = s.outputs.len();
     // zhao is staff, but nobody paged zhao about this alert; li is in the team, but the
     // alert is still at tier 1 (only zhang paged).
@@ -45,11 +45,11 @@ fn someone_never_paged_cannot_close_or_claim_another_residents_sos() {
     }
     assert_eq!(s.outputs.len(), outputs, "a refusal sent something");
     assert_eq!(
-        s.engine.snapshot(s.now, s.wall()),
+        s.engine.snapshot(s.clock()),
         before,
         "a refusal changed state"
     );
-    let changes = s.engine.take_changes(s.now, s.wall());
+    let changes = s.engine.take_changes(s.clock());
     assert!(
         changes.alerts.is_empty(),
         "a refusal left something to store: {changes:?}"
@@ -77,8 +77,8 @@ fn someone_never_paged_cannot_close_or_claim_another_residents_sos() {
     s.act("chen", &id, Action::Resolve(Resolution::RealEmergency))
         .unwrap();
     let a = s.engine.alert(&id).unwrap();
-    assert_eq!(a.resolved_by.as_deref(), Some("chen"));
-    assert_eq!(a.acked_by.as_deref(), Some("li"));
+    assert_eq!(a.resolved_by(), Some("chen"));
+    assert_eq!(a.acked_by(), Some("li"));
     assert_eq!(s.engine.counters().refused_actions["not_permitted"], 10);
 }
 
@@ -91,7 +91,7 @@ fn a_paged_person_may_resolve_an_unclaimed_alert_and_a_supervisor_anything() {
     s.act("zhang", &id, Action::Resolve(Resolution::FalseAlarm))
         .unwrap();
     let a = s.engine.alert(&id).unwrap();
-    assert_eq!(a.resolved_by.as_deref(), Some("zhang"));
+    assert_eq!(a.resolved_by(), Some("zhang"));
     assert_eq!(a.delivered_to, ["chen"]);
 
     let id = s.sos(18);
@@ -110,24 +110,23 @@ fn the_operator_acts_as_anyone() {
     let id = s.sos(17);
     let wall = s.wall();
     s.engine
-        .handle_operator_action(s.now, wall, "zhao", &id, Action::Ack)
+        .handle_operator_action(Now { mono: s.now, wall }, "zhao", &id, Action::Ack)
         .unwrap();
     s.engine
         .handle_operator_action(
-            s.now,
-            wall,
+            Now { mono: s.now, wall },
             "li",
             &id,
             Action::Resolve(Resolution::Duplicate),
         )
         .unwrap();
     let a = s.engine.alert(&id).unwrap();
-    assert_eq!(a.acked_by.as_deref(), Some("zhao"));
-    assert_eq!(a.resolved_by.as_deref(), Some("li"));
+    assert_eq!(a.acked_by(), Some("zhao"));
+    assert_eq!(a.resolved_by(), Some("li"));
     // Everything else is still checked.
     assert_eq!(
         s.engine
-            .handle_operator_action(s.now, wall, "ghost", &id, Action::Ack),
+            .handle_operator_action(Now { mono: s.now, wall }, "ghost", &id, Action::Ack),
         Err(Refusal::UnknownStaff)
     );
 }
@@ -249,13 +248,13 @@ proptest! {
                     let Some(a) = s.engine.alert(&id).cloned() else { continue };
                     let supervisor = who == "chen";
                     let paged = a.notified.iter().any(|p| p == who);
-                    let claimer = a.acked_by.as_deref() == Some(who);
+                    let claimer = a.acked_by() == Some(who);
                     let permitted = supervisor || match action {
                         Action::Delivered | Action::Ack | Action::Decline => paged,
                         Action::OnScene => claimer,
-                        Action::Resolve(_) => claimer || (paged && a.acked_by.is_none()),
+                        Action::Resolve(_) => claimer || (paged && a.acked_by().is_none()),
                     };
-                    let before = s.engine.snapshot(s.now, s.wall());
+                    let before = s.engine.snapshot(s.clock());
                     let outputs = s.outputs.len();
                     let r = s.act(who, &id, action);
                     if a.is_resolved() {
@@ -267,7 +266,7 @@ proptest! {
                     }
                     if r.is_err() {
                         prop_assert_eq!(s.outputs.len(), outputs);
-                        prop_assert_eq!(s.engine.snapshot(s.now, s.wall()), before);
+                        prop_assert_eq!(s.engine.snapshot(s.clock()), before);
                     }
                 }
             }
@@ -296,4 +295,36 @@ proptest! {
         let n = pages(&s) - before;
         prop_assert!(n < 20, "{} pages from {}:\n{}", n, who, s.take_log());
     }
+}
+
+/// The claim belongs to the acknowledged and on-scene states: a claimer on scene who declines
+/// leaves an open alert with no claimer and no `on_scene_at` (before issue 12 the reopened
+/// document still showed the `on_scene_at` of the claim that had been released).
+#[test]
+fn a_claimer_on_scene_who_declines_leaves_no_claim_behind() {
+    let mut s = Sim::at(local(10, 0));
+    let id = s.sos(17);
+    s.advance(5.0);
+    s.act("zhang", &id, Action::Ack).unwrap();
+    s.act("zhang", &id, Action::OnScene).unwrap();
+    let a = s.engine.alert(&id).unwrap();
+    assert_eq!(a.on_scene_at(), Some(s.wall()));
+    assert_eq!(a.acked_by(), Some("zhang"));
+    s.act("zhang", &id, Action::Decline).unwrap();
+    let a = s.engine.alert(&id).unwrap();
+    assert_eq!(a.state.name(), "open");
+    assert_eq!(
+        (a.acked_by(), a.acked_at(), a.on_scene_at()),
+        (None, None, None)
+    );
+    let doc = s
+        .outputs
+        .iter()
+        .rev()
+        .find_map(|(_, o)| match o {
+            Output::AlertChanged(a) => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((doc.state.name(), doc.on_scene_at()), ("open", None));
 }

@@ -18,6 +18,7 @@ mod engine_bthome;
 mod engine_clock;
 mod engine_fallback;
 mod engine_props;
+mod engine_records;
 mod engine_scenarios;
 mod engine_storms;
 mod engine_who_may_act;

@@ -7,9 +7,7 @@ use std::time::Duration;
 use bandgate::adapters::mqtt::{
     self, connect, parse_ack, render, LinkEvent, MqttLink, MqttSettings, Publish, Topics,
 };
-use bandgate::engine::{
-    Action, Alert, Grouping, Kind, NotifyReason, Output, Presses, Setup, State,
-};
+use bandgate::engine::{Action, Alert, Kind, NotifyReason, Now, Output, Setup};
 use tokio::sync::mpsc;
 
 use crate::harness::{sim, Broker, Phone};
@@ -29,40 +27,16 @@ fn setup() -> Setup {
 }
 
 fn alert() -> Alert {
+    let now = Now {
+        mono: std::time::Instant::now(),
+        wall: "2026-11-23T03:44:14.120Z".parse().unwrap(),
+    };
     Alert {
-        id: "17-42".into(),
-        kind: Kind::Sos,
-        state: State::Open {
-            remind_at: std::time::Instant::now(),
-            escalate_at: None,
-        },
-        cancel_requested: false,
-        verify_until: None,
-        tier: 1,
-        device_id: Some(17),
-        raised_at: "2026-11-23T03:44:14.120Z".parse().unwrap(),
         updated_at: "2026-11-23T03:45:14.121Z".parse().unwrap(),
-        notified: vec!["zhang".into()],
-        paged: vec!["zhang".into()],
-        delivered_to: vec![],
-        declined: vec![],
-        acked_by: None,
-        acked_at: None,
-        on_scene_at: None,
-        resolved_by: None,
-        resolved_at: None,
-        resolution: None,
-        battery_pct: Some(80),
-        rssi: Some(-67),
-        seqs: vec![42],
-        detail: None,
-        presses: Presses {
-            count: 1,
-            ..Presses::default()
-        },
-        grouping: Grouping::Alone,
-        ladders: Vec::new(),
-        contacts: Vec::new(),
+        ..Alert::new("17-42", Kind::Sos, now)
+            .of_band(17, Some(80), Some(-67))
+            .first_press(42, now)
+            .paged_to(1, &["zhang"])
     }
 }
 

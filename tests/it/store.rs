@@ -20,40 +20,10 @@ fn at(second: i64) -> Timestamp {
 
 fn alert(id: &str, tier: u8) -> AlertRecord {
     AlertRecord {
-        id: id.to_string(),
-        kind: "sos".into(),
-        state: "open".into(),
-        due: at(60),
-        escalate_at: Some(at(120)),
-        verify_until: None,
-        cancel_requested: false,
         tier,
-        device_id: Some(17),
-        raised_at: at(0),
-        updated_at: at(1),
         notified: vec!["anna".into()],
         paged: vec!["anna".into(), "ben".into()],
-        delivered_to: vec![],
-        declined: vec![],
-        acked_by: None,
-        acked_at: None,
-        on_scene_at: None,
-        resolved_by: None,
-        resolved_at: None,
-        resolution: None,
-        battery_pct: Some(80),
-        rssi: Some(-61),
-        seqs: vec![42],
-        detail: None,
-        presses: 1,
-        last_press_at: None,
-        press_due: None,
-        device_fault_suspected: false,
-        held: false,
-        grouped_in: None,
-        silent_bands: None,
-        ladders: Vec::new(),
-        contacts: Vec::new(),
+        ..AlertRecord::sos(id, 17, 42, at(0))
     }
 }
 

@@ -13,42 +13,7 @@ pub fn at(second: i64) -> Timestamp {
 
 /// An open SOS of band `device_id` at tier 1.
 pub fn open_alert(id: &str, device_id: u32) -> AlertRecord {
-    AlertRecord {
-        id: id.to_string(),
-        kind: "sos".into(),
-        state: "open".into(),
-        due: at(60),
-        escalate_at: Some(at(120)),
-        verify_until: None,
-        cancel_requested: false,
-        tier: 1,
-        device_id: Some(device_id),
-        raised_at: at(0),
-        updated_at: at(1),
-        notified: vec!["zhang".into()],
-        paged: vec!["zhang".into()],
-        delivered_to: vec![],
-        declined: vec![],
-        acked_by: None,
-        acked_at: None,
-        on_scene_at: None,
-        resolved_by: None,
-        resolved_at: None,
-        resolution: None,
-        battery_pct: Some(80),
-        rssi: Some(-61),
-        seqs: vec![5],
-        detail: None,
-        presses: 1,
-        last_press_at: None,
-        press_due: None,
-        device_fault_suspected: false,
-        held: false,
-        grouped_in: None,
-        silent_bands: None,
-        ladders: Vec::new(),
-        contacts: Vec::new(),
-    }
+    AlertRecord::sos(id, device_id, 5, at(0)).paged_to(&["zhang"])
 }
 
 fn device(device_id: u32) -> DeviceRecord {

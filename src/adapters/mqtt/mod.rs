@@ -212,12 +212,12 @@ impl<'a> AlertDoc<'a> {
             updated_at: format_time(alert.updated_at),
             notified: &alert.notified,
             delivered_to: &alert.delivered_to,
-            acked_by: alert.acked_by.as_deref(),
-            acked_at: time_opt(alert.acked_at),
-            on_scene_at: time_opt(alert.on_scene_at),
-            resolved_by: alert.resolved_by.as_deref(),
-            resolved_at: time_opt(alert.resolved_at),
-            resolution: alert.resolution.map(Resolution::as_str),
+            acked_by: alert.acked_by(),
+            acked_at: time_opt(alert.acked_at()),
+            on_scene_at: time_opt(alert.on_scene_at()),
+            resolved_by: alert.resolved_by(),
+            resolved_at: time_opt(alert.resolved_at()),
+            resolution: alert.resolution().map(Resolution::as_str),
             battery_pct: alert.battery_pct,
             rssi: alert.rssi,
             contacts: alert
@@ -252,9 +252,10 @@ impl<'a> AlertDoc<'a> {
                 .notified
                 .iter()
                 .chain(&alert.declined)
-                .chain(&alert.acked_by)
-                .chain(&alert.resolved_by)
-                .filter_map(|id| setup.staff.get(id).map(|s| (id.as_str(), s.name.as_str())))
+                .map(String::as_str)
+                .chain(alert.acked_by())
+                .chain(alert.resolved_by())
+                .filter_map(|id| setup.staff.get(id).map(|s| (id, s.name.as_str())))
                 .collect(),
         }
     }

@@ -8,7 +8,8 @@ use jiff::Timestamp;
 
 use super::*;
 use crate::engine::{
-    Escalation, Kind, Locale, NotifyReason, Resident, Rota, Staff, State, Supervision, WearerCancel,
+    Claim, Closure, Escalation, Kind, Locale, NotifyReason, Now, Resident, Rota, Staff, State,
+    Supervision, WearerCancel,
 };
 
 fn setup(locale: Locale) -> Setup {
@@ -70,46 +71,27 @@ fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
-fn open() -> State {
-    State::Open {
-        remind_at: Instant::now(),
-        escalate_at: None,
+/// zhang's claim.
+fn claim() -> Claim {
+    Claim {
+        by: "zhang".into(),
+        at: ts("2026-11-23T03:46:00Z"),
     }
 }
 
 /// The contract's example alert.
 fn sos() -> Alert {
+    let now = Now {
+        mono: Instant::now(),
+        wall: ts("2026-11-23T03:44:14.120Z"),
+    };
     Alert {
-        id: "17-42".into(),
-        kind: Kind::Sos,
-        state: open(),
-        cancel_requested: false,
-        verify_until: None,
-        tier: 1,
-        device_id: Some(17),
-        raised_at: ts("2026-11-23T03:44:14.120Z"),
         updated_at: ts("2026-11-23T03:45:14.121Z"),
-        notified: vec!["zhang".into(), "li".into()],
-        paged: vec!["zhang".into(), "li".into()],
         delivered_to: vec!["zhang".into()],
-        declined: vec![],
-        acked_by: None,
-        acked_at: None,
-        on_scene_at: None,
-        resolved_by: None,
-        resolved_at: None,
-        resolution: None,
-        battery_pct: Some(80),
-        rssi: Some(-67),
-        seqs: vec![42],
-        detail: None,
-        presses: crate::engine::Presses {
-            count: 1,
-            ..Default::default()
-        },
-        grouping: crate::engine::Grouping::Alone,
-        ladders: Vec::new(),
-        contacts: Vec::new(),
+        ..Alert::new("17-42", Kind::Sos, now)
+            .of_band(17, Some(80), Some(-67))
+            .first_press(42, now)
+            .paged_to(1, &["zhang", "li"])
     }
 }
 
@@ -198,13 +180,14 @@ fn resolved_alert_fills_every_field() {
     let mut a = sos();
     a.state = State::Resolved {
         clear_at: Instant::now(),
+        closure: Closure {
+            by: "zhang".into(),
+            at: ts("2026-11-23T04:00:00.5Z"),
+            resolution: Resolution::FalseAlarm,
+        },
+        claim: Some(claim()),
+        on_scene_at: Some(ts("2026-11-23T03:50:00.007Z")),
     };
-    a.acked_by = Some("zhang".into());
-    a.acked_at = Some(ts("2026-11-23T03:46:00Z"));
-    a.on_scene_at = Some(ts("2026-11-23T03:50:00.007Z"));
-    a.resolved_by = Some("zhang".into());
-    a.resolved_at = Some(ts("2026-11-23T04:00:00.5Z"));
-    a.resolution = Some(Resolution::FalseAlarm);
     let p = render_one(&Output::AlertChanged(Box::new(a)));
     let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
     assert_eq!(v["state"], "resolved");
@@ -462,19 +445,27 @@ fn texts(locale: Locale) -> Vec<String> {
     a.cancel_requested = true;
     out.push(text::summary(&a, &s));
     a.cancel_requested = false;
-    a.acked_by = Some("zhang".into());
     a.state = State::Acknowledged {
         lapse_at: Instant::now(),
+        claim: claim(),
     };
     out.push(text::summary(&a, &s));
     a.state = State::OnScene {
         remind_at: Instant::now(),
+        claim: claim(),
+        since: ts("2026-11-23T03:50:00.007Z"),
     };
     out.push(text::summary(&a, &s));
     a.state = State::Resolved {
         clear_at: Instant::now(),
+        closure: Closure {
+            by: "zhang".into(),
+            at: ts("2026-11-23T04:00:00.5Z"),
+            resolution: Resolution::RealEmergency,
+        },
+        claim: Some(claim()),
+        on_scene_at: None,
     };
-    a.resolution = Some(Resolution::RealEmergency);
     out.push(text::summary(&a, &s));
     let mut t = sos();
     t.kind = Kind::Test;

@@ -87,14 +87,14 @@ fn zh(alert: &Alert, setup: &Setup) -> String {
     if alert.presses.fault_suspected {
         s += &format!("（{} 次按键，手环疑似故障）", alert.presses.count);
     }
-    let by = |id: &Option<String>| setup.staff_name(id.as_deref().unwrap_or("?")).to_owned();
-    match alert.state {
+    match &alert.state {
         State::Open { .. } => {}
-        State::Acknowledged { .. } => s += &format!("，{}已确认前往", by(&alert.acked_by)),
-        State::OnScene { .. } => s += &format!("，{}已到场", by(&alert.acked_by)),
-        State::Resolved { .. } => {
-            let how = alert.resolution.map(zh_resolution).unwrap_or("已关闭");
-            s += &format!("，已处理（{how}）");
+        State::Acknowledged { claim, .. } => {
+            s += &format!("，{}已确认前往", setup.staff_name(&claim.by))
+        }
+        State::OnScene { claim, .. } => s += &format!("，{}已到场", setup.staff_name(&claim.by)),
+        State::Resolved { closure, .. } => {
+            s += &format!("，已处理（{}）", zh_resolution(closure.resolution));
         }
     }
     if alert.cancel_requested && !alert.is_resolved() {
@@ -150,14 +150,16 @@ fn en(alert: &Alert, setup: &Setup) -> String {
     if alert.presses.fault_suspected {
         s += &format!(" ({} presses: probable device fault)", alert.presses.count);
     }
-    let by = |id: &Option<String>| setup.staff_name(id.as_deref().unwrap_or("?")).to_owned();
-    match alert.state {
+    match &alert.state {
         State::Open { .. } => {}
-        State::Acknowledged { .. } => s += &format!(", {} is on the way", by(&alert.acked_by)),
-        State::OnScene { .. } => s += &format!(", {} is on scene", by(&alert.acked_by)),
-        State::Resolved { .. } => {
-            let how = alert.resolution.map(en_resolution).unwrap_or("closed");
-            s += &format!(", resolved ({how})");
+        State::Acknowledged { claim, .. } => {
+            s += &format!(", {} is on the way", setup.staff_name(&claim.by))
+        }
+        State::OnScene { claim, .. } => {
+            s += &format!(", {} is on scene", setup.staff_name(&claim.by))
+        }
+        State::Resolved { closure, .. } => {
+            s += &format!(", resolved ({})", en_resolution(closure.resolution));
         }
     }
     if alert.cancel_requested && !alert.is_resolved() {

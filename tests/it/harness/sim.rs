@@ -149,6 +149,14 @@ impl Sim {
         self.wall0 + (self.now - self.t0)
     }
 
+    /// Both clocks now, as the engine takes them.
+    pub fn clock(&self) -> Now {
+        Now {
+            mono: self.now,
+            wall: self.wall(),
+        }
+    }
+
     pub fn elapsed(&self) -> Duration {
         self.now - self.t0
     }
@@ -165,8 +173,7 @@ impl Sim {
                 break;
             }
             self.now = due.max(self.now);
-            let wall = self.wall();
-            self.engine.handle_timeout(self.now, wall);
+            self.engine.handle_timeout(self.clock());
             let next = self.engine.poll_timeout();
             assert!(
                 next.is_none_or(|n| n > self.now),
@@ -233,8 +240,7 @@ impl Sim {
     }
 
     pub fn bytes(&mut self, data: &[u8]) -> Heard {
-        let wall = self.wall();
-        self.engine.handle_frame(self.now, wall, data, Some(-60))
+        self.engine.handle_frame(self.clock(), data, Some(-60))
     }
 
     pub fn sos(&mut self, device: u32) -> String {
@@ -247,10 +253,9 @@ impl Sim {
     }
 
     pub fn act(&mut self, staff: &str, alert: &str, action: Action) -> Result<(), Refusal> {
-        let wall = self.wall();
         let r = self
             .engine
-            .handle_action(self.now, wall, staff, alert, action);
+            .handle_action(self.clock(), staff, alert, action);
         let name = match action {
             Action::Resolve(r) => format!("resolve({})", r.as_str()),
             a => a.name().to_string(),
@@ -278,16 +283,14 @@ impl Sim {
     /// (negative: the clock is behind, as on a Raspberry Pi without RTC after a power cut);
     /// it stays moved afterwards.
     pub fn restart_with_clock(&mut self, down_secs: f64, clock_secs: f64) {
-        let snap = self.engine.snapshot(self.now, self.wall());
+        let snap = self.engine.snapshot(self.clock());
         self.now += Duration::from_secs_f64(down_secs);
         let shift = jiff::SignedDuration::try_from_secs_f64(clock_secs).unwrap();
         self.wall0 = self.wall0.checked_add(shift).unwrap();
-        let wall = self.wall();
         self.engine = Engine::restore(
             self.setup.clone(),
             Intake::new(COMPANY, keyring()),
-            self.now,
-            wall,
+            self.clock(),
             snap,
         );
         let _ = writeln!(
@@ -302,7 +305,7 @@ impl Sim {
         );
         // What start-up does: fire what is overdue at once.
         if self.engine.poll_timeout().is_some_and(|d| d <= self.now) {
-            self.engine.handle_timeout(self.now, wall);
+            self.engine.handle_timeout(self.clock());
         }
         self.drain();
     }
@@ -322,11 +325,10 @@ impl Sim {
                     },
                     a.tier,
                     a.notified,
-                    a.acked_by
-                        .as_ref()
+                    a.acked_by()
                         .map(|s| format!(" acked_by {s}"))
                         .unwrap_or_default(),
-                    a.resolution
+                    a.resolution()
                         .map(|r| format!(" resolution {}", r.as_str()))
                         .unwrap_or_default(),
                     if a.delivered_to.is_empty() {
