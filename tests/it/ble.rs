@@ -395,6 +395,25 @@ impl Scan {
         read_capture(&self.record)
     }
 
+    /// Stops the scan (Ctrl-C), which must end it cleanly; its log.
+    pub fn end(&mut self) -> String {
+        assert_eq!(self.interrupt(), 0, "{}", self.log());
+        self.log()
+    }
+
+    /// At least `min` in the final table's counter `name`.
+    pub fn assert_counter(&self, name: &str, min: u64) {
+        let table = self.table();
+        assert!(counter(&table, name) >= min, "{name} < {min}:\n{table}");
+    }
+
+    /// Waits (10 s at most) until the scan has captured `data`.
+    pub fn wait_captured(&self, what: &str, data: &[u8]) {
+        wait_for(Duration::from_secs(10), what, || {
+            has(&self.captured(), data)
+        });
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
@@ -535,11 +554,7 @@ fn scanning_resumes_by_itself_after_bluez_is_killed_and_restarted() {
     let before = heartbeat(1, 10);
     m.advert("C8:FD:19:00:00:01", -60, 0xFFFF, &before);
     // Heard before the crash (reading a new device's data needs bluetoothd alive).
-    wait_for(
-        Duration::from_secs(10),
-        "the advert before the crash",
-        || has(&scan.captured(), &before),
-    );
+    scan.wait_captured("the advert before the crash", &before);
     m.kill_mock();
     // Long enough for a probe to see bluetoothd gone (probes run every second).
     std::thread::sleep(Duration::from_millis(1500));
@@ -548,18 +563,11 @@ fn scanning_resumes_by_itself_after_bluez_is_killed_and_restarted() {
     wait_discovering(&m, &scan, 1);
     let after = sealed(17, 50, BandEvent::Sos);
     m.advert("C8:FD:19:00:00:11", -62, 0xFFFF, &after);
-    wait_for(Duration::from_secs(10), "the SOS after the restart", || {
-        has(&scan.captured(), &after)
-    });
-    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
-    let log = scan.log();
+    scan.wait_captured("the SOS after the restart", &after);
+    let log = scan.end();
     assert!(log.contains("adapter lost"), "{log}");
     assert!(log.contains("recreating the BlueZ connection"), "{log}");
-    assert!(
-        counter(&scan.table(), "BlueZ reconnects") >= 1,
-        "{}",
-        scan.table()
-    );
+    scan.assert_counter("BlueZ reconnects", 1);
 }
 
 #[test]
@@ -577,17 +585,10 @@ fn scanning_resumes_after_the_adapter_is_powered_off_and_on() {
     wait_discovering(&m, &scan, 2);
     let sos = sealed(17, 60, BandEvent::Sos);
     m.advert("C8:FD:19:00:00:11", -62, 0xFFFF, &sos);
-    wait_for(Duration::from_secs(10), "the SOS after power-on", || {
-        has(&scan.captured(), &sos)
-    });
-    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
-    let log = scan.log();
+    scan.wait_captured("the SOS after power-on", &sos);
+    let log = scan.end();
     assert!(log.contains("restarting the scan"), "{log}");
-    assert!(
-        counter(&scan.table(), "scan restarts") >= 1,
-        "{}",
-        scan.table()
-    );
+    scan.assert_counter("scan restarts", 1);
 }
 
 #[test]
@@ -684,9 +685,7 @@ fn memory_stays_flat_with_5000_random_address_advertisers_that_are_not_ours() {
     wait_discovering(&m, &scan, 1);
     let band = heartbeat(1, 5);
     m.advert("C8:FD:19:00:00:01", -60, 0xFFFF, &band);
-    wait_for(Duration::from_secs(10), "our band", || {
-        has(&scan.captured(), &band)
-    });
+    scan.wait_captured("our band", &band);
     // Warm up: allocator pools, D-Bus buffers, the first strangers.
     let stranger = |i: u32| {
         let addr = format!(
@@ -736,11 +735,7 @@ fn an_sos_from_a_device_bluez_has_forgotten_is_taken_from_the_signal() {
                               "rssi": -57, "company_id": 0xFFFF, "data": hex::encode(&sos)}),
     );
     assert!(reply.starts_with("ok"), "{reply}");
-    wait_for(
-        Duration::from_secs(10),
-        "the forgotten device's SOS",
-        || has(&scan.captured(), &sos),
-    );
+    scan.wait_captured("the forgotten device's SOS", &sos);
     assert_eq!(scan.interrupt(), 0, "{}", scan.log());
     let captured = scan.captured();
     let c = captured
@@ -763,9 +758,7 @@ fn unreadable_manufacturer_data_is_counted_and_the_next_sos_still_arrives() {
     }
     let sos = sealed(17, 78, BandEvent::Sos);
     m.advert("C8:FD:19:00:00:11", -60, 0xFFFF, &sos);
-    wait_for(Duration::from_secs(10), "the SOS after bad signals", || {
-        has(&scan.captured(), &sos)
-    });
+    scan.wait_captured("the SOS after bad signals", &sos);
     assert_eq!(scan.interrupt(), 0, "{}", scan.log());
     let table = scan.table();
     assert_eq!(counter(&table, "unreadable"), 3, "{table}");
@@ -789,17 +782,10 @@ fn discovery_stopped_behind_our_back_is_started_again_and_an_sos_gets_through() 
     wait_discovering(&m, &scan, 2);
     let sos = sealed(17, 79, BandEvent::Sos);
     m.advert("C8:FD:19:00:00:11", -60, 0xFFFF, &sos);
-    wait_for(Duration::from_secs(10), "the SOS after the restart", || {
-        has(&scan.captured(), &sos)
-    });
-    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
-    let log = scan.log();
+    scan.wait_captured("the SOS after the restart", &sos);
+    let log = scan.end();
     assert!(log.contains("adapter stopped discovering"), "{log}");
-    assert!(
-        counter(&scan.table(), "scan restarts") >= 1,
-        "{}",
-        scan.table()
-    );
+    scan.assert_counter("scan restarts", 1);
 }
 
 #[test]
@@ -809,9 +795,7 @@ fn scanning_resumes_after_the_d_bus_daemon_itself_dies_and_comes_back() {
     wait_discovering(&m, &scan, 1);
     let before = heartbeat(1, 20);
     m.advert("C8:FD:19:00:00:01", -60, 0xFFFF, &before);
-    wait_for(Duration::from_secs(10), "the advert before", || {
-        has(&scan.captured(), &before)
-    });
+    scan.wait_captured("the advert before", &before);
     // The bus daemon dies (its socket with it) and a new one comes, with a new bluetoothd.
     m.restart_bus();
     wait_discovering(&m, &scan, 1);
@@ -820,14 +804,9 @@ fn scanning_resumes_after_the_d_bus_daemon_itself_dies_and_comes_back() {
     wait_for(Duration::from_secs(15), "the SOS on the new bus", || {
         has(&scan.captured(), &sos)
     });
-    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
-    let log = scan.log();
+    let log = scan.end();
     assert!(log.contains("recreating the BlueZ connection"), "{log}");
-    assert!(
-        counter(&scan.table(), "BlueZ reconnects") >= 1,
-        "{}",
-        scan.table()
-    );
+    scan.assert_counter("BlueZ reconnects", 1);
 }
 
 #[test]
@@ -926,9 +905,7 @@ fn passive_scanning_registers_our_company_id_and_never_discovers() {
     assert!(m.advert_passes("C8:FD:19:00:00:11", -58, 0xFFFF, &sos));
     // Another company's advert does not get past BlueZ's filter.
     assert!(!m.advert_passes("AA:BB:CC:00:00:01", -80, 0x004C, &[1, 2, 3]));
-    wait_for(Duration::from_secs(10), "the SOS", || {
-        has(&scan.captured(), &sos)
-    });
+    scan.wait_captured("the SOS", &sos);
     assert_eq!(scan.interrupt(), 0, "{}", scan.log());
     assert_eq!(m.calls("StartDiscovery"), 0, "{}", scan.log());
     let table = scan.table();
@@ -943,11 +920,7 @@ fn passive_scanning_registers_again_after_bluez_is_killed_and_restarted() {
     wait_registered(&mut m, &scan, 1);
     let before = heartbeat(1, 30);
     assert!(m.advert_passes("C8:FD:19:00:00:01", -60, 0xFFFF, &before));
-    wait_for(
-        Duration::from_secs(10),
-        "the advert before the crash",
-        || has(&scan.captured(), &before),
-    );
+    scan.wait_captured("the advert before the crash", &before);
     m.kill_mock();
     std::thread::sleep(Duration::from_millis(1500));
     m.start_mock();
@@ -956,11 +929,8 @@ fn passive_scanning_registers_again_after_bluez_is_killed_and_restarted() {
     assert_eq!(patterns(&state), vec![json!([0, 255, "ffff"])], "{state}");
     let after = sealed(17, 51, BandEvent::Sos);
     assert!(m.advert_passes("C8:FD:19:00:00:11", -62, 0xFFFF, &after));
-    wait_for(Duration::from_secs(10), "the SOS after the restart", || {
-        has(&scan.captured(), &after)
-    });
-    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
-    let log = scan.log();
+    scan.wait_captured("the SOS after the restart", &after);
+    let log = scan.end();
     assert!(log.contains("recreating the BlueZ connection"), "{log}");
     assert!(
         !log.contains("ERROR"),
@@ -982,19 +952,12 @@ fn a_monitor_bluez_releases_is_registered_again_and_frames_flow_again() {
     wait_registered(&mut m, &scan, 2);
     let sos = sealed(17, 52, BandEvent::Sos);
     assert!(m.advert_passes("C8:FD:19:00:00:11", -62, 0xFFFF, &sos));
-    wait_for(Duration::from_secs(10), "the SOS after the release", || {
-        has(&scan.captured(), &sos)
-    });
-    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
-    let log = scan.log();
+    scan.wait_captured("the SOS after the release", &sos);
+    let log = scan.end();
     assert!(log.contains("released the advertisement monitor"), "{log}");
     assert!(!log.contains("ERROR"), "{log}");
     assert_eq!(m.calls("StartDiscovery"), 0, "{log}");
-    assert!(
-        counter(&scan.table(), "scan restarts") >= 1,
-        "{}",
-        scan.table()
-    );
+    scan.assert_counter("scan restarts", 1);
 }
 
 #[test]
@@ -1012,9 +975,7 @@ fn passive_scanning_registers_again_after_the_adapter_is_powered_off_and_on() {
     wait_registered(&mut m, &scan, 2);
     let sos = sealed(17, 53, BandEvent::Sos);
     assert!(m.advert_passes("C8:FD:19:00:00:11", -62, 0xFFFF, &sos));
-    wait_for(Duration::from_secs(10), "the SOS after power-on", || {
-        has(&scan.captured(), &sos)
-    });
+    scan.wait_captured("the SOS after power-on", &sos);
     assert_eq!(scan.interrupt(), 0, "{}", scan.log());
     assert_eq!(m.calls("StartDiscovery"), 0, "{}", scan.log());
 }
@@ -1027,11 +988,8 @@ fn without_a_monitor_manager_passive_falls_back_to_active_says_why_and_hears() {
     wait_discovering(&m, &scan, 1);
     let sos = sealed(17, 54, BandEvent::Sos);
     m.advert("C8:FD:19:00:00:11", -62, 0xFFFF, &sos);
-    wait_for(Duration::from_secs(10), "the SOS", || {
-        has(&scan.captured(), &sos)
-    });
-    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
-    let log = scan.log();
+    scan.wait_captured("the SOS", &sos);
+    let log = scan.end();
     let error = log
         .lines()
         .find(|l| l.contains("ERROR"))
@@ -1232,11 +1190,8 @@ fn a_monitor_released_again_and_again_with_nothing_heard_gives_way_to_active_sca
     wait_discovering(&m, &scan, 1);
     let sos = sealed(17, 55, BandEvent::Sos);
     m.advert("C8:FD:19:00:00:11", -62, 0xFFFF, &sos);
-    wait_for(Duration::from_secs(10), "the SOS", || {
-        has(&scan.captured(), &sos)
-    });
-    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
-    let log = scan.log();
+    scan.wait_captured("the SOS", &sos);
+    let log = scan.end();
     assert!(
         log.lines()
             .any(|l| l.contains("ERROR") && l.contains("again and again")),
@@ -1264,11 +1219,8 @@ fn a_monitor_manager_that_goes_away_is_noticed_and_the_scan_turns_active() {
     wait_discovering(&m, &scan, 1);
     let sos = sealed(17, 56, BandEvent::Sos);
     assert!(m.advert_passes("C8:FD:19:00:00:11", -62, 0xFFFF, &sos));
-    wait_for(Duration::from_secs(10), "the SOS", || {
-        has(&scan.captured(), &sos)
-    });
-    assert_eq!(scan.interrupt(), 0, "{}", scan.log());
-    let log = scan.log();
+    scan.wait_captured("the SOS", &sos);
+    let log = scan.end();
     assert!(
         log.contains("the advertisement monitor is not in force"),
         "{log}"
