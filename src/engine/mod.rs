@@ -39,6 +39,7 @@ pub use setup::{
     Supervision, WearerCancel, CALL_GAP,
 };
 pub use snapshot::{AlertRecord, Changes, DeviceRecord, MetaRecord, Snapshot};
+pub use supervision::SILENCES_PER_TIMEOUT;
 pub use time::Now;
 
 /// Quiet alerts' records per `take_background` batch the loop writes (once a second): small
@@ -316,6 +317,12 @@ impl Engine {
         self.outputs.pop_front()
     }
 
+    /// Silent bands due to be noticed at `now` and not noticed yet (left for the next
+    /// `handle_timeout`).
+    pub fn silences_due(&self, now: Instant) -> usize {
+        self.silence.range(..=(now, u32::MAX)).count()
+    }
+
     /// When `handle_timeout` must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
@@ -328,7 +335,10 @@ impl Engine {
         .min()
     }
 
-    /// Fires every deadline at or before `now`.
+    /// Fires every deadline at or before `now`, except that at most `SILENCES_PER_TIMEOUT`
+    /// silent bands are noticed per call: the others stay due (`poll_timeout` at or before
+    /// `now`, `silences_due` > 0) for the next call, which the caller makes after looking at
+    /// its other inputs.
     pub fn handle_timeout(&mut self, now: Now) {
         self.last_timeout = Some(now.mono);
         self.fire_silence(now);

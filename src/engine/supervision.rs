@@ -32,6 +32,10 @@ const BATTERY_STEP: u8 = 5;
 
 /// How long a band's silence is held to see whether others fall silent with it.
 pub const SILENCE_WINDOW: Duration = Duration::from_secs(10);
+/// Silences noticed per `handle_timeout`: when thousands of bands fall silent at once (a dead
+/// adapter), the rest stay due for the next call, so the loop looks at its alarm lane in
+/// between instead of opening every quiet alert in one turn.
+pub const SILENCES_PER_TIMEOUT: usize = 512;
 /// More silences than this within one window make one gateway notice.
 pub const HANDFUL: usize = 5;
 /// Bands named in the gateway notice.
@@ -255,10 +259,12 @@ impl Engine {
     pub(super) fn fire_silence(&mut self, now: Now) {
         let notice = self.open_notice();
         let mut joined: Vec<u32> = Vec::new();
+        let mut noticed = 0;
         while let Some(&(due, id)) = self.silence.first() {
-            if due > now.mono {
+            if due > now.mono || noticed == SILENCES_PER_TIMEOUT {
                 break;
             }
+            noticed += 1;
             self.silence.remove(&(due, id));
             let band = self.devices.entry(id).or_default();
             band.silence_due = None;

@@ -1,6 +1,7 @@
 //! Property tests over random sequences of frames, phone actions, time and restarts.
 //!
-//! Whatever happens: no busy loop (`poll_timeout` moves past the `now` of `handle_timeout`),
+//! Whatever happens: no busy loop (`poll_timeout` moves past the `now` of `handle_timeout`, or
+//! fewer silences are left to notice),
 //! every unresolved alert has a future deadline, only a person's `resolve` (or ack of a test,
 //! or a silent band heard again) ends an alert, and an open emergency is never left
 //! 2 × max(ack timeout, renotify) without a page.

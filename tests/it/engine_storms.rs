@@ -253,8 +253,12 @@ impl Community {
         let target = self.now + Duration::from_secs(secs);
         while let Some(due) = self.engine.poll_timeout().filter(|d| *d <= target) {
             self.now = due.max(self.now);
+            let silences = self.engine.silences_due(self.now);
             self.engine.handle_timeout(self.clock());
-            assert!(self.engine.poll_timeout().is_none_or(|n| n > self.now));
+            assert!(
+                self.engine.poll_timeout().is_none_or(|n| n > self.now)
+                    || self.engine.silences_due(self.now) < silences
+            );
             self.drain();
         }
         self.now = target;
@@ -434,6 +438,57 @@ fn two_thousand_silent_bands_make_one_notice_and_an_sos_meanwhile_pages_at_once(
         .filter(|(_, o)| matches!(o, Output::AlertCleared { .. }))
         .count();
     assert!(cleared <= 3, "{cleared} clears");
+}
+
+/// A dead adapter: 2,000 bands fall silent in the same instant. One `handle_timeout` notices
+/// at most `SILENCES_PER_TIMEOUT` of them and leaves the rest due, so an SOS taken between two
+/// calls (as the loop takes its alarm lane between turns) is paged before the rest are opened.
+#[test]
+fn silences_noticed_at_once_are_taken_a_batch_per_timeout_and_an_sos_goes_between() {
+    let mut c = Community::new(2_000);
+    c.frame(17, HEARTBEAT);
+    c.frame(18, HEARTBEAT);
+    c.advance(29 * 60);
+    c.frame(17, HEARTBEAT);
+    c.frame(18, HEARTBEAT);
+    let due = c.engine.poll_timeout().unwrap();
+    c.now = due;
+    assert_eq!(c.engine.silences_due(c.now), 2_000);
+    c.engine.handle_timeout(c.clock());
+    c.drain();
+    assert_eq!(c.engine.silences_due(c.now), 2_000 - SILENCES_PER_TIMEOUT);
+    assert!(
+        c.engine.poll_timeout().unwrap() <= c.now,
+        "the rest stay due"
+    );
+    let silent = |c: &Community| {
+        c.engine
+            .alerts()
+            .filter(|a| a.kind == Kind::DeviceSilent && a.device_id.is_some())
+            .count()
+    };
+    assert_eq!(silent(&c), SILENCES_PER_TIMEOUT);
+    // The SOS between two calls is paged at once.
+    c.frame(17, BandEvent::Sos);
+    let sos_page = c
+        .pages()
+        .iter()
+        .any(|p| p.2.kind == Kind::Sos && p.1 == NotifyReason::New);
+    assert!(sos_page);
+    // The next calls, at the same instant, take the rest; grouped as if noticed together.
+    c.advance(60);
+    assert_eq!(c.engine.silences_due(c.now), 0);
+    assert_eq!(silent(&c), 2_000);
+    let notices: Vec<_> = c
+        .pages()
+        .into_iter()
+        .filter(|p| p.2.id.starts_with("gateway-gw-test-silent-"))
+        .map(|p| p.2.id.clone())
+        .collect();
+    assert!(
+        !notices.is_empty() && notices.iter().all(|n| *n == notices[0]),
+        "{notices:?}"
+    );
 }
 
 #[test]
