@@ -109,15 +109,6 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
     /// A presence message (`{p}/phones/{staff_id}/{client_id}`): read, never acted on as a
     /// phone action and never cleared (it is retained on purpose). Bad payloads are counted.
     pub(super) fn presence(&mut self, staff_id: &str, client_id: &str, payload: &[u8]) {
-        let (_, wall) = clock();
-        let before = self.on_duty(wall);
-        self.take_presence(staff_id, client_id, payload);
-        if self.on_duty(wall) != before {
-            self.status_stale = true;
-        }
-    }
-
-    fn take_presence(&mut self, staff_id: &str, client_id: &str, payload: &[u8]) {
         let (now, wall) = clock();
         match parse_presence(staff_id, client_id, payload) {
             Ok(None) => self.engine.forget_presence(staff_id, client_id),

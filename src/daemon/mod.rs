@@ -192,9 +192,10 @@ pub struct Daemon<S, P> {
     webhook: Option<tokio::sync::mpsc::Sender<crate::adapters::webhook::WebhookJob>>,
     /// Silent bands' device states not rendered yet (a batch per turn).
     silent: silent::SilentBacklog,
-    /// The status document's `on_duty` changed (a console came or went): published again at
-    /// the next telemetry tick rather than at `status_interval` (at most once a second).
-    status_stale: bool,
+    /// `on_duty` as the status document last said it: when it changes (a console comes or
+    /// goes, a shift turns over) the document is published again at the next telemetry tick,
+    /// not only at `status_interval`.
+    published_on_duty: Vec<crate::engine::OnDuty>,
 }
 
 fn clock() -> (std::time::Instant, Timestamp) {
@@ -221,7 +222,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             modem: None,
             webhook: None,
             silent: silent::SilentBacklog::default(),
-            status_stale: false,
+            published_on_duty: Vec::new(),
         }
     }
 
@@ -390,7 +391,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
                 self.publish_status();
             }
             Event::TelemetryTick => {
-                if self.status_stale {
+                if self.on_duty(Timestamp::now()) != self.published_on_duty {
                     self.publish_status();
                 }
                 self.flush_telemetry(adverts.dropped());
@@ -835,8 +836,8 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
     }
 
     fn publish_status(&mut self) {
-        self.status_stale = false;
         let wall = Timestamp::now();
+        self.published_on_duty = self.on_duty(wall);
         let status = GatewayStatus {
             gateway_id: self.site.gateway_id.clone(),
             started_at: self.site.started_at,
@@ -853,7 +854,7 @@ impl<S: StateStore, P: Publisher> Daemon<S, P> {
             telemetry_dropped: self.dropped.0,
             degraded: !self.degraded_reasons(clock().0).is_empty(),
             modem: self.modem_health(),
-            on_duty: self.on_duty(wall),
+            on_duty: self.published_on_duty.clone(),
         };
         let msg = mqtt::status(&self.site.topics, &status);
         self.delivery.volatile(msg);
