@@ -35,6 +35,12 @@ fn swap(text: String, from: &str, to: &str) -> String {
     text.replacen(from, to, 1)
 }
 
+/// `swap` for each pair, in order.
+#[track_caller]
+fn swaps(text: String, pairs: &[(&str, &str)]) -> String {
+    pairs.iter().fold(text, |t, (from, to)| swap(t, from, to))
+}
+
 /// `config::load`'s problems (or warnings, when it loads), one per line, the dir as `$DIR`.
 #[track_caller]
 fn check(path: &Path, dir: &Path, expect: Expect) {
@@ -53,16 +59,19 @@ fn check(path: &Path, dir: &Path, expect: Expect) {
 fn mistakes_in_the_console_section() {
     let dir = tempfile::tempdir().unwrap();
     let path = example_in(dir.path(), |t| {
-        let t = swap(t, "listen = \"0.0.0.0:8080\"", "listen = \"8080\"");
-        let t = swap(
+        swaps(
             t,
-            "# cert_file = \"/etc/bandgate/tls/console.pem\"",
-            "cert_file = \"console.pem\"",
-        );
-        swap(
-            t,
-            "broker_url = \"ws://{host}:9001\"",
-            "broker_url = \"mqtt://{host}:1883\"",
+            &[
+                ("listen = \"0.0.0.0:8080\"", "listen = \"8080\""),
+                (
+                    "# cert_file = \"/etc/bandgate/tls/console.pem\"",
+                    "cert_file = \"console.pem\"",
+                ),
+                (
+                    "broker_url = \"ws://{host}:9001\"",
+                    "broker_url = \"mqtt://{host}:1883\"",
+                ),
+            ],
         )
     });
     check(
@@ -78,15 +87,18 @@ fn mistakes_in_the_console_section() {
     std::fs::write(dir.path().join("console.pem"), "x").unwrap();
     std::fs::write(dir.path().join("console.key"), "x").unwrap();
     let path = example_in(dir.path(), |t| {
-        let t = swap(
+        swaps(
             t,
-            "# cert_file = \"/etc/bandgate/tls/console.pem\"",
-            "cert_file = \"console.pem\"",
-        );
-        swap(
-            t,
-            "# key_file = \"/etc/bandgate/tls/console.key\"",
-            "key_file = \"console.key\"",
+            &[
+                (
+                    "# cert_file = \"/etc/bandgate/tls/console.pem\"",
+                    "cert_file = \"console.pem\"",
+                ),
+                (
+                    "# key_file = \"/etc/bandgate/tls/console.key\"",
+                    "key_file = \"console.key\"",
+                ),
+            ],
         )
     });
     check(
@@ -104,51 +116,43 @@ fn mistakes_at_the_top_and_in_the_sections() {
     std::fs::write(dir.path().join("empty-password"), "  \n").unwrap();
     std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
     let path = example_in(dir.path(), |t| {
-        let t = swap(
+        swaps(
             t,
-            "site_id = \"guanghuiyuan\"",
-            "site_id = \"guang hui/yuan\"",
-        );
-        let t = swap(t, "gateway_id = \"gw-guanghuiyuan-1\"", "#");
-        let t = swap(t, "locale = \"zh-CN\"", "locale = \"zh\"");
-        let t = swap(
-            t,
-            "timezone = \"Asia/Shanghai\"",
-            "timezone = \"Asia/Beijing\"",
-        );
-        let t = swap(t, "source = \"bluez\"", "source = \"radio\"");
-        let t = swap(t, "company_id = 0xFFFF", "company_id = 70000");
-        let t = swap(t, "silence_restart = \"60s\"", "silence_restart = \"0s\"");
-        let t = swap(
-            t,
-            "url = \"mqtt://127.0.0.1:1883\"",
-            "url = \"mqtt://broker/path\"",
-        );
-        let t = swap(
-            t,
-            "# password_file = \"/etc/bandgate/mqtt-password\"",
-            "password_file = \"empty-password\"",
-        );
-        let t = swap(
-            t,
-            "# topic_prefix = \"bandgate/guanghuiyuan\"",
-            "topic_prefix = \"a/#\"",
-        );
-        let t = swap(t, "status_interval = \"60s\"", "status_interval = \"soon\"");
-        let t = swap(
-            t,
-            "resolved_retention = \"10m\"",
-            "resolved_retention = \"900ms\"",
-        );
-        let t = swap(t, "ack_timeouts = [\"60s\", \"60s\"]", "ack_timeouts = []");
-        let t = swap(
-            t,
-            "wearer_cancel = \"verify\"",
-            "wearer_cancel = \"ignore\"",
-        );
-        let t = swap(t, "claim_timeout = \"15m\"", "claim_timeout = \"31d\"");
-        let t = swap(t, "low_battery_pct = 20", "low_battery_pct = 120");
-        swap(t, "publish_vitals = false", "publish_vitals = \"maybe\"")
+            &[
+                ("site_id = \"guanghuiyuan\"", "site_id = \"guang hui/yuan\""),
+                ("gateway_id = \"gw-guanghuiyuan-1\"", "#"),
+                ("locale = \"zh-CN\"", "locale = \"zh\""),
+                (
+                    "timezone = \"Asia/Shanghai\"",
+                    "timezone = \"Asia/Beijing\"",
+                ),
+                ("source = \"bluez\"", "source = \"radio\""),
+                ("company_id = 0xFFFF", "company_id = 70000"),
+                ("silence_restart = \"60s\"", "silence_restart = \"0s\""),
+                (
+                    "url = \"mqtt://127.0.0.1:1883\"",
+                    "url = \"mqtt://broker/path\"",
+                ),
+                (
+                    "# password_file = \"/etc/bandgate/mqtt-password\"",
+                    "password_file = \"empty-password\"",
+                ),
+                (
+                    "# topic_prefix = \"bandgate/guanghuiyuan\"",
+                    "topic_prefix = \"a/#\"",
+                ),
+                ("status_interval = \"60s\"", "status_interval = \"soon\""),
+                (
+                    "resolved_retention = \"10m\"",
+                    "resolved_retention = \"900ms\"",
+                ),
+                ("ack_timeouts = [\"60s\", \"60s\"]", "ack_timeouts = []"),
+                ("wearer_cancel = \"verify\"", "wearer_cancel = \"ignore\""),
+                ("claim_timeout = \"15m\"", "claim_timeout = \"31d\""),
+                ("low_battery_pct = 20", "low_battery_pct = 120"),
+                ("publish_vitals = false", "publish_vitals = \"maybe\""),
+            ],
+        )
     });
     check(
         &path,
@@ -177,22 +181,24 @@ fn mistakes_at_the_top_and_in_the_sections() {
 
     // The other faults of [ble] and [mqtt].
     let path = example_in(dir.path(), |t| {
-        let t = swap(t, "source = \"bluez\"", "source = \"replay\"");
-        let t = swap(
+        swaps(
             t,
-            "# replay_file = \"capture.jsonl\"",
-            "replay_file = \"gone.jsonl\"",
-        );
-        let t = swap(
-            t,
-            "# password_file = \"/etc/bandgate/mqtt-password\"",
-            "password_file = \"no-such-password\"",
-        );
-        let t = swap(t, "# username = \"gw-guanghuiyuan-1\"", "username = \"gw\"");
-        swap(
-            t,
-            "# ca_file = \"/etc/bandgate/ca.pem\"",
-            "ca_file = \"ca.pem\"",
+            &[
+                ("source = \"bluez\"", "source = \"replay\""),
+                (
+                    "# replay_file = \"capture.jsonl\"",
+                    "replay_file = \"gone.jsonl\"",
+                ),
+                (
+                    "# password_file = \"/etc/bandgate/mqtt-password\"",
+                    "password_file = \"no-such-password\"",
+                ),
+                ("# username = \"gw-guanghuiyuan-1\"", "username = \"gw\""),
+                (
+                    "# ca_file = \"/etc/bandgate/ca.pem\"",
+                    "ca_file = \"ca.pem\"",
+                ),
+            ],
         )
     });
     check(
@@ -205,17 +211,20 @@ fn mistakes_at_the_top_and_in_the_sections() {
     "#]],
     );
     let path = example_in(dir.path(), |t| {
-        let t = swap(t, "source = \"bluez\"", "source = \"replay\"");
-        let t = swap(t, "scan = \"active\"", "scan = \"quiet\"");
-        let t = swap(
+        swaps(
             t,
-            "url = \"mqtt://127.0.0.1:1883\"",
-            "url = \"tcp://127.0.0.1\"",
-        );
-        swap(
-            t,
-            "# ca_file = \"/etc/bandgate/ca.pem\"",
-            "ca_file = \"no-such-ca.pem\"",
+            &[
+                ("source = \"bluez\"", "source = \"replay\""),
+                ("scan = \"active\"", "scan = \"quiet\""),
+                (
+                    "url = \"mqtt://127.0.0.1:1883\"",
+                    "url = \"tcp://127.0.0.1\"",
+                ),
+                (
+                    "# ca_file = \"/etc/bandgate/ca.pem\"",
+                    "ca_file = \"no-such-ca.pem\"",
+                ),
+            ],
         )
     });
     check(
@@ -234,28 +243,31 @@ fn mistakes_at_the_top_and_in_the_sections() {
 fn mistakes_in_the_entries_and_their_references() {
     let dir = tempfile::tempdir().unwrap();
     let path = example_in(dir.path(), |t| {
-        let t = swap(t, "id = \"zhang\"", "id = \"zhang wei\"");
-        let t = swap(t, "id = \"liu\"", "id = \"zhao\"");
-        let t = swap(t, "name = \"李娜\"", "nmae = \"李娜\"");
-        let t = swap(
+        swaps(
             t,
-            "phone = \"13800000005\"",
-            "phone = \"13800000005\"\ncolour = \"red\"",
-        );
-        let t = swap(
-            t,
-            "days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]",
-            "days = [\"mon\", \"tues\"]",
-        );
-        let t = swap(t, "from = \"08:00\"", "from = \"8am\"");
-        let t = swap(t, "staff = [\"zhao\"]", "staff = []");
-        let t = swap(t, "days = [\"sat\", \"sun\"]", "days = []");
-        let t = swap(t, "staff = [\"liu\"]", "staff = [\"lui\", \"ghost\"]");
-        let t = swap(t, "supervisors = [\"chen\"]", "supervisors = [\"boss\"]");
-        let t = swap(t, "id = \"r018\"", "id = \"r017\"");
-        let t = swap(t, "device_id = 23", "device_id = 17");
-        let t = swap(t, "device_id = 31", "device_id = 99");
-        swap(t, "device_id = 18", "device_id = -1")
+            &[
+                ("id = \"zhang\"", "id = \"zhang wei\""),
+                ("id = \"liu\"", "id = \"zhao\""),
+                ("name = \"李娜\"", "nmae = \"李娜\""),
+                (
+                    "phone = \"13800000005\"",
+                    "phone = \"13800000005\"\ncolour = \"red\"",
+                ),
+                (
+                    "days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]",
+                    "days = [\"mon\", \"tues\"]",
+                ),
+                ("from = \"08:00\"", "from = \"8am\""),
+                ("staff = [\"zhao\"]", "staff = []"),
+                ("days = [\"sat\", \"sun\"]", "days = []"),
+                ("staff = [\"liu\"]", "staff = [\"lui\", \"ghost\"]"),
+                ("supervisors = [\"chen\"]", "supervisors = [\"boss\"]"),
+                ("id = \"r018\"", "id = \"r017\""),
+                ("device_id = 23", "device_id = 17"),
+                ("device_id = 31", "device_id = 99"),
+                ("device_id = 18", "device_id = -1"),
+            ],
+        )
     });
     check(
         &path,
@@ -556,13 +568,17 @@ fn files_that_cannot_be_read() {
 fn warnings_for_values_outside_the_recommended_range() {
     let dir = tempfile::tempdir().unwrap();
     let path = example_in(dir.path(), |t| {
-        let t = swap(t, "low_battery_pct = 20", "low_battery_pct = 5");
-        let t = swap(
+        swaps(
             t,
-            "ack_timeouts = [\"60s\", \"60s\"]",
-            "ack_timeouts = [\"60s\", \"60s\", \"60s\", \"60s\"]",
-        );
-        swap(t, "silence_restart = \"60s\"", "silence_restart = \"1h\"")
+            &[
+                ("low_battery_pct = 20", "low_battery_pct = 5"),
+                (
+                    "ack_timeouts = [\"60s\", \"60s\"]",
+                    "ack_timeouts = [\"60s\", \"60s\", \"60s\", \"60s\"]",
+                ),
+                ("silence_restart = \"60s\"", "silence_restart = \"1h\""),
+            ],
+        )
     });
     check(
         &path,
@@ -685,12 +701,16 @@ fn what_the_lenient_readers_say() {
         $DIR/wrong.toml: control_socket: a integer, not a quoted path; fix: write control_socket = "/run/bandgate/bandgate.sock""#]].assert_eq(&said);
     // Nothing but the socket is checked: a file the daemon refuses still names it.
     let other = example_in(dir.path(), |t| {
-        let t = swap(
+        swaps(
             t,
-            "# control_socket = \"/run/bandgate/bandgate.sock\"",
-            "control_socket = \"gw.sock\"",
-        );
-        swap(t, "locale = \"zh-CN\"", "locale = 5")
+            &[
+                (
+                    "# control_socket = \"/run/bandgate/bandgate.sock\"",
+                    "control_socket = \"gw.sock\"",
+                ),
+                ("locale = \"zh-CN\"", "locale = 5"),
+            ],
+        )
     });
     assert_eq!(
         lenient::control_socket(&other),
@@ -699,12 +719,16 @@ fn what_the_lenient_readers_say() {
     // A broken [[residents]] entry: the socket is still found, but enrol refuses the file.
     let dir2 = tempfile::tempdir().unwrap();
     let broken_entry = example_in(dir2.path(), |t| {
-        let t = swap(
+        swaps(
             t,
-            "# control_socket = \"/run/bandgate/bandgate.sock\"",
-            "control_socket = \"gw.sock\"",
-        );
-        swap(t, "name = \"张德明\"", "name = \"张德明")
+            &[
+                (
+                    "# control_socket = \"/run/bandgate/bandgate.sock\"",
+                    "control_socket = \"gw.sock\"",
+                ),
+                ("name = \"张德明\"", "name = \"张德明"),
+            ],
+        )
     });
     assert_eq!(
         lenient::control_socket(&broken_entry),
