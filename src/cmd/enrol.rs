@@ -278,6 +278,33 @@ pub(super) fn resident_advice(
     out
 }
 
+/// How an enrolment error ends the command: 78 for a key file or config the daemon would
+/// refuse as it stands, 1 otherwise.
+pub(super) fn failed(e: EnrolError) -> super::Failure {
+    match e {
+        EnrolError::Config(_) => super::Failure::Config(format!("bandgate enrol: {e}")),
+        _ => super::Failure::Failed(format!("bandgate enrol: {e}")),
+    }
+}
+
+/// The site read from `--config` (checking the resident), and the key file: `--keys`, else
+/// the config's `keys_file`, else the default.
+pub(super) fn site_and_keys(
+    config: Option<&Path>,
+    keys: Option<PathBuf>,
+    resident: &str,
+    device_id: u32,
+) -> Result<(Option<Site>, PathBuf), super::Failure> {
+    let site = match config {
+        Some(c) => Some(read_site(c, resident, device_id).map_err(failed)?),
+        None => None,
+    };
+    let keys = keys
+        .or_else(|| site.as_ref().map(|s| s.keys_file.clone()))
+        .unwrap_or_else(|| PathBuf::from(crate::config::sections::site::KEYS_FILE));
+    Ok((site, keys))
+}
+
 /// `bandgate enrol`: exit 0 when the key was added, 1 when refused, 78 for a key file the
 /// daemon would refuse as it stands.
 pub fn enrol(
@@ -286,17 +313,7 @@ pub fn enrol(
     keys: Option<PathBuf>,
     config: Option<PathBuf>,
 ) -> Result<super::Done, super::Failure> {
-    let failed = |e: EnrolError| match e {
-        EnrolError::Config(_) => super::Failure::Config(format!("bandgate enrol: {e}")),
-        _ => super::Failure::Failed(format!("bandgate enrol: {e}")),
-    };
-    let site = match &config {
-        Some(c) => Some(read_site(c, resident, device_id).map_err(failed)?),
-        None => None,
-    };
-    let keys = keys
-        .or_else(|| site.as_ref().map(|s| s.keys_file.clone()))
-        .unwrap_or_else(|| PathBuf::from(crate::config::sections::site::KEYS_FILE));
+    let (site, keys) = site_and_keys(config.as_deref(), keys, resident, device_id)?;
     let note = format!(
         "resident {resident}, enrolled {}",
         jiff::Zoned::now().date()

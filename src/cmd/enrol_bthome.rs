@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::enrol::{fresh_key, read_site, resident_advice, write_atomic, EnrolError, Site};
+use super::enrol::{
+    failed, fresh_key, resident_advice, site_and_keys, write_atomic, EnrolError, Site,
+};
 use crate::config;
 use crate::engine::bthome::{self, Mac};
 use crate::engine::DeviceKey;
@@ -214,17 +216,7 @@ pub fn enrol_bthome(
             }
         }
     };
-    let failed = |e: EnrolError| match e {
-        EnrolError::Config(_) => super::Failure::Config(format!("bandgate enrol: {e}")),
-        _ => super::Failure::Failed(format!("bandgate enrol: {e}")),
-    };
-    let site = match &config {
-        Some(c) => Some(read_site(c, resident, device_id).map_err(failed)?),
-        None => None,
-    };
-    let keys = keys
-        .or_else(|| site.as_ref().map(|s| s.keys_file.clone()))
-        .unwrap_or_else(|| PathBuf::from(crate::config::sections::site::KEYS_FILE));
+    let (site, keys) = site_and_keys(config.as_deref(), keys, resident, device_id)?;
     let now = jiff::Timestamp::now().to_string();
     let done = add_bthome(&keys, mac, device_id, key, &now).map_err(failed)?;
     print!(
