@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use bandgate::engine::bthome::{self, BtHomeDevice, ButtonEvent, EventSet, Mac};
+use bandgate::engine::bthome::{self, BtHomeDevice, ButtonEvent, Mac};
 use bandgate::engine::{frame, BandEvent, DeviceKey, Frame, Intake, Keyring};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -26,14 +26,7 @@ fn keyring_with_buttons() -> Keyring {
     for i in 0..BUTTONS {
         k.insert_bthome(
             mac_of(i),
-            BtHomeDevice {
-                device_id: 900_000 + i,
-                key: key_of(900_000 + i),
-                sos: EventSet::default_sos(),
-                cancel: EventSet::default_cancel(),
-                silent_after: None,
-                enrolment: String::new(),
-            },
+            BtHomeDevice::new(900_000 + i, key_of(900_000 + i)),
         );
     }
     k

@@ -14,7 +14,7 @@
 
 #![no_main]
 
-use bandgate::engine::bthome::{self, BtHomeDevice, EventSet, Mac};
+use bandgate::engine::bthome::{self, BtHomeDevice, Mac};
 use bandgate::engine::frame::Reject;
 use bandgate::engine::{DeviceKey, Intake, Keyring};
 use libfuzzer_sys::fuzz_target;
@@ -25,14 +25,7 @@ const KEY: DeviceKey = DeviceKey([0x5A; 16]);
 fn enrol(keys: &mut Keyring, mac: Mac, device_id: u32) {
     keys.insert_bthome(
         mac,
-        BtHomeDevice {
-            device_id,
-            key: KEY,
-            sos: EventSet::default_sos(),
-            cancel: EventSet::default_cancel(),
-            silent_after: None,
-            enrolment: String::new(),
-        },
+        BtHomeDevice::new(device_id, KEY),
     );
 }
 

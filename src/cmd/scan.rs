@@ -558,21 +558,11 @@ mod tests {
 
     #[test]
     fn bthome_devices_show_ok_no_key_bad_mic_replay_and_unencrypted() {
-        use crate::engine::bthome::{BtHomeDevice, ButtonEvent, EventSet};
+        use crate::engine::bthome::{BtHomeDevice, ButtonEvent};
         let key = DeviceKey([0x23; 16]);
         let mac = bthome::parse_mac("54:48:E6:8F:80:A5").unwrap();
         let mut keys = Keyring::new();
-        keys.insert_bthome(
-            mac,
-            BtHomeDevice {
-                device_id: 9001,
-                key,
-                sos: EventSet::default_sos(),
-                cancel: EventSet::default_cancel(),
-                silent_after: None,
-                enrolment: String::new(),
-            },
-        );
+        keys.insert_bthome(mac, BtHomeDevice::new(9001, key));
         let names = HashMap::from([(9001, "Mr Button".to_string())]);
         let mut t = ScanTable::new(0xFFFF, Arc::new(keys), names);
         let bt = |addr: &str, data: Vec<u8>| Advert {

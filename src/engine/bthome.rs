@@ -289,6 +289,19 @@ impl fmt::Debug for BtHomeDevice {
 }
 
 impl BtHomeDevice {
+    /// A device with the default events (`sos`, `cancel`), never reported silent, and no
+    /// enrolment name: for tests, benches and fuzzing.
+    pub fn new(device_id: u32, key: DeviceKey) -> BtHomeDevice {
+        BtHomeDevice {
+            device_id,
+            key,
+            sos: EventSet::default_sos(),
+            cancel: EventSet::default_cancel(),
+            silent_after: None,
+            enrolment: String::new(),
+        }
+    }
+
     /// A key check value: the first 4 bytes of AES-128 of sixteen zero bytes, in hex. It
     /// names a key (so a changed key forgets the stored counter) without revealing it.
     pub fn key_check(key: &DeviceKey) -> String {
@@ -598,17 +611,7 @@ mod tests {
 
     fn devices() -> BtHomeDevices {
         let mut d = BtHomeDevices::default();
-        d.insert(
-            EXAMPLE_MAC,
-            BtHomeDevice {
-                device_id: 9001,
-                key: example_key(),
-                sos: EventSet::default_sos(),
-                cancel: EventSet::default_cancel(),
-                silent_after: None,
-                enrolment: String::new(),
-            },
-        );
+        d.insert(EXAMPLE_MAC, BtHomeDevice::new(9001, example_key()));
         d
     }
 

@@ -2,7 +2,7 @@
 //! bytes never panic nor allocate, any tampered byte of an encrypted frame is refused, and no
 //! frame is ever accepted twice.
 
-use bandgate::engine::bthome::{self, BtHomeDevice, ButtonEvent, EventSet, Mac};
+use bandgate::engine::bthome::{self, BtHomeDevice, ButtonEvent, Mac};
 use bandgate::engine::{DeviceKey, Intake, Keyring, Reject};
 use proptest::prelude::*;
 
@@ -12,17 +12,7 @@ const MAC: Mac = [0x54, 0x48, 0xE6, 0x8F, 0x80, 0xA5];
 
 fn ring(key: [u8; 16]) -> Keyring {
     let mut k = Keyring::new();
-    k.insert_bthome(
-        MAC,
-        BtHomeDevice {
-            device_id: 9001,
-            key: DeviceKey(key),
-            sos: EventSet::default_sos(),
-            cancel: EventSet::default_cancel(),
-            silent_after: None,
-            enrolment: String::new(),
-        },
-    );
+    k.insert_bthome(MAC, BtHomeDevice::new(9001, DeviceKey(key)));
     k
 }
 

@@ -220,22 +220,12 @@ async fn a_waiting_loop_is_woken_and_the_lane_closes_with_its_sources() {
 async fn a_bthome_press_or_cancel_takes_the_alarm_lane_and_beacons_forgeries_and_plain_frames_do_not(
 ) {
     use bandgate::adapters::Format;
-    use bandgate::engine::bthome::{self, BtHomeDevice, ButtonEvent, EventSet};
+    use bandgate::engine::bthome::{self, BtHomeDevice, ButtonEvent};
     let key = DeviceKey([0x23; 16]);
     let addr = "54:48:E6:8F:80:A5";
     let mac = bthome::parse_mac(addr).unwrap();
     let mut keys = Keyring::new();
-    keys.insert_bthome(
-        mac,
-        BtHomeDevice {
-            device_id: 9001,
-            key,
-            sos: EventSet::default_sos(),
-            cancel: EventSet::default_cancel(),
-            silent_after: None,
-            enrolment: String::new(),
-        },
-    );
+    keys.insert_bthome(mac, BtHomeDevice::new(9001, key));
     let (tx, mut rx) = advert_lanes(0xFFFF, Arc::new(keys));
     let bt = |data: Vec<u8>| Advert {
         addr: addr.into(),
