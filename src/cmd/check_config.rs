@@ -36,15 +36,10 @@ fn modem_line(choice: &ModemChoice) -> String {
         .and_then(|rt| rt.block_on(modem::probe(choice, Duration::from_secs(5))));
     match probe {
         Ok(h) if h.present => {
-            let yes = |b: Option<bool>, yes: &str, no: &str| match b {
-                Some(true) => yes.to_string(),
-                Some(false) => no.to_string(),
-                None => "?".into(),
-            };
             format!(
                 "modem: present, SIM {}, {}, signal {}",
-                yes(h.sim_ready, "ready", "NOT READY (missing, or locked by a PIN)"),
-                yes(h.registered, "registered", "NOT REGISTERED on a network"),
+                super::known(h.sim_ready, "ready", "NOT READY (missing, or locked by a PIN)"),
+                super::known(h.registered, "registered", "NOT REGISTERED on a network"),
                 h.signal_pct
                     .map(|p| format!("{p}%"))
                     .unwrap_or_else(|| "?".into())

@@ -80,3 +80,12 @@ pub fn exit(result: Result<Done, Failure>) -> ExitCode {
     };
     ExitCode::from(code)
 }
+
+/// A yes/no fact the modem may not know yet, as the operator texts print it (`?` for unknown).
+pub(crate) fn known(b: Option<bool>, yes: &str, no: &str) -> String {
+    match b {
+        Some(true) => yes.to_string(),
+        Some(false) => no.to_string(),
+        None => "?".to_string(),
+    }
+}

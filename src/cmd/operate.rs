@@ -208,16 +208,11 @@ fn counts(m: &BTreeMap<String, u64>) -> String {
 }
 
 fn modem_line(m: &crate::adapters::modem::ModemHealth) -> String {
-    let yes = |b: Option<bool>, yes: &str, no: &str| match b {
-        Some(true) => yes.to_string(),
-        Some(false) => no.to_string(),
-        None => "?".to_string(),
-    };
     if m.present {
         format!(
             "modem    present, SIM {}, {}, signal {}\n",
-            yes(m.sim_ready, "ready", "NOT READY"),
-            yes(m.registered, "registered", "NOT REGISTERED"),
+            super::known(m.sim_ready, "ready", "NOT READY"),
+            super::known(m.registered, "registered", "NOT REGISTERED"),
             m.signal_pct
                 .map(|p| format!("{p}%"))
                 .unwrap_or_else(|| "?".into())
