@@ -556,8 +556,11 @@ fn scanning_resumes_by_itself_after_bluez_is_killed_and_restarted() {
     // Heard before the crash (reading a new device's data needs bluetoothd alive).
     scan.wait_captured("the advert before the crash", &before);
     m.kill_mock();
-    // Long enough for a probe to see bluetoothd gone (probes run every second).
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for(
+        Duration::from_secs(10),
+        "a probe to see bluetoothd gone",
+        || scan.log().contains("adapter lost"),
+    );
     m.start_mock();
     // The new bluetoothd must be told to discover again, without help.
     wait_discovering(&m, &scan, 1);
@@ -922,7 +925,11 @@ fn passive_scanning_registers_again_after_bluez_is_killed_and_restarted() {
     assert!(m.advert_passes("C8:FD:19:00:00:01", -60, 0xFFFF, &before));
     scan.wait_captured("the advert before the crash", &before);
     m.kill_mock();
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for(
+        Duration::from_secs(10),
+        "a probe to see bluetoothd gone",
+        || scan.log().contains("adapter lost"),
+    );
     m.start_mock();
     // The new bluetoothd knows no monitor: it must be registered again, without help.
     let state = wait_registered(&mut m, &scan, 1);
